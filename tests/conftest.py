@@ -66,3 +66,15 @@ def data_file(data_dir):
     return path
 
   return get
+
+
+ML1M_FILE = "ml-1m/ml-1m.txt.gz"
+
+
+@pytest.fixture(scope="session")
+def ml1m_prepared(data_file, tmp_path_factory) -> pathlib.Path:
+  """The real SASRec ML-1M, prepared once per session into a temp dir."""
+  from data_prep import prepare  # pylint: disable=import-outside-toplevel
+
+  output = tmp_path_factory.mktemp("prepared") / "ml-1m"
+  return prepare.prepare_dataset("ml-1m", data_file(ML1M_FILE), output)

@@ -1,0 +1,189 @@
+r"""Prepares a raw interaction dataset for linrec_jax training.
+
+  python -m data_prep.prepare --dataset=ml-1m \
+      --input=../shared/data/ml-1m/ml-1m.txt.gz --output_dir=prepared/ml-1m
+
+Reads one of the formats of `data_prep.readers` (auto-detected unless
+--format is given), applies the dataset's preset (printed; any option can be
+overridden) and writes sequences.npz, meta.json, user_ids.txt and item_ids.txt
+atomically. Without --input, ml-1m is downloaded once from GroupLens.
+"""
+
+import json
+import pathlib
+import sys
+from typing import Any, Sequence
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from data_prep import download
+from data_prep import pipeline
+from data_prep import presets
+from data_prep import readers
+from data_prep import writer
+from linrec_jax import data
+
+_OPTIONS = ("format", "min_rating", "k_core", "dedup_consecutive")
+_DOWNLOADABLE = "ml-1m"
+
+
+def resolve_options(dataset: str, **overrides) -> dict[str, Any]:
+  """The preparation options: the dataset's preset updated by overrides.
+
+  Args:
+    dataset: the dataset name (selects the preset).
+    **overrides: any of format, min_rating, k_core, dedup_consecutive.
+
+  Returns:
+    {format, min_rating, k_core, dedup_consecutive}, checked.
+  """
+  unknown = set(overrides) - set(_OPTIONS)
+  if unknown:
+    raise TypeError(f"unknown options {sorted(unknown)}; known: {_OPTIONS}")
+  options = {"format": readers.AUTO, **presets.get(dataset).options()}
+  options.update(overrides)
+  if options["format"] not in (readers.AUTO, *readers.FORMATS):
+    raise ValueError(
+        f"unknown format {options['format']!r}; known formats: "
+        f"{', '.join((readers.AUTO, *readers.FORMATS))}"
+    )
+  if not isinstance(options["k_core"], int) or options["k_core"] < 0:
+    raise ValueError(f"k_core must be an integer >= 0, got {options['k_core']}")
+  if options["min_rating"] is not None:
+    options["min_rating"] = float(options["min_rating"])
+  options["dedup_consecutive"] = bool(options["dedup_consecutive"])
+  return options
+
+
+def prepare_dataset(
+    dataset: str,
+    input_path: str | pathlib.Path | Sequence[str | pathlib.Path] | None,
+    output_dir: str | pathlib.Path,
+    *,
+    overwrite: bool = False,
+    download_dir: str | pathlib.Path = download.DEFAULT_CACHE_DIR,
+    **options,
+) -> pathlib.Path:
+  """Prepares a dataset; callable from Python (the training job does).
+
+  Args:
+    dataset: the dataset name, e.g. "ml-1m" or "gowalla" (selects presets).
+    input_path: a file, a list of files read in order, or a directory (see
+      `readers.read_interactions`); None downloads ml-1m into download_dir.
+    output_dir: the directory to write; nothing is written on failure.
+    overwrite: replace an existing prepared dataset in output_dir.
+    download_dir: where a downloaded archive is cached.
+    **options: overrides of the preset (see `resolve_options`).
+
+  Returns:
+    output_dir as a Path.
+
+  Raises:
+    DataFormatError: malformed input; FileNotFoundError: missing input;
+    download.DownloadError: no input given and the download failed.
+  """
+  options = resolve_options(dataset, **options)
+  preset = presets.get(dataset)
+  downloaded_from = None
+  if input_path is None:
+    if dataset != _DOWNLOADABLE:
+      raise FileNotFoundError(f"no input given for dataset {dataset!r}")
+    input_path = download.fetch_ml1m(download_dir)
+    downloaded_from = download.ML1M_URL
+  if isinstance(input_path, (str, pathlib.Path)):
+    input_path = [input_path]
+  interactions = readers.read_interactions(input_path, options["format"])
+  prepared = pipeline.build(
+      interactions,
+      min_rating=options["min_rating"],
+      k_core=options["k_core"],
+      dedup_consecutive=options["dedup_consecutive"],
+  )
+  meta = pipeline.metadata(
+      prepared,
+      dataset=dataset,
+      interactions=interactions,
+      options=options,
+      training={"max_len": preset.max_len, "batch_size": preset.batch_size},
+      downloaded_from=downloaded_from,
+  )
+  logging.info(
+      "prepared %s: %d users, %d items, %d interactions",
+      dataset,
+      meta["num_users"],
+      meta["num_items"],
+      meta["num_interactions"],
+  )
+  return writer.write_prepared(
+      output_dir,
+      items=prepared.items,
+      offsets=prepared.offsets,
+      user_ids=prepared.user_ids,
+      item_ids=prepared.item_ids,
+      meta=meta,
+      overwrite=overwrite,
+  )
+
+
+def _define_flags() -> None:
+  """Defines the CLI flags; only when run as a program, so that importing
+  prepare_dataset (the training job does) defines no global flags."""
+  flags.DEFINE_string("dataset", "ml-1m", "Dataset name; selects the preset.")
+  flags.DEFINE_list(
+      "input", None, "Input file(s), comma-separated, or a directory."
+  )
+  flags.DEFINE_string("output_dir", None, "Directory to write.", required=True)
+  flags.DEFINE_enum(
+      "format", readers.AUTO, (readers.AUTO, *readers.FORMATS), "Input format."
+  )
+  flags.DEFINE_float("min_rating", None, "Keep ratings >= this (preset).")
+  flags.DEFINE_integer("k_core", None, "Iterative k-core (preset).")
+  flags.DEFINE_bool(
+      "dedup_consecutive", None, "Drop repeated consecutive items (preset)."
+  )
+  flags.DEFINE_bool("overwrite", False, "Replace an existing output_dir.")
+  flags.DEFINE_string(
+      "download_dir",
+      str(download.DEFAULT_CACHE_DIR),
+      "Cache for the downloaded ml-1m.zip.",
+  )
+
+
+def main(argv: Sequence[str]) -> int:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  fv = flags.FLAGS
+  overrides = {"format": fv.format}
+  for name in ("min_rating", "k_core", "dedup_consecutive"):
+    if fv[name].present:
+      overrides[name] = fv[name].value
+  print(presets.get(fv.dataset).describe())
+  try:
+    output_dir = prepare_dataset(
+        fv.dataset,
+        fv.input,
+        fv.output_dir,
+        overwrite=fv.overwrite,
+        download_dir=fv.download_dir,
+        **overrides,
+    )
+  except (ValueError, OSError, download.DownloadError) as e:
+    # DataFormatError is a ValueError; FileNotFoundError an OSError.
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  meta = json.loads((output_dir / data.META_FILE).read_text())
+  print(
+      f"wrote {output_dir}: {meta['num_users']} users, {meta['num_items']} "
+      f"items, {meta['num_interactions']} interactions "
+      f"(format {meta['source']['format']}, options {meta['options']})\n"
+      f"  lengths {meta['length_stats']}; dropped_users_short="
+      f"{meta['dropped_users_short']}; filtering {meta['filtering']}"
+  )
+  return 0
+
+
+if __name__ == "__main__":
+  _define_flags()
+  app.run(main)
