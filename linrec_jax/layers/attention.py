@@ -1,0 +1,355 @@
+"""Attention kernels as pure functions: LinRec and its baselines.
+
+Every variant maps `query, key, value` of shape `[B, L, H, K]` to `[B, L, H,
+K]` (the value head dim may differ from the query/key head dim; the output
+takes the value's). Keyword-only arguments:
+
+- `mask`: bool `[B, L]`, True at real items; None means every position is
+  real. Padded keys contribute nothing, and the outputs at padded query
+  positions are zero in every variant, so a caller may rely on that.
+- `causal`: position t attends to positions <= t only (`CAUSAL_VARIANTS`
+  lists the variants that support it).
+
+Axis names in einsum strings: B batch, L query positions, M key positions, H
+heads, K query/key head dim, F value head dim; inside the chunked scan, C
+and T are query and key positions within one chunk.
+
+Norms, softmaxes and accumulations run in at least float32 (bfloat16 inputs
+are upcast); the result is cast back to the inputs' dtype.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+# Added to the squared L2 norm before the square root in LinRec, so a zero
+# feature vector (possible only if every ELU feature is exactly 0) gives a
+# zero unit vector and finite gradients instead of NaN. The authors' code
+# has no epsilon; at 1e-12 the relative change of a norm of order 1 is ~1e-12.
+NORM_EPS = 1e-12
+# Added to the Linear Transformer's denominator, which is 0 for a query with
+# no visible key (the output is then 0 rather than NaN).
+LINEAR_EPS = 1e-6
+# Score given to invisible keys before a softmax. Finite (unlike -inf) so a
+# row with no visible key gives no NaN; such rows are zeroed afterwards.
+MASK_VALUE = -1e30
+# Positions per chunk in the causal linear forms; clipped to the length.
+DEFAULT_CHUNK_SIZE = 64
+
+
+def _compute_dtype(*arrays):
+  """Dtype for internal math: the inputs' dtype promoted to >= float32."""
+  return jnp.promote_types(jnp.result_type(*arrays), jnp.float32)
+
+
+def _check_inputs(query, key, value, mask):
+  """Raises ValueError on inconsistent shapes."""
+  if query.ndim != 4 or key.ndim != 4 or value.ndim != 4:
+    raise ValueError(
+        'query, key and value must be [batch, length, heads, head_dim]; got '
+        f'{query.shape}, {key.shape}, {value.shape}.'
+    )
+  if query.shape != key.shape or value.shape[:3] != query.shape[:3]:
+    raise ValueError(
+        'query and key must have the same shape and value the same '
+        f'[batch, length, heads]; got {query.shape}, {key.shape}, '
+        f'{value.shape}.'
+    )
+  if mask is not None and mask.shape != query.shape[:2]:
+    raise ValueError(
+        f'mask must be [batch, length] = {query.shape[:2]}; got {mask.shape}.'
+    )
+
+
+def _prepare(query, key, value, mask):
+  """Checks shapes, upcasts to the compute dtype and fills in the mask.
+
+  Returns:
+    `(q, k, v, mask)` with q, k, v in the compute dtype and mask a bool
+    `[B, L]` array (all True when `mask` is None).
+  """
+  _check_inputs(query, key, value, mask)
+  dtype = _compute_dtype(query, key, value)
+  if mask is None:
+    mask = jnp.ones(query.shape[:2], dtype=bool)
+  return (
+      query.astype(dtype),
+      key.astype(dtype),
+      value.astype(dtype),
+      mask.astype(bool),
+  )
+
+
+def _zero_masked(x, mask):
+  """Zeroes `x` `[B, L, H, K]` where `mask` `[B, L]` is False."""
+  return jnp.where(mask[:, :, None, None], x, 0)
+
+
+def _finish(out, mask, *inputs):
+  """Zeroes padded query positions and casts back to the input dtype."""
+  return _zero_masked(out, mask).astype(jnp.result_type(*inputs))
+
+
+def _require_non_causal(name, causal):
+  if causal:
+    raise ValueError(
+        f'{name} attention has no causal form; use one of '
+        f'{sorted(CAUSAL_VARIANTS)} for causal=True.'
+    )
+
+
+def _l2_normalize(x, axis):
+  """`x / ||x||_2` along `axis`, with `NORM_EPS` inside the square root."""
+  return x * lax.rsqrt(jnp.sum(x * x, axis=axis, keepdims=True) + NORM_EPS)
+
+
+def _causal_linear_scan(q, k, v, chunk_size):
+  """Causal linear attention `out_t = sum_{j<=t} (q_t . k_j) v_j`, chunkwise.
+
+  Within a chunk of C positions the causal scores are computed
+  quadratically; across chunks a `[B, H, K, F]` state `sum_j k_j v_j^T`
+  is carried by `lax.scan`. Memory is linear in L: no `[.., L, K, F]` or
+  `[.., L, L]` tensor exists, and the scan body is rematerialised in the
+  backward pass so only one state per chunk is kept.
+
+  Args:
+    q: `[B, L, H, K]` query features.
+    k: `[B, L, H, K]` key features (zero at positions to ignore).
+    v: `[B, L, H, F]` values.
+    chunk_size: positions per chunk (>= 1); clipped to L.
+
+  Returns:
+    `[B, L, H, F]`.
+  """
+  if chunk_size < 1:
+    raise ValueError(f'chunk_size must be >= 1; got {chunk_size}.')
+  batch, length, heads, k_dim = q.shape
+  f_dim = v.shape[-1]
+  chunk = min(chunk_size, length)
+  num_chunks = -(-length // chunk)
+  pad = num_chunks * chunk - length
+  # Zero-padded keys and values add nothing; padded queries are cut off.
+  q, k, v = (jnp.pad(x, ((0, 0), (0, pad), (0, 0), (0, 0))) for x in (q, k, v))
+
+  def to_chunks(x):  # [B, N*C, H, X] -> [N, B, C, H, X]
+    x = x.reshape(batch, num_chunks, chunk, heads, x.shape[-1])
+    return jnp.moveaxis(x, 1, 0)
+
+  within = jnp.tril(jnp.ones((chunk, chunk), dtype=bool))
+
+  @jax.checkpoint
+  def step(state, chunk_qkv):
+    qc, kc, vc = chunk_qkv
+    scores = jnp.einsum('BCHK,BTHK->BHCT', qc, kc)
+    scores = jnp.where(within, scores, 0)
+    out = jnp.einsum('BHCT,BTHF->BCHF', scores, vc)
+    out = out + jnp.einsum('BCHK,BHKF->BCHF', qc, state)
+    state = state + jnp.einsum('BTHK,BTHF->BHKF', kc, vc)
+    return state, out
+
+  state = jnp.zeros((batch, heads, k_dim, f_dim), dtype=q.dtype)
+  _, out = lax.scan(step, state, (to_chunks(q), to_chunks(k), to_chunks(v)))
+  out = jnp.moveaxis(out, 0, 1).reshape(batch, num_chunks * chunk, heads, f_dim)
+  return out[:, :length]
+
+
+def _linrec_features(query, key, mask):
+  """LinRec's unit-norm ELU features; keys zeroed at padded positions."""
+  q_hat = _l2_normalize(jax.nn.elu(query), axis=-1)
+  k_hat = _zero_masked(_l2_normalize(jax.nn.elu(key), axis=-1), mask)
+  return q_hat, k_hat
+
+
+def linrec(
+    query,
+    key,
+    value,
+    *,
+    mask=None,
+    causal=False,
+    chunk_size=DEFAULT_CHUNK_SIZE,
+):
+  """LinRec attention (Liu et al., SIGIR 2023), as the authors' code runs it.
+
+  `phi = elu` (alpha 1, no +1); each query and each key token is
+  L2-normalised over its head dim (`NORM_EPS` inside the norm); then
+  `out = Q_hat (K_hat^T V) / sqrt(K)`: no softmax and no denominator, so
+  this equals `(Q_hat K_hat^T / sqrt(K)) V` exactly and costs O(L K F).
+
+  With a mask, `k_hat` is zero at padded positions, which is exact because
+  there is no denominator: outputs at real positions do not depend on the
+  amount of padding. With `causal=True`, `out_t = q_hat_t S_t / sqrt(K)` with
+  `S_t = sum_{j<=t} k_hat_j v_j^T`, computed chunkwise (see
+  `_causal_linear_scan`). Neither mask nor causality exists in the authors'
+  code; with neither, this is their computation.
+
+  Args:
+    query: `[B, L, H, K]`.
+    key: `[B, L, H, K]`.
+    value: `[B, L, H, F]`.
+    mask: optional bool `[B, L]`, True at real items.
+    causal: whether position t sees only positions <= t.
+    chunk_size: chunk length of the causal scan (clipped to L).
+
+  Returns:
+    `[B, L, H, F]`, zero at padded positions, in the inputs' dtype.
+  """
+  q, k, v, mask = _prepare(query, key, value, mask)
+  q_hat, k_hat = _linrec_features(q, k, mask)
+  q_hat = q_hat / math.sqrt(q.shape[-1])
+  if causal:
+    out = _causal_linear_scan(q_hat, k_hat, v, chunk_size)
+  else:
+    kv = jnp.einsum('BMHK,BMHF->BHKF', k_hat, v)
+    out = jnp.einsum('BLHK,BHKF->BLHF', q_hat, kv)
+  return _finish(out, mask, query, key, value)
+
+
+def linrec_seqnorm(query, key, value, *, mask=None, causal=False):
+  """Ablation of LinRec: keys L2-normalised over the sequence axis.
+
+  Not the official behaviour. Some third-party ports read the paper's
+  "column-wise" normalisation of K as normalising each feature column of K
+  over the (real) sequence positions; this implements that reading, with
+  queries normalised per token as in `linrec` and the same `1 / sqrt(K)`
+  scale (the ports' extra length-dependent factors are left out, so outputs
+  at real positions do not depend on padding). Non-causal only: a column
+  norm over the whole sequence sees the future.
+
+  Args:
+    query: `[B, L, H, K]`.
+    key: `[B, L, H, K]`.
+    value: `[B, L, H, F]`.
+    mask: optional bool `[B, L]`, True at real items.
+    causal: must be False.
+
+  Returns:
+    `[B, L, H, F]`, zero at padded positions, in the inputs' dtype.
+
+  Raises:
+    ValueError: if `causal` is True.
+  """
+  _require_non_causal('linrec_seqnorm', causal)
+  q, k, v, mask = _prepare(query, key, value, mask)
+  q_hat = _l2_normalize(jax.nn.elu(q), axis=-1) / math.sqrt(q.shape[-1])
+  k_hat = _l2_normalize(_zero_masked(jax.nn.elu(k), mask), axis=1)
+  kv = jnp.einsum('BMHK,BMHF->BHKF', k_hat, v)
+  out = jnp.einsum('BLHK,BHKF->BLHF', q_hat, kv)
+  return _finish(out, mask, query, key, value)
+
+
+def softmax(query, key, value, *, mask=None, causal=False):
+  """Scaled dot-product softmax attention, the quadratic baseline.
+
+  Invisible keys (padded, or in the future when causal) get `MASK_VALUE`
+  before the softmax and zero weight after it, so a query with no visible
+  key returns zeros, never NaN.
+
+  Args:
+    query: `[B, L, H, K]`.
+    key: `[B, L, H, K]`.
+    value: `[B, L, H, F]`.
+    mask: optional bool `[B, L]`, True at real items.
+    causal: whether position t sees only positions <= t.
+
+  Returns:
+    `[B, L, H, F]`, zero at padded positions, in the inputs' dtype.
+  """
+  q, k, v, mask = _prepare(query, key, value, mask)
+  length = q.shape[1]
+  scores = jnp.einsum('BLHK,BMHK->BHLM', q, k) / math.sqrt(q.shape[-1])
+  visible = mask[:, None, None, :]
+  if causal:
+    visible = visible & jnp.tril(jnp.ones((length, length), dtype=bool))
+  scores = jnp.where(visible, scores, MASK_VALUE)
+  weights = jnp.where(visible, jax.nn.softmax(scores, axis=-1), 0)
+  out = jnp.einsum('BHLM,BMHF->BLHF', weights, v)
+  return _finish(out, mask, query, key, value)
+
+
+def linear(
+    query,
+    key,
+    value,
+    *,
+    mask=None,
+    causal=False,
+    chunk_size=DEFAULT_CHUNK_SIZE,
+):
+  """Linear Transformer attention (Katharopoulos et al., 2020).
+
+  `phi(x) = elu(x) + 1`; `out_i = phi(q_i) S / (phi(q_i) . z + LINEAR_EPS)`
+  with `S = sum_j phi(k_j) v_j^T` and `z = sum_j phi(k_j)` over the keys
+  visible to i (real ones, and j <= i when causal). A query with no
+  visible key returns zeros. The causal form shares LinRec's chunked scan,
+  with a column of ones appended to the values to accumulate `z`.
+
+  Args:
+    query: `[B, L, H, K]`.
+    key: `[B, L, H, K]`.
+    value: `[B, L, H, F]`.
+    mask: optional bool `[B, L]`, True at real items.
+    causal: whether position t sees only positions <= t.
+    chunk_size: chunk length of the causal scan (clipped to L).
+
+  Returns:
+    `[B, L, H, F]`, zero at padded positions, in the inputs' dtype.
+  """
+  q, k, v, mask = _prepare(query, key, value, mask)
+  phi_q = jax.nn.elu(q) + 1
+  phi_k = _zero_masked(jax.nn.elu(k) + 1, mask)
+  if causal:
+    ones = jnp.ones(v.shape[:-1] + (1,), dtype=v.dtype)
+    num_den = _causal_linear_scan(
+        phi_q, phi_k, jnp.concatenate([v, ones], axis=-1), chunk_size
+    )
+    num, den = num_den[..., :-1], num_den[..., -1:]
+  else:
+    kv = jnp.einsum('BMHK,BMHF->BHKF', phi_k, v)
+    num = jnp.einsum('BLHK,BHKF->BLHF', phi_q, kv)
+    den = jnp.einsum('BLHK,BHK->BLH', phi_q, jnp.sum(phi_k, axis=1))[..., None]
+  out = num / (den + LINEAR_EPS)
+  return _finish(out, mask, query, key, value)
+
+
+def efficient(query, key, value, *, mask=None, causal=False):
+  """Efficient Attention (Shen et al., 2021).
+
+  Softmax of each query over its features, softmax of each key feature over
+  the (real) sequence positions, then `out = Q (K^T V)`. Non-causal only:
+  the softmax over positions sees the whole sequence.
+
+  Args:
+    query: `[B, L, H, K]`.
+    key: `[B, L, H, K]`.
+    value: `[B, L, H, F]`.
+    mask: optional bool `[B, L]`, True at real items.
+    causal: must be False.
+
+  Returns:
+    `[B, L, H, F]`, zero at padded positions, in the inputs' dtype.
+
+  Raises:
+    ValueError: if `causal` is True.
+  """
+  _require_non_causal('efficient', causal)
+  q, k, v, mask = _prepare(query, key, value, mask)
+  q_soft = jax.nn.softmax(q, axis=-1)
+  visible = mask[:, :, None, None]
+  k_soft = jax.nn.softmax(jnp.where(visible, k, MASK_VALUE), axis=1)
+  k_soft = jnp.where(visible, k_soft, 0)
+  kv = jnp.einsum('BMHK,BMHF->BHKF', k_soft, v)
+  out = jnp.einsum('BLHK,BHKF->BLHF', q_soft, kv)
+  return _finish(out, mask, query, key, value)
+
+
+VARIANTS = {
+    'softmax': softmax,
+    'linrec': linrec,
+    'linear': linear,
+    'efficient': efficient,
+    'linrec_seqnorm': linrec_seqnorm,
+}
+CAUSAL_VARIANTS = frozenset({'softmax', 'linrec', 'linear'})

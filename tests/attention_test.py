@@ -1,0 +1,286 @@
+"""Tests for linrec_jax.layers.attention against independent NumPy versions."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import jax.test_util
+import numpy as np
+import pytest
+
+from linrec_jax.layers import attention
+
+BATCH, HEADS, HEAD_DIM = 2, 2, 4
+LINEAR_EPS = 1e-6  # The Linear Transformer's denominator epsilon.
+CHUNK = 4  # Small, so the causal scan crosses several chunks.
+TOL = 1e-5
+
+VARIANT_MODES = [
+    (name, causal)
+    for name in sorted(attention.VARIANTS)
+    for causal in (False, True)
+    if not causal or name in attention.CAUSAL_VARIANTS
+]
+CHUNKED = ('linrec', 'linear')
+
+
+def _eager(name, q, k, v, mask=None, causal=False, chunk_size=CHUNK):
+  extra = {'chunk_size': chunk_size} if name in CHUNKED else {}
+  fn = attention.VARIANTS[name]
+  return fn(q, k, v, mask=mask, causal=causal, **extra)
+
+
+# Jitted: one compile per test instead of one per primitive and shape.
+_call = jax.jit(_eager, static_argnames=('name', 'causal', 'chunk_size'))
+
+
+def _inputs(seed, length, batch=BATCH, dim=HEAD_DIM, dtype=np.float32):
+  rng = np.random.default_rng(seed)
+  shape = (batch, length, HEADS, dim)
+  # Shifted and scaled so that many entries are clearly negative.
+  return tuple(
+      (1.5 * rng.standard_normal(shape) - 0.3).astype(dtype) for _ in range(3)
+  )
+
+
+def _assert_close(actual, expected, tol=TOL):
+  """Max-norm relative error of `actual` against `expected` is <= tol."""
+  actual = np.asarray(actual, np.float64)
+  expected = np.asarray(expected, np.float64)
+  assert actual.shape == expected.shape
+  scale = max(np.abs(expected).max(), 1e-30)
+  assert np.abs(actual - expected).max() / scale <= tol
+
+
+# NumPy references: quadratic weights [B, H, L, M], then weights @ values.
+
+
+def _np_elu(x):
+  return np.where(x > 0, x, np.expm1(np.minimum(x, 0)))
+
+
+def _np_softmax(x, axis):
+  e = np.exp(x - x.max(axis=axis, keepdims=True))
+  return e / e.sum(axis=axis, keepdims=True)
+
+
+def _np_unit(x, axis):
+  return x / np.sqrt((x * x).sum(axis=axis, keepdims=True))
+
+
+def _np_visible(mask, length, causal):
+  """bool [B, 1, L, M]: may query l see key m."""
+  shape = (len(mask), 1, length, length)
+  visible = np.broadcast_to(mask[:, None, None, :], shape)
+  if causal:
+    visible = visible & np.tri(length, dtype=bool)
+  return visible
+
+
+def _np_weights(name, q, k, visible, mask):
+  d = q.shape[-1]
+  if name == 'softmax':
+    scores = np.einsum('blhd,bmhd->bhlm', q, k) / np.sqrt(d)
+    scores = np.where(visible, scores, -np.inf)
+    any_visible = visible.any(axis=-1, keepdims=True)
+    scores = np.where(any_visible, scores, 0)
+    return np.where(visible, _np_softmax(scores, -1), 0)
+  if name == 'linrec':
+    unit_q, unit_k = _np_unit(_np_elu(q), -1), _np_unit(_np_elu(k), -1)
+    scores = np.einsum('blhd,bmhd->bhlm', unit_q, unit_k) / np.sqrt(d)
+    return np.where(visible, scores, 0)
+  if name == 'linear':
+    scores = np.einsum('blhd,bmhd->bhlm', _np_elu(q) + 1, _np_elu(k) + 1)
+    scores = np.where(visible, scores, 0)
+    return scores / (scores.sum(axis=-1, keepdims=True) + LINEAR_EPS)
+  real = mask[:, :, None, None]
+  if name == 'efficient':
+    exp_k = np.where(real, np.exp(k - k.max()), 0)
+    soft_k = exp_k / exp_k.sum(axis=1, keepdims=True)
+    return np.einsum('blhd,bmhd->bhlm', _np_softmax(q, -1), soft_k)
+  assert name == 'linrec_seqnorm'
+  elu_k = np.where(real, _np_elu(k), 0)
+  unit_k = elu_k / np.sqrt((elu_k * elu_k).sum(axis=1, keepdims=True))
+  unit_q = _np_unit(_np_elu(q), -1)
+  return np.einsum('blhd,bmhd->bhlm', unit_q, unit_k) / np.sqrt(d)
+
+
+def _np_attention(name, q, k, v, mask=None, causal=False):
+  q, k, v = (np.asarray(x, np.float64) for x in (q, k, v))
+  b, l = q.shape[:2]
+  mask = np.ones((b, l), bool) if mask is None else np.asarray(mask)
+  weights = _np_weights(name, q, k, _np_visible(mask, l, causal), mask)
+  out = np.einsum('bhlm,bmhd->blhd', weights, v)
+  return np.where(mask[:, :, None, None], out, 0)
+
+
+def test_registries():
+  assert set(attention.VARIANTS) == {
+      'softmax', 'linrec', 'linear', 'efficient', 'linrec_seqnorm'
+  }
+  assert attention.CAUSAL_VARIANTS == {'softmax', 'linrec', 'linear'}
+
+
+@pytest.mark.parametrize('length, dim', [(5, 4), (9, 8), (13, 3)])
+def test_linrec_equals_quadratic_form(length, dim):
+  q, k, v = _inputs(0, length, dim=dim)
+  assert (q < 0).mean() > 0.3
+  unit_q = _np_unit(_np_elu(q.astype(np.float64)), -1)
+  unit_k = _np_unit(_np_elu(k.astype(np.float64)), -1)
+  scores = np.einsum('blhd,bmhd->bhlm', unit_q, unit_k) / np.sqrt(dim)
+  expected = np.einsum('bhlm,bmhd->blhd', scores, v)
+  out = attention.linrec(q, k, v)
+  assert out.dtype == jnp.float32
+  _assert_close(out, expected)
+
+
+@pytest.mark.parametrize('name, causal', VARIANT_MODES)
+@pytest.mark.parametrize('length', [8, 11])  # A multiple of CHUNK and not.
+def test_matches_numpy_reference(name, causal, length):
+  q, k, v = _inputs(1, length)
+  _assert_close(_call(name, q, k, v, causal=causal),
+                _np_attention(name, q, k, v, causal=causal))
+
+
+@pytest.mark.parametrize('name, causal', VARIANT_MODES)
+def test_matches_numpy_reference_with_mask(name, causal):
+  q, k, v = _inputs(2, 7)
+  mask = np.array([[1, 1, 1, 1, 1, 0, 0], [0, 0, 0, 1, 1, 1, 1]], bool)
+  _assert_close(_call(name, q, k, v, mask=mask, causal=causal),
+                _np_attention(name, q, k, v, mask=mask, causal=causal))
+
+
+@pytest.mark.parametrize('chunk_size', [1, 3, 4, 64])
+@pytest.mark.parametrize('name', CHUNKED)
+def test_causal_chunk_size_does_not_change_result(name, chunk_size):
+  q, k, v = _inputs(3, 10)
+  _assert_close(_call(name, q, k, v, causal=True, chunk_size=chunk_size),
+                _np_attention(name, q, k, v, causal=True))
+
+
+def _pad(x, num_pad, left, fill):
+  """Pads [B, L, ...] with `fill` rows at the start or end of L."""
+  widths = [(0, 0)] * x.ndim
+  widths[1] = (num_pad, 0) if left else (0, num_pad)
+  padded = np.pad(x, widths)
+  rows = slice(0, num_pad) if left else slice(x.shape[1], None)
+  padded[:, rows] = fill[:, :num_pad] if fill is not None else 0
+  return padded
+
+
+@pytest.mark.parametrize('name, causal', VARIANT_MODES)
+@pytest.mark.parametrize('left', [False, True])
+@pytest.mark.parametrize('num_pad', [0, 1, 6])
+def test_padding_does_not_change_real_outputs(name, causal, left, num_pad):
+  length = 6
+  q, k, v = _inputs(4, length)
+  expected = _call(name, q, k, v, causal=causal)
+  mask = _pad(np.ones((BATCH, length), bool), num_pad, left, None)
+  real = slice(num_pad, None) if left else slice(0, length)
+  outs = []
+  for seed in (5, 6):  # Two different garbage fills of the padding.
+    garbage = _inputs(seed, num_pad)
+    padded = [_pad(x, num_pad, left, 5 * g) for x, g in zip((q, k, v), garbage)]
+    outs.append(np.asarray(_call(name, *padded, mask=mask, causal=causal)))
+    _assert_close(outs[-1][:, real], expected)
+  np.testing.assert_array_equal(outs[0], outs[1])
+  np.testing.assert_array_equal(outs[0][~mask], 0)
+
+
+@pytest.mark.parametrize('name', sorted(attention.CAUSAL_VARIANTS))
+@pytest.mark.parametrize('t', [0, 3, 8])
+def test_causal_ignores_the_future(name, t):
+  q, k, v = _inputs(7, 11)
+  changed = [x.copy() for x in (q, k, v)]
+  for x, new in zip(changed, _inputs(8, 11)):
+    x[:, t + 1:] = new[:, t + 1:]
+  before = _call(name, q, k, v, causal=True)[:, :t + 1]
+  after = _call(name, *changed, causal=True)[:, :t + 1]
+  np.testing.assert_allclose(before, after, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize('name, causal', VARIANT_MODES)
+def test_fully_masked_row_returns_zeros(name, causal):
+  q, k, v = _inputs(9, 5)
+  mask = np.array([[0] * 5, [1] * 5], bool)
+
+  def loss(q, k, v):
+    return jnp.sum(_call(name, q, k, v, mask=mask, causal=causal) ** 2)
+
+  out = _call(name, q, k, v, mask=mask, causal=causal)
+  np.testing.assert_array_equal(out[0], 0)
+  assert np.isfinite(out).all()
+  for grad in jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(q, k, v):
+    assert np.isfinite(grad).all()
+
+
+@pytest.mark.parametrize('name', ['efficient', 'linrec_seqnorm'])
+def test_non_causal_variants_raise_on_causal(name):
+  q, k, v = _inputs(10, 5)
+  with pytest.raises(ValueError, match='causal'):
+    attention.VARIANTS[name](q, k, v, causal=True)
+
+
+def test_rejects_bad_shapes_and_chunk_size():
+  q, k, v = _inputs(11, 5)
+  with pytest.raises(ValueError, match='mask'):
+    attention.linrec(q, k, v, mask=np.ones((BATCH, 4), bool))
+  with pytest.raises(ValueError, match='same shape'):
+    attention.softmax(q, k[:, :4], v)
+  with pytest.raises(ValueError, match='chunk_size'):
+    attention.linrec(q, k, v, causal=True, chunk_size=0)
+
+
+@pytest.mark.parametrize('name, causal', VARIANT_MODES)
+def test_gradients(name, causal):
+  with jax.enable_x64(True):
+    q, k, v = _inputs(12, 6, batch=1, dim=3, dtype=np.float64)
+    mask = np.array([[0, 1, 1, 1, 1, 0]], bool)
+    fn = functools.partial(_call, name, mask=mask, causal=causal)
+    jax.test_util.check_grads(fn, (q, k, v), order=1, modes=('rev',))
+
+
+@pytest.mark.parametrize('name, causal', VARIANT_MODES)
+def test_jit_equals_eager(name, causal):
+  q, k, v = _inputs(13, 9)
+  mask = np.array([[1] * 9, [0, 0] + [1] * 7], bool)
+  fn = functools.partial(_eager, name, causal=causal)
+  _assert_close(jax.jit(fn)(q, k, v, mask=mask), fn(q, k, v, mask=mask))
+
+
+@pytest.mark.parametrize('name, causal', VARIANT_MODES)
+@pytest.mark.parametrize('dtype', [jnp.bfloat16, jnp.float32])
+def test_preserves_dtype(name, causal, dtype):
+  q, k, v = (jnp.asarray(x, dtype) for x in _inputs(14, 6))
+  out = _call(name, q, k, v, causal=causal)
+  assert out.dtype == dtype
+  assert jnp.isfinite(out.astype(jnp.float32)).all()
+
+
+def _intermediate_sizes(jaxpr):
+  """Element counts of every value computed in `jaxpr` and its sub-jaxprs."""
+  for eqn in jaxpr.eqns:
+    for var in eqn.outvars:
+      yield int(np.prod(getattr(var.aval, 'shape', ())))
+    for param in eqn.params.values():
+      for sub in param if isinstance(param, (list, tuple)) else [param]:
+        sub = getattr(sub, 'jaxpr', sub)
+        if hasattr(sub, 'eqns'):
+          yield from _intermediate_sizes(sub)
+
+
+@pytest.mark.parametrize('name', CHUNKED)
+def test_causal_memory_is_linear_in_length(name):
+  length, dim, chunk = 64, 8, 8
+  q, k, v = _inputs(15, length, dim=dim)
+
+  def loss(q, k, v):
+    return jnp.sum(_call(name, q, k, v, causal=True, chunk_size=chunk))
+
+  jaxpr = jax.make_jaxpr(jax.value_and_grad(loss, argnums=(0, 1, 2)))(q, k, v)
+  largest = max(_intermediate_sizes(jaxpr.jaxpr))
+  heads = BATCH * HEADS
+  # No value is bigger than an input (with linear's extra column of ones),
+  # far below the prefix states (B H L K K) or the scores (B H L L).
+  assert largest <= heads * length * (dim + 1)
+  assert largest * dim / 2 < heads * min(length * dim * dim, length * length)
