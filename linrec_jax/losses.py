@@ -1,0 +1,159 @@
+"""Training losses for next-item prediction: pure `jax.numpy` functions.
+
+Every loss returns a pair `(loss_sum, count)` of float32 scalars instead of a
+mean: `loss_sum` is the weighted sum of per-position losses and `count` the sum
+of the weights. Pairs from several batches or devices combine by adding both
+parts (e.g. `lax.psum`) before dividing once with `safe_mean`, so the result is
+the exact mean over all counted positions however the batch was split.
+
+Positions whose target is `PAD_ID` carry no loss (their weight is zero). The
+logits column `PAD_ID` (the padding item) is never a valid prediction: the full
+softmax treats it as `-inf`, and sampled negatives equal to `PAD_ID` are
+dropped.
+"""
+
+import jax
+import jax.numpy as jnp
+
+from linrec_jax.constants import PAD_ID
+
+# Logit given to classes that must not take part in a softmax. `-inf` is exact:
+# `logsumexp` and its gradient give such classes probability and gradient 0.
+_EXCLUDED_LOGIT = -jnp.inf
+
+
+def safe_mean(loss_sum, count):
+  """Divides a loss sum by its count; 0 when nothing was counted.
+
+  Args:
+    loss_sum: float scalar (or array), summed losses.
+    count: float scalar (or array), summed weights, same shape as `loss_sum`.
+
+  Returns:
+    `loss_sum / count` where `count > 0`, else 0 (never NaN, and its gradient
+    is 0 rather than NaN when `count == 0`).
+  """
+  counted = count > 0
+  return jnp.where(counted, loss_sum / jnp.where(counted, count, 1), 0.0)
+
+
+def _position_weights(targets, weights):
+  """Float32 weights [...]: `weights` (default 1) where target is not PAD_ID."""
+  mask = (targets != PAD_ID).astype(jnp.float32)
+  if weights is None:
+    return mask
+  return mask * jnp.asarray(weights, jnp.float32)
+
+
+def _weighted_sum(per_position, weights):
+  """Returns `(sum(weights * per_position), sum(weights))` as float32."""
+  # `where` keeps garbage (inf/NaN) at zero-weight positions out of the sum.
+  weighted = jnp.where(weights != 0, per_position * weights, 0.0)
+  return jnp.sum(weighted), jnp.sum(weights)
+
+
+def cross_entropy(logits, targets, weights=None):
+  """Full-softmax cross-entropy over all real items, padding column excluded.
+
+  The softmax runs over columns `1..V-1` in float32 (column `PAD_ID` counts as
+  `-inf`), so its value, and its gradient, do not depend on column 0.
+
+  Args:
+    logits: float [..., V] scores, V = num_items + 1, column 0 = padding.
+    targets: int [...] item ids in `0..V-1`; `PAD_ID` (0) means no loss here.
+    weights: optional float [...] per-position weights, multiplied with the
+      non-padding mask (e.g. to down-weight some positions).
+
+  Returns:
+    `(loss_sum, count)`: float32 scalars; `loss_sum` is the weighted sum of
+    `-log softmax(logits)[target]` over positions with a non-padding target,
+    `count` the sum of their weights. `safe_mean(loss_sum, count)` gives the
+    mean.
+  """
+  logits = jnp.asarray(logits, jnp.float32)
+  targets = jnp.asarray(targets, jnp.int32)
+  is_padding_column = jnp.arange(logits.shape[-1]) == PAD_ID
+  masked = jnp.where(is_padding_column, _EXCLUDED_LOGIT, logits)
+  log_normalizer = jax.nn.logsumexp(masked, axis=-1)  # [...]
+  # Gather from the unmasked logits: padding targets read the finite column 0
+  # instead of -inf, so their (zero-weighted) loss stays finite.
+  target_logits = jnp.take_along_axis(logits, targets[..., None], axis=-1)
+  per_position = log_normalizer - target_logits[..., 0]
+  return _weighted_sum(per_position, _position_weights(targets, weights))
+
+
+def sampled_softmax(states, item_embeddings, targets, negatives, weights=None):
+  """Softmax cross-entropy over the target and a few sampled negatives.
+
+  Scores only `1 + S` items per position instead of the whole catalogue, so
+  memory is O(positions * S * D) rather than O(positions * V). Negatives equal
+  to the position's target (accidental hits) or to `PAD_ID` are dropped from
+  the softmax; duplicate negatives are kept (each counts once per occurrence).
+  No log-Q correction is applied, so with non-uniform (e.g. popularity)
+  negatives this does not approximate the full softmax: frequently sampled
+  items are pushed down more.
+
+  Args:
+    states: float [..., D] sequence states at the scored positions.
+    item_embeddings: float [V, D] item table (row 0 = padding).
+    targets: int [...] target item ids; `PAD_ID` means no loss here.
+    negatives: int [..., S] negative item ids per position; leading dims
+      broadcast against `targets` (e.g. [S] shares one set across positions).
+    weights: optional float [...] per-position weights.
+
+  Returns:
+    `(loss_sum, count)` float32 scalars, as in `cross_entropy`.
+  """
+  targets = jnp.asarray(targets, jnp.int32)
+  negatives = jnp.asarray(negatives, jnp.int32)
+  target_embeddings = jnp.take(item_embeddings, targets, axis=0)  # [..., D]
+  negative_embeddings = jnp.take(item_embeddings, negatives, axis=0)
+  target_logits = jnp.einsum(
+      '...d,...d->...',
+      states,
+      target_embeddings,
+      preferred_element_type=jnp.float32,
+  )
+  negative_logits = jnp.einsum(
+      '...d,...sd->...s',
+      states,
+      negative_embeddings,
+      preferred_element_type=jnp.float32,
+  )
+  dropped = (negatives == targets[..., None]) | (negatives == PAD_ID)
+  negative_logits = jnp.where(dropped, _EXCLUDED_LOGIT, negative_logits)
+  all_logits = jnp.concatenate(
+      [target_logits[..., None], negative_logits], axis=-1
+  )  # [..., 1 + S]
+  per_position = jax.nn.logsumexp(all_logits, axis=-1) - target_logits
+  return _weighted_sum(per_position, _position_weights(targets, weights))
+
+
+def bpr(pos_scores, neg_scores, weights):
+  """Bayesian personalised ranking loss: `-log sigmoid(pos - neg)`.
+
+  With several negatives per position the per-position loss is their mean, so
+  `count` still counts positions.
+
+  Args:
+    pos_scores: float [...] scores of the positive items.
+    neg_scores: float [...] (one negative per position) or [..., S] scores of
+      the negatives.
+    weights: float [...] per-position weights; 0 means no loss here (BPR sees
+      no item ids, so the caller passes e.g. `targets != PAD_ID`).
+
+  Returns:
+    `(loss_sum, count)` float32 scalars: the weighted sum of per-position losses
+    and the sum of `weights`.
+  """
+  pos_scores = jnp.asarray(pos_scores, jnp.float32)
+  neg_scores = jnp.asarray(neg_scores, jnp.float32)
+  if neg_scores.ndim == pos_scores.ndim:
+    neg_scores = neg_scores[..., None]
+  # -log sigmoid(x) == softplus(-x), stable for large |x|.
+  per_pair = jax.nn.softplus(neg_scores - pos_scores[..., None])  # [..., S]
+  per_position = jnp.mean(per_pair, axis=-1)
+  weights = jnp.broadcast_to(
+      jnp.asarray(weights, jnp.float32), per_position.shape
+  )
+  return _weighted_sum(per_position, weights)

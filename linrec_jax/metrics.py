@@ -1,0 +1,138 @@
+"""Ranking metrics for next-item evaluation: pure `jax.numpy` functions.
+
+Ranks are 1-based and ties count against the target: an item that scores the
+same as the target ranks above it. A model that gives every item the same score
+therefore ranks each target last (rank `num_items`) and scores ~0, instead of
+looking perfect. The padding column (`PAD_ID`) never takes part in a ranking.
+
+NaN scores never help a target: a NaN target score counts as `-inf` (every
+other candidate ranks above it) and a NaN score of another item counts as
+`+inf` (it ranks above the target).
+
+Evaluators compute per-example metrics with `rank_metrics`, add them over
+batches with `summarize`, and divide the sums by the count once at the end.
+"""
+
+import jax.numpy as jnp
+
+from linrec_jax.constants import PAD_ID
+
+DEFAULT_KS = (5, 10, 20)
+
+
+def _target_scores(scores, targets):
+  """Float [B, 1] score of each row's target, NaN replaced by -inf."""
+  target_scores = jnp.take_along_axis(scores, targets[:, None], axis=-1)
+  return jnp.where(jnp.isnan(target_scores), -jnp.inf, target_scores)
+
+
+def _not_below(other_scores, target_scores):
+  """Bool: other item scores >= target score, NaN other scores counting."""
+  return jnp.isnan(other_scores) | (other_scores >= target_scores)
+
+
+def target_ranks(scores, targets, *, exclude=None):
+  """1-based rank of each target among all real items, ties against it.
+
+  `rank = 1 + #{i : i != target, i != PAD_ID, i not excluded,
+  score_i >= score_target}`.
+
+  Args:
+    scores: float [B, V] scores of all items, V = num_items + 1, column
+      `PAD_ID` ignored whatever its value.
+    targets: int [B] target item ids in `1..V-1`. Rows with target `PAD_ID`
+      get a meaningless rank; mask them out with the evaluation `valid` flag.
+    exclude: optional int [B, M] item ids to drop from each row's ranking
+      (e.g. the user's history), `PAD_ID`-padded. The row's target is never
+      dropped, even when it is listed.
+
+  Returns:
+    int32 [B] ranks in `1..num_items`.
+  """
+  scores = jnp.asarray(scores)
+  targets = jnp.asarray(targets, jnp.int32)
+  batch, num_columns = scores.shape
+  columns = jnp.arange(num_columns)
+  is_target = columns == targets[:, None]  # [B, V]
+  competing = (columns != PAD_ID) & ~is_target
+  if exclude is not None:
+    rows = jnp.arange(batch)[:, None]
+    excluded = (
+        jnp.zeros((batch, num_columns), bool)
+        .at[rows, jnp.asarray(exclude, jnp.int32)]
+        .set(True)
+    )
+    competing = competing & ~excluded
+  above = _not_below(scores, _target_scores(scores, targets)) & competing
+  return (1 + jnp.sum(above, axis=-1)).astype(jnp.int32)
+
+
+def sampled_ranks(scores, targets, negatives):
+  """1-based rank of each target among itself and its sampled negatives.
+
+  For the sampled protocols (uni100 / pop100). Ties count against the target.
+  Negatives equal to the target or to `PAD_ID` are ignored; a negative listed
+  twice counts twice (the samplers in `negatives` return distinct ids).
+
+  Args:
+    scores: float [B, V] scores of all items.
+    targets: int [B] target item ids.
+    negatives: int [B, S] negative item ids.
+
+  Returns:
+    int32 [B] ranks in `1..S+1`.
+  """
+  targets = jnp.asarray(targets, jnp.int32)
+  negatives = jnp.asarray(negatives, jnp.int32)
+  negative_scores = jnp.take_along_axis(scores, negatives, axis=-1)  # [B, S]
+  competing = (negatives != targets[:, None]) & (negatives != PAD_ID)
+  above = _not_below(negative_scores, _target_scores(scores, targets))
+  return (1 + jnp.sum(above & competing, axis=-1)).astype(jnp.int32)
+
+
+def rank_metrics(ranks, ks=DEFAULT_KS):
+  """Per-example Hit@K, NDCG@K and MRR@K from 1-based ranks.
+
+  With a single target: Hit@K = [rank <= K] (= Recall@K),
+  NDCG@K = 1 / log2(rank + 1) if rank <= K else 0,
+  MRR@K = 1 / rank if rank <= K else 0.
+
+  Args:
+    ranks: int [B] 1-based ranks.
+    ks: iterable of cut-offs K.
+
+  Returns:
+    Dict `{"hit@K": [B], "ndcg@K": [B], "mrr@K": [B]}` for every K in `ks`,
+    float32 values.
+  """
+  ranks = jnp.asarray(ranks, jnp.float32)
+  ndcg = 1.0 / jnp.log2(ranks + 1.0)
+  reciprocal = 1.0 / ranks
+  metrics = {}
+  for k in ks:
+    hit = ranks <= k
+    metrics[f'hit@{k}'] = hit.astype(jnp.float32)
+    metrics[f'ndcg@{k}'] = jnp.where(hit, ndcg, 0.0)
+    metrics[f'mrr@{k}'] = jnp.where(hit, reciprocal, 0.0)
+  return metrics
+
+
+def summarize(per_example, valid):
+  """Sums per-example metrics over the valid rows of a batch.
+
+  Args:
+    per_example: dict of float [B] values (e.g. from `rank_metrics`).
+    valid: bool [B], False on rows that only pad the batch. Values there are
+      ignored, even NaN.
+
+  Returns:
+    `(sums, count)`: dict of float32 scalar sums with the keys of
+    `per_example`, and the int32 number of valid rows. Add both over batches
+    and divide once: `mean[k] = total_sums[k] / total_count`.
+  """
+  valid = jnp.asarray(valid, bool)
+  sums = {
+      name: jnp.sum(jnp.where(valid, jnp.asarray(value, jnp.float32), 0.0))
+      for name, value in per_example.items()
+  }
+  return sums, jnp.sum(valid, dtype=jnp.int32)

@@ -1,0 +1,147 @@
+"""Tests for linrec_jax.metrics: hand-made rankings, expected values by hand."""
+
+import jax
+import numpy as np
+
+from linrec_jax import metrics
+
+# V = 6 (5 items). Column 0 (padding) holds the highest score in every row.
+_SCORES = np.array(
+    [
+        [9.0, 0.1, 0.5, 0.3, 0.5, 0.5],  # target 2 tied with items 4 and 5
+        [9.0, 0.1, 0.5, 0.3, 0.5, 0.5],  # target 3 below items 2, 4, 5
+        [9.0, 0.9, 0.2, 0.3, 0.4, 0.5],  # target 1 strictly best
+        [9.0, 0.9, 0.2, 0.3, 0.4, 0.5],  # target 2 strictly worst
+    ],
+    np.float32,
+)
+_TARGETS = np.array([2, 3, 1, 2])
+
+
+def test_target_ranks_ties_count_against_target_and_padding_ignored():
+  ranks = metrics.target_ranks(_SCORES, _TARGETS)
+  assert ranks.dtype == np.int32
+  np.testing.assert_array_equal(ranks, [3, 4, 1, 5])
+
+
+def test_all_equal_scores_rank_last_and_score_zero():
+  num_items = 12
+  scores = np.full((2, num_items + 1), 0.25, np.float32)
+  ranks = metrics.target_ranks(scores, np.array([1, 7]))
+  np.testing.assert_array_equal(ranks, [num_items, num_items])
+  per_example = metrics.rank_metrics(ranks, ks=(10,))
+  np.testing.assert_array_equal(per_example['hit@10'], [0.0, 0.0])
+  np.testing.assert_array_equal(per_example['ndcg@10'], [0.0, 0.0])
+  np.testing.assert_array_equal(per_example['mrr@10'], [0.0, 0.0])
+
+
+def test_exclusion_removes_items_but_never_the_target():
+  scores = np.array([[5.0, 0.9, 0.8, 0.7, 0.1]], np.float32)
+  target = np.array([3])
+  np.testing.assert_array_equal(metrics.target_ranks(scores, target), [3])
+  # Item 1 goes; the target 3 is listed but stays; padding 0 is no item.
+  exclude = np.array([[1, 3, 0]])
+  np.testing.assert_array_equal(
+      metrics.target_ranks(scores, target, exclude=exclude), [2]
+  )
+  # Excluding items below the target changes nothing.
+  np.testing.assert_array_equal(
+      metrics.target_ranks(scores, target, exclude=np.array([[4, 0, 0]])), [3]
+  )
+
+
+def test_exclusion_is_per_row():
+  scores = np.array([[0.0, 0.9, 0.8, 0.7], [0.0, 0.9, 0.8, 0.7]], np.float32)
+  targets = np.array([3, 3])
+  exclude = np.array([[1, 2], [0, 0]])
+  np.testing.assert_array_equal(
+      metrics.target_ranks(scores, targets, exclude=exclude), [1, 3]
+  )
+
+
+def test_nan_scores_never_help_the_target():
+  scores = np.array(
+      [
+          [0.0, np.nan, 0.5, 0.2, 0.1],  # NaN other item ranks above target 2
+          [0.0, 0.3, np.nan, 0.2, 0.1],  # NaN target ranks last
+          [np.nan, 0.3, 0.9, 0.2, 0.1],  # NaN padding is ignored
+      ],
+      np.float32,
+  )
+  ranks = metrics.target_ranks(scores, np.array([2, 2, 2]))
+  np.testing.assert_array_equal(ranks, [2, 4, 1])
+
+
+def test_rank_metrics_hand_values():
+  per_example = metrics.rank_metrics(np.array([1, 3, 7, 11]), ks=(5, 10))
+  assert sorted(per_example) == sorted(
+      ['hit@5', 'ndcg@5', 'mrr@5', 'hit@10', 'ndcg@10', 'mrr@10']
+  )
+  expected = {
+      'hit@5': [1.0, 1.0, 0.0, 0.0],
+      'ndcg@5': [1.0, 0.5, 0.0, 0.0],  # 1/log2(2), 1/log2(4)
+      'mrr@5': [1.0, 1 / 3, 0.0, 0.0],
+      'hit@10': [1.0, 1.0, 1.0, 0.0],
+      'ndcg@10': [1.0, 0.5, 1 / 3, 0.0],  # 1/log2(8) = 1/3
+      'mrr@10': [1.0, 1 / 3, 1 / 7, 0.0],
+  }
+  for name, values in expected.items():
+    assert per_example[name].dtype == np.float32
+    np.testing.assert_allclose(per_example[name], values, rtol=1e-6)
+
+
+def test_rank_metrics_default_ks():
+  per_example = metrics.rank_metrics(np.array([20, 21]))
+  assert len(per_example) == 9
+  np.testing.assert_array_equal(per_example['hit@20'], [1.0, 0.0])
+  np.testing.assert_array_equal(per_example['hit@5'], [0.0, 0.0])
+
+
+def test_sampled_ranks_ties_and_ignored_negatives():
+  scores = np.array(
+      [
+          [9.0, 0.5, 0.5, 0.1, 0.7, 0.2],
+          [9.0, 0.5, 0.5, 0.1, 0.7, 0.2],
+      ],
+      np.float32,
+  )
+  targets = np.array([2, 3])
+  # Row 0: 1 ties (counts), 4 above, 3 below -> rank 3.
+  # Row 1: the target itself and padding are ignored; 5 above -> rank 2.
+  negatives = np.array([[1, 4, 3], [3, 0, 5]])
+  np.testing.assert_array_equal(
+      metrics.sampled_ranks(scores, targets, negatives), [3, 2]
+  )
+
+
+def test_sampled_ranks_all_equal_scores_rank_last():
+  scores = np.zeros((1, 11), np.float32)
+  negatives = np.arange(2, 11)[None]  # 9 negatives
+  np.testing.assert_array_equal(
+      metrics.sampled_ranks(scores, np.array([1]), negatives), [10]
+  )
+
+
+def test_summarize_ignores_invalid_rows_even_nan():
+  per_example = {
+      'hit@10': np.array([1.0, 0.0, np.nan, 1.0], np.float32),
+      'ndcg@10': np.array([1.0, 0.5, np.nan, 0.25], np.float32),
+  }
+  valid = np.array([True, True, False, True])
+  sums, count = metrics.summarize(per_example, valid)
+  np.testing.assert_allclose(sums['hit@10'], 2.0)
+  np.testing.assert_allclose(sums['ndcg@10'], 1.75)
+  assert count == 3
+
+
+def test_jit_equals_eager():
+  exclude = np.array([[1, 0], [4, 5], [0, 0], [3, 3]])
+  eager = metrics.target_ranks(_SCORES, _TARGETS, exclude=exclude)
+  jitted = jax.jit(metrics.target_ranks)(_SCORES, _TARGETS, exclude=exclude)
+  np.testing.assert_array_equal(jitted, eager)
+  np.testing.assert_array_equal(eager, [3, 2, 1, 4])
+  negatives = np.array([[1, 3], [2, 4], [2, 5], [1, 3]])
+  np.testing.assert_array_equal(
+      jax.jit(metrics.sampled_ranks)(_SCORES, _TARGETS, negatives),
+      metrics.sampled_ranks(_SCORES, _TARGETS, negatives),
+  )
