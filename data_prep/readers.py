@@ -261,13 +261,13 @@ def _tokens_as_ints(tokens: np.ndarray) -> np.ndarray:
   """Integer ids when every token is written as its plain integer."""
   if tokens.dtype.kind != "S":
     return tokens
+  tokens = np.char.strip(tokens)
   try:
     ints = tokens.astype(np.int64)
   except (ValueError, OverflowError):
     return tokens
-  if np.array_equal(ints.astype(np.bytes_), np.char.strip(tokens)):
-    return ints
-  return tokens
+  # "007" and "7" are different tokens: only plain integers become ints.
+  return ints if np.array_equal(ints.astype(np.bytes_), tokens) else tokens
 
 
 def _concatenate(parts, fmt, files) -> Interactions:

@@ -63,7 +63,7 @@ def write_prepared(
       json.dump(meta, f, indent=2)
       f.write("\n")
       _sync(f)
-    _replace(tmp, output_dir)
+    _replace(tmp, output_dir, overwrite)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
@@ -100,8 +100,21 @@ def _sync(f) -> None:
   os.fsync(f.fileno())
 
 
-def _replace(tmp: pathlib.Path, output_dir: pathlib.Path) -> None:
-  """Renames tmp to output_dir, moving an existing output aside first."""
+def _replace(tmp: pathlib.Path, output_dir: pathlib.Path, overwrite: bool):
+  """Renames tmp to output_dir, moving an existing output aside first.
+
+  Without overwrite, an output that another process wrote meanwhile is left
+  alone: the rename fails and FileExistsError says so.
+  """
+  if not overwrite:
+    try:
+      os.rename(tmp, output_dir)  # Replaces at most an empty directory.
+    except OSError as e:
+      if not output_dir.exists():
+        raise
+      raise FileExistsError(f"{output_dir} appeared while writing") from e
+    _sync_directory(output_dir.parent)
+    return
   old = None
   if output_dir.exists():
     old = _temporary_directory(_OLD_PREFIX, output_dir)

@@ -194,21 +194,24 @@ def prepare_if_needed(
   from data_prep import prepare  # pylint: disable=import-outside-toplevel
 
   output_dir = pathlib.Path(output_dir)
-  meta_path = output_dir / META_FILE
-  if meta_path.is_file():
-    meta = json.loads(meta_path.read_text())
-    wanted = prepare.resolve_options(dataset, **options)
-    found = tuple(meta.get(k) for k in ("dataset", "options", "format_version"))
-    if found == (dataset, wanted, FORMAT_VERSION):
-      return output_dir
-    raise ValueError(
-        f"{output_dir} holds a dataset prepared differently "
-        f"(dataset={found[0]!r}, options={found[1]}, format_version="
-        f"{found[2]}); wanted dataset={dataset!r}, options={wanted}, "
-        f"format_version={FORMAT_VERSION}: choose another directory or "
-        "delete it"
-    )
-  return prepare.prepare_dataset(dataset, input_path, output_dir, **options)
+  wanted = (dataset, prepare.resolve_options(dataset, **options))
+  if not (output_dir / META_FILE).is_file():
+    try:
+      return prepare.prepare_dataset(dataset, input_path, output_dir, **options)
+    except FileExistsError:
+      # Another process (e.g. another host) prepared it meanwhile.
+      if not (output_dir / META_FILE).is_file():
+        raise
+  meta = json.loads((output_dir / META_FILE).read_text())
+  found = (meta.get("dataset"), meta.get("options"))
+  if found == wanted and meta.get("format_version") == FORMAT_VERSION:
+    return output_dir
+  raise ValueError(
+      f"{output_dir} holds a dataset prepared differently (dataset, options ="
+      f" {found}, format_version={meta.get('format_version')}); wanted "
+      f"{wanted}, format_version={FORMAT_VERSION}: choose another directory "
+      "or delete it"
+  )
 
 
 # Batches ---------------------------------------------------------------------

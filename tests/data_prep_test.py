@@ -403,6 +403,25 @@ def test_failed_write_leaves_nothing_keeps_old_output(tmp_path, monkeypatch):
   assert _leftovers(tmp_path) == []
 
 
+def test_output_written_meanwhile_by_another_process_is_kept(
+    tmp_path, monkeypatch
+):
+  path = _write(tmp_path / "s.txt", "1 2\n1 3\n1 4\n")
+  output = tmp_path / "out"
+  write_lines = writer._write_lines
+
+  def racing_write_lines(*args):
+    output.mkdir(exist_ok=True)
+    (output / data.META_FILE).write_text("{}")
+    write_lines(*args)
+
+  monkeypatch.setattr(writer, "_write_lines", racing_write_lines)
+  with pytest.raises(FileExistsError, match="appeared while writing"):
+    prepare.prepare_dataset("x", path, output)
+  assert [p.name for p in output.iterdir()] == [data.META_FILE]
+  assert _leftovers(tmp_path) == []
+
+
 def test_never_replaces_a_foreign_directory(tmp_path):
   path = _write(tmp_path / "s.txt", "1 2\n1 3\n1 4\n")
   foreign = tmp_path / "home"
