@@ -78,7 +78,7 @@ def prepare_dataset(
     **options: overrides of the preset (see `resolve_options`).
 
   Returns:
-    output_dir as a Path.
+    output_dir as an absolute Path.
 
   Raises:
     DataFormatError: malformed input; FileNotFoundError: missing input;

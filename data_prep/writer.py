@@ -44,7 +44,7 @@ def write_prepared(
       that is not empty and holds no meta.json is never replaced.
 
   Returns:
-    output_dir as a Path.
+    output_dir as an absolute Path.
   """
   output_dir = pathlib.Path(output_dir).absolute()
   _check_replaceable(output_dir, overwrite)

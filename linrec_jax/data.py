@@ -188,12 +188,12 @@ def prepare_if_needed(
       `data_prep.prepare.prepare_dataset`.
 
   Returns:
-    output_dir as a Path.
+    output_dir as an absolute Path.
   """
   # Imported here: data_prep depends on this module for the format constants.
   from data_prep import prepare  # pylint: disable=import-outside-toplevel
 
-  output_dir = pathlib.Path(output_dir)
+  output_dir = pathlib.Path(output_dir).absolute()
   wanted = (dataset, prepare.resolve_options(dataset, **options))
   if not (output_dir / META_FILE).is_file():
     try:
