@@ -1,0 +1,64 @@
+"""Flags for every `TrainConfig` field, resolved against the presets."""
+
+import dataclasses
+
+from absl import flags
+
+from experiments import presets
+from linrec_jax import config as config_lib
+from linrec_jax import models
+from linrec_jax.layers import attention
+
+_HELP = {
+    "model": "sasrec or bert4rec",
+    "attention": "attention variant: " + ", ".join(attention.VARIANTS),
+    "causal": "unidirectional encoder (SASRec); --nocausal = bidirectional",
+    "mask_padding": "mask padded positions in attention (--nomask_padding: "
+                    "the authors' unmasked LinRec)",
+    "train_mode": "all (next item at every position), prefix (official) or "
+                  "cloze (BERT4Rec)",
+    "windows_per_user": "training windows per history in mode all (0: all)",
+    "loss": "ce (softmax over all items) or sampled (--num_negatives)",
+    "eval_protocol": "full (all items), uni100 or pop100 (sampled)",
+    "exclude_history": "remove a user's past items from the ranking",
+    "lr_schedule": "constant, cosine or linear decay after --warmup_steps",
+    "max_steps": "stop after this many steps (0: --epochs decides)",
+    "devices": "use the first N devices (0: all)",
+    "parallel": "mesh (jit over a device mesh) or pmap",
+}
+
+_DEFINE = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer,
+           float: flags.DEFINE_float, str: flags.DEFINE_string}
+
+
+def define_flags() -> None:
+  """Defines `--dataset`, `--preset` and one flag per `TrainConfig` field."""
+  flags.DEFINE_string("dataset", "ml-1m", "one of "
+                      f"{', '.join(presets.DATASETS)}, or a prepared dir")
+  flags.DEFINE_enum("preset", "cpu", list(presets.PRESETS),
+                    "hyperparameter preset; any flag overrides it")
+  for field in dataclasses.fields(config_lib.TrainConfig):
+    kind = type(field.default)
+    help_text = _HELP.get(field.name, field.name.replace("_", " "))
+    _DEFINE[kind](field.name, None,
+                  f"{help_text} (default: from --preset, else {field.default})")
+
+
+def dataset_key(dataset: str) -> str:
+  """The preset key of a dataset name; prepared dirs use no dataset preset."""
+  return dataset if dataset in presets.DATASETS else "custom"
+
+
+def config_from_flags(values=flags.FLAGS) -> config_lib.TrainConfig:
+  """TrainConfig() <- preset <- dataset preset <- explicit flags; validated."""
+  fields = {f.name for f in dataclasses.fields(config_lib.TrainConfig)}
+  model = values.model or config_lib.TrainConfig.model
+  variant = values.attention or config_lib.TrainConfig.attention
+  resolved = presets.preset_values(values.preset, dataset_key(values.dataset),
+                                   model, variant)
+  resolved.update({name: values[name].value for name in fields
+                   if values[name].value is not None})
+  config = config_lib.TrainConfig(**resolved)
+  return config_lib.validate(
+      config, attention_variants=attention.VARIANTS,
+      causal_variants=attention.CAUSAL_VARIANTS, model_names=models.MODELS)

@@ -1,0 +1,44 @@
+"""Finds or prepares the arrays of a dataset named on the command line."""
+
+import os
+
+from experiments import presets
+from linrec_jax import data
+
+DEFAULT_DATA_ROOT = "../shared/data"
+
+
+def data_root(flag_value: str | None) -> str:
+  """--data_root, else $LINREC_DATA_DIR, else ../shared/data."""
+  return flag_value or os.environ.get("LINREC_DATA_DIR", DEFAULT_DATA_ROOT)
+
+
+def prepared_dir(dataset: str, root: str | None, prepared_root: str) -> str:
+  """The prepared directory of `dataset`, preparing it on first use.
+
+  Args:
+    dataset: a name of `presets.DATASETS`, or a directory already prepared
+      by `data_prep` (holding meta.json).
+    root: where the raw datasets lie (see `data_root`).
+    prepared_root: prepared datasets are cached in `prepared_root/<name>`.
+
+  Raises:
+    ValueError: naming --dataset or --data_root when nothing fits.
+  """
+  if os.path.isfile(os.path.join(dataset, data.META_FILE)):
+    return dataset
+  if dataset not in presets.DATASETS:
+    raise ValueError(
+        f"--dataset={dataset!r} is neither one of "
+        f"{', '.join(presets.DATASETS)} nor a prepared directory "
+        f"(no {data.META_FILE} there; prepare one with data_prep.prepare)")
+  raw = os.path.join(data_root(root), presets.DATASETS[dataset])
+  output = os.path.join(prepared_root, dataset)
+  if not os.path.isfile(os.path.join(output, data.META_FILE)):
+    if not os.path.exists(raw):
+      raise ValueError(
+          f"--data_root: {raw} not found; point --data_root (or "
+          f"LINREC_DATA_DIR) at the folder holding {presets.DATASETS[dataset]}")
+    print(f"preparing {dataset} from {raw} into {output}", flush=True)
+  return str(data.prepare_if_needed(dataset.removesuffix("-sample"), raw,
+                                    output))

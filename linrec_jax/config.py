@@ -1,0 +1,144 @@
+"""The resolved configuration of one training run, validated once.
+
+Entry points turn flags and presets into a `TrainConfig`; library code takes
+it (or the explicit values inside it) and never reads flags.
+"""
+
+import dataclasses
+import json
+
+TRAIN_MODES = ("all", "prefix", "cloze")
+LOSSES = ("ce", "sampled")
+EVAL_PROTOCOLS = ("full", "uni100", "pop100")
+LR_SCHEDULES = ("constant", "cosine", "linear")
+PAD_SIDES = ("right", "left")
+PARALLEL = ("mesh", "pmap")
+
+
+class ConfigError(ValueError):
+  """A configuration value is invalid; the message names the flag at fault."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """Everything that determines a training run.
+
+  Field names are the flag names of `experiments/train.py`.
+  """
+
+  # Model.
+  model: str = "sasrec"
+  attention: str = "linrec"
+  causal: bool = True
+  mask_padding: bool = True
+  max_len: int = 200
+  hidden: int = 128
+  layers: int = 2
+  heads: int = 8
+  ffn: int = 256
+  dropout: float = 0.2
+  pre_ln: bool = False
+  # Data and objective.
+  train_mode: str = "all"
+  windows_per_user: int = 1
+  pad_side: str = "right"
+  mask_prob: float = 0.2
+  loss: str = "ce"
+  num_negatives: int = 256
+  # Optimisation.
+  batch_size: int = 2048
+  lr: float = 1e-3
+  lr_schedule: str = "constant"
+  warmup_steps: int = 0
+  weight_decay: float = 0.0
+  grad_clip: float = 0.0
+  epochs: int = 100
+  max_steps: int = 0
+  patience: int = 10
+  seed: int = 2000
+  # Evaluation.
+  eval_protocol: str = "full"
+  exclude_history: bool = False
+  eval_batch_size: int = 256
+  eval_every_epochs: int = 1
+  # Devices, logging and checkpoints.
+  parallel: str = "mesh"
+  devices: int = 0
+  log_every_steps: int = 50
+  checkpoint_every_steps: int = 500
+  keep_checkpoints: int = 2
+
+  def to_json(self) -> str:
+    return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+
+def _require(condition: bool, flag: str, message: str) -> None:
+  if not condition:
+    raise ConfigError(f"--{flag}: {message}")
+
+
+def validate(config: TrainConfig, *, attention_variants, causal_variants,
+             model_names) -> TrainConfig:
+  """Checks every field; raises `ConfigError` naming the first bad flag.
+
+  Args:
+    config: the configuration to check.
+    attention_variants: names accepted by `--attention`.
+    causal_variants: names that support `--causal`.
+    model_names: names accepted by `--model`.
+
+  Returns:
+    `config`, unchanged.
+  """
+  def choice(flag, allowed):
+    value = getattr(config, flag)
+    _require(value in allowed, flag,
+             f"{value!r} is not one of {', '.join(sorted(allowed))}")
+
+  def positive(*flags):
+    for flag in flags:
+      value = getattr(config, flag)
+      _require(value > 0, flag, f"must be positive, got {value}")
+
+  def non_negative(*flags):
+    for flag in flags:
+      value = getattr(config, flag)
+      _require(value >= 0, flag, f"must be >= 0, got {value}")
+
+  choice("model", model_names)
+  choice("attention", attention_variants)
+  choice("train_mode", TRAIN_MODES)
+  choice("loss", LOSSES)
+  choice("eval_protocol", EVAL_PROTOCOLS)
+  choice("lr_schedule", LR_SCHEDULES)
+  choice("pad_side", PAD_SIDES)
+  choice("parallel", PARALLEL)
+  positive("max_len", "hidden", "layers", "heads", "ffn", "batch_size", "lr",
+           "epochs", "patience", "eval_batch_size", "eval_every_epochs",
+           "log_every_steps", "checkpoint_every_steps", "keep_checkpoints",
+           "num_negatives")
+  non_negative("warmup_steps", "weight_decay", "grad_clip", "max_steps",
+               "devices", "windows_per_user")
+  _require(0.0 <= config.dropout < 1.0, "dropout",
+           f"must lie in [0, 1), got {config.dropout}")
+  _require(0.0 < config.mask_prob < 1.0, "mask_prob",
+           f"must lie in (0, 1), got {config.mask_prob}")
+  _require(config.hidden % config.heads == 0, "heads",
+           f"{config.heads} heads do not divide --hidden={config.hidden}")
+  if config.causal:
+    _require(config.attention in causal_variants, "causal",
+             f"attention {config.attention!r} has no causal form; use one of "
+             f"{', '.join(sorted(causal_variants))} or --nocausal")
+  if config.model == "bert4rec":
+    _require(config.train_mode == "cloze", "train_mode",
+             "bert4rec trains with --train_mode=cloze")
+    _require(not config.causal, "causal", "bert4rec is bidirectional: "
+             "pass --nocausal")
+  else:
+    _require(config.train_mode != "cloze", "train_mode",
+             "cloze masking is for --model=bert4rec")
+  if config.train_mode == "all" and not config.causal:
+    raise ConfigError(
+        "--causal: next-item training at all positions with a non-causal "
+        "encoder sees the future; use --causal or --train_mode=prefix")
+  return config

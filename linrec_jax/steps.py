@@ -1,0 +1,141 @@
+"""Pure training and evaluation steps, written once for every launcher.
+
+`make_train_step` returns `train_step(state, batch, rng) -> (state, metrics)`.
+With `axis_name=None` it is the single-program step that `jax.jit` runs on one
+device or over a device mesh (XLA inserts the reductions); with an axis name it
+is the per-device body of `jax.pmap`, which sums gradients and counts over that
+axis itself. Both compute the gradient of the same global mean loss.
+"""
+
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from linrec_jax import losses
+from linrec_jax import metrics
+from linrec_jax import negatives as negatives_lib
+from linrec_jax.constants import PAD_ID
+
+Batch = dict[str, jax.Array]
+
+
+@flax.struct.dataclass
+class TrainState:
+  """The arrays a run checkpoints: step, parameters, optimiser state."""
+  step: jax.Array
+  params: Any
+  opt_state: Any
+
+
+def create_train_state(model, tx: optax.GradientTransformation,
+                       rng: jax.Array, max_len: int) -> TrainState:
+  """Initialises parameters and optimiser state (shapes only under eval_shape)."""
+  inputs = jnp.zeros((1, max_len), jnp.int32)
+  params = model.init(rng, inputs)["params"]
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    opt_state=tx.init(params))
+
+
+def gather_positions(states: jax.Array, positions: jax.Array) -> jax.Array:
+  """Picks states `[B, L, D]` at `positions` `[B, T]` (or `[B]`) -> `[B, T, D]`."""
+  index = positions.reshape(positions.shape[0], -1)[..., None]
+  picked = jnp.take_along_axis(states, index, axis=1)
+  return picked.reshape(positions.shape + states.shape[-1:])
+
+
+def make_train_step(model, tx: optax.GradientTransformation, *, loss: str,
+                    num_items: int, num_negatives: int = 0,
+                    axis_name: str | None = None) -> Callable:
+  """Builds the training step.
+
+  Args:
+    model: a model with the `__call__` / `logits` / `item_embeddings` surface.
+    tx: the optimiser.
+    loss: "ce" (softmax over all items) or "sampled" (uniform negatives).
+    num_items: items are `1..num_items`.
+    num_negatives: negatives per target for the sampled loss.
+    axis_name: the pmap axis, or None under jit.
+
+  Returns:
+    `train_step(state, batch, rng) -> (state, {"loss", "count"})`; the loss
+    is the mean over all counted targets of the global batch.
+  """
+
+  def loss_sum(params, batch: Batch, rng: jax.Array) -> jax.Array:
+    dropout_rng, negatives_rng = jax.random.split(rng)
+    variables = {"params": params}
+    states = model.apply(variables, batch["inputs"], deterministic=False,
+                         rngs={"dropout": dropout_rng})
+    picked = gather_positions(states, batch["positions"])
+    targets = batch["targets"]
+    if loss == "ce":
+      logits = model.apply(variables, picked, method="logits")
+      return losses.cross_entropy(logits, targets)[0]
+    # A bias (BERT4Rec's) rides along as one more feature with a constant 1.
+    table = jnp.concatenate([
+        model.apply(variables, method="item_embeddings"),
+        model.apply(variables, method="item_bias")[:, None]], axis=-1)
+    picked = jnp.concatenate([picked, jnp.ones_like(picked[..., :1])], -1)
+    sampled = negatives_lib.sample_uniform(negatives_rng, targets, num_items,
+                                           num_negatives, replace=True)
+    return losses.sampled_softmax(picked, table, targets, sampled)[0]
+
+  def train_step(state: TrainState, batch: Batch, rng: jax.Array):
+    rng = jax.random.fold_in(rng, state.step)
+    count = jnp.sum(batch["targets"] != PAD_ID).astype(jnp.float32)
+    if axis_name is not None:
+      rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
+      count = jax.lax.psum(count, axis_name)
+    count = jnp.maximum(count, 1.0)
+    total, grads = jax.value_and_grad(loss_sum)(state.params, batch, rng)
+    if axis_name is not None:
+      total, grads = jax.lax.psum((total, grads), axis_name)
+    grads = jax.tree.map(lambda g: g / count, grads)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    new_state = state.replace(step=state.step + 1, params=params,
+                              opt_state=opt_state)
+    return new_state, {"loss": total / count, "count": count}
+
+  return train_step
+
+
+def make_eval_step(model, *, protocol: str, ks: tuple[int, ...],
+                   axis_name: str | None = None) -> Callable:
+  """Builds `eval_step(params, batch) -> sums` for one evaluation batch.
+
+  Args:
+    model: the model.
+    protocol: "full" ranks the target among all items (minus `history` when
+      the batch carries it); "uni100"/"pop100" rank it among the batch's
+      `negatives` `[B, S]`.
+    ks: cut-offs of the metrics.
+    axis_name: the pmap axis, or None under jit.
+
+  Returns:
+    A function whose result maps each metric name to its sum over the valid
+    rows, plus "count", the number of valid rows.
+  """
+
+  def eval_step(params, batch: Batch) -> dict[str, jax.Array]:
+    variables = {"params": params}
+    states = model.apply(variables, batch["inputs"], deterministic=True)
+    picked = gather_positions(states, batch["positions"])
+    scores = model.apply(variables, picked, method="logits")
+    if protocol == "full":
+      ranks = metrics.target_ranks(scores, batch["targets"],
+                                   exclude=batch.get("history"))
+    else:
+      ranks = metrics.sampled_ranks(scores, batch["targets"],
+                                    batch["negatives"])
+    per_example = metrics.rank_metrics(ranks, ks)
+    sums, count = metrics.summarize(per_example, batch["valid"])
+    sums["count"] = count.astype(jnp.float32)
+    if axis_name is not None:
+      sums = jax.lax.psum(sums, axis_name)
+    return sums
+
+  return eval_step
