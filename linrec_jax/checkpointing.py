@@ -33,6 +33,17 @@ def fingerprint(tree: Any) -> list[float]:
   return values
 
 
+def _same_fingerprint(recorded: Any, arrays: Any) -> bool:
+  """Compares a recorded fingerprint with the arrays'; NaN equals NaN.
+
+  A run that diverged holds NaN parameters; its checkpoints are intact.
+  """
+  recorded = np.asarray(recorded if recorded is not None else [], np.float64)
+  actual = np.asarray(fingerprint(arrays), np.float64)
+  return (recorded.shape == actual.shape and
+          np.array_equal(recorded, actual, equal_nan=True))
+
+
 class Checkpointer:
   """Keeps the latest `max_to_keep` checkpoints of a run."""
 
@@ -68,7 +79,7 @@ class Checkpointer:
             _ARRAYS: ocp.args.StandardRestore(abstract_arrays),
             _META: ocp.args.JsonRestore()}))
         arrays, meta = restored[_ARRAYS], dict(restored[_META])
-        if meta.get("fingerprint") != fingerprint(arrays):
+        if not _same_fingerprint(meta.get("fingerprint"), arrays):
           raise ValueError("arrays do not match their recorded fingerprint")
       except Exception as error:  # Any failure to read means damage.
         self._set_aside(step, error)

@@ -1,0 +1,196 @@
+"""Tests of `linrec_jax.checkpointing.Checkpointer` on tiny pytrees."""
+
+import json
+import logging
+import os
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from linrec_jax import checkpointing
+from linrec_jax import steps
+
+# First bytes of a pickle of protocol 2 or newer: PROTO opcode, version.
+_PICKLE_PROTOCOLS = tuple(bytes([0x80, v]) for v in range(2, 6))
+
+
+def _tree(value: float):
+  """A TrainState with an Adam state, all leaves filled with `value`."""
+  params = {"dense": {"kernel": jnp.full((64, 32), value, jnp.float32),
+                      "bias": jnp.full((32,), value, jnp.float32)}}
+  tx = optax.adam(1e-3)
+  state = steps.TrainState(step=jnp.asarray(int(value), jnp.int32),
+                           params=params, opt_state=tx.init(params))
+  # Non-zero moments, so that a mix-up of mu and nu would show.
+  opt_state = jax.tree.map(lambda x: x + value, state.opt_state)
+  state = state.replace(opt_state=opt_state)
+  return jax.device_get({"state": state, "best_params": params})
+
+
+def _abstract(tree):
+  return jax.eval_shape(lambda: tree)
+
+
+def _assert_trees_equal(actual, expected):
+  assert (jax.tree.structure(actual) == jax.tree.structure(expected))
+  for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
+    assert np.asarray(a).dtype == np.asarray(e).dtype
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(e))
+
+
+def _step_dirs(directory):
+  return sorted(int(p.name) for p in pathlib.Path(directory).iterdir()
+                if p.name.isdigit())
+
+
+def _array_files(step_dir) -> list[pathlib.Path]:
+  """The OCDBT data files of a checkpoint (the arrays' bytes)."""
+  files = [p for p in pathlib.Path(step_dir, "arrays").rglob("*")
+           if p.is_file() and p.parent.name == "d"]
+  assert files
+  return files
+
+
+@pytest.fixture
+def two_steps(tmp_path):
+  """A checkpoint directory holding steps 1 and 2; returns (dir, trees)."""
+  directory = tmp_path / "checkpoints"
+  trees = {1: _tree(1.0), 2: _tree(2.0)}
+  checkpointer = checkpointing.Checkpointer(str(directory), max_to_keep=3)
+  for step, tree in trees.items():
+    checkpointer.save(step, tree, {"progress": {"epoch": step}})
+  checkpointer.close()
+  return directory, trees
+
+
+def _restore(directory, like):
+  checkpointer = checkpointing.Checkpointer(str(directory))
+  try:
+    return checkpointer.restore_latest(_abstract(like))
+  finally:
+    checkpointer.close()
+
+
+def test_round_trip_keeps_values_dtypes_and_optax_types(two_steps):
+  directory, trees = two_steps
+  arrays, meta = _restore(directory, trees[1])
+  _assert_trees_equal(arrays, trees[2])
+  assert isinstance(arrays["state"], steps.TrainState)
+  adam = arrays["state"].opt_state[0]
+  assert isinstance(adam, optax.ScaleByAdamState)
+  assert float(np.asarray(adam.mu["dense"]["bias"])[0]) == 2.0
+  assert meta["progress"] == {"epoch": 2}
+  assert meta["step"] == 2
+
+
+def test_empty_directory_restores_nothing(tmp_path):
+  assert _restore(tmp_path / "checkpoints", _tree(0.0)) is None
+
+
+def test_keeps_only_the_latest(tmp_path):
+  checkpointer = checkpointing.Checkpointer(str(tmp_path), max_to_keep=2)
+  for step in (1, 2, 3):
+    checkpointer.save(step, _tree(float(step)), {})
+  checkpointer.close()
+  assert _step_dirs(tmp_path) == [2, 3]
+
+
+def test_saving_an_existing_step_replaces_it(two_steps):
+  directory, trees = two_steps
+  checkpointer = checkpointing.Checkpointer(str(directory), max_to_keep=3)
+  checkpointer.save(2, _tree(5.0), {"progress": {"epoch": 5}})
+  checkpointer.close()
+  arrays, meta = _restore(directory, trees[1])
+  _assert_trees_equal(arrays, _tree(5.0))
+  assert meta["progress"] == {"epoch": 5}
+
+
+def test_nan_arrays_are_not_taken_for_damage(tmp_path):
+  # A diverged run's checkpoint is intact; NaN != NaN must not discard it.
+  tree = jax.tree.map(lambda x: np.full_like(x, np.nan)
+                      if np.issubdtype(x.dtype, np.floating) else x,
+                      _tree(1.0))
+  checkpointer = checkpointing.Checkpointer(str(tmp_path / "checkpoints"))
+  checkpointer.save(1, tree, {})
+  checkpointer.close()
+  restored = _restore(tmp_path / "checkpoints", tree)
+  assert restored is not None
+  _assert_trees_equal(restored[0], tree)
+
+
+def _overwrite_middle(step_dir: pathlib.Path):
+  for path in _array_files(step_dir):
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 16] = bytes(255 - b for b in data[middle:middle + 16])
+    path.write_bytes(bytes(data))
+
+
+def _truncate(step_dir: pathlib.Path):
+  for path in _array_files(step_dir):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _wrong_fingerprint(step_dir: pathlib.Path):
+  meta_file = step_dir / "meta" / "metadata"
+  meta = json.loads(meta_file.read_text())
+  meta["fingerprint"][0][0] += 1.0
+  meta_file.write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("damage", [_overwrite_middle, _truncate,
+                                    _wrong_fingerprint])
+def test_damaged_latest_is_set_aside_and_previous_used(two_steps, damage,
+                                                       caplog):
+  directory, trees = two_steps
+  damage(directory / "2")
+  with caplog.at_level(logging.WARNING):
+    arrays, meta = _restore(directory, trees[1])
+  _assert_trees_equal(arrays, trees[1])
+  assert meta["step"] == 1
+  assert _step_dirs(directory) == [1]
+  damaged = pathlib.Path(str(directory) + "_damaged")
+  assert _step_dirs(damaged) == [2]
+  warnings = [r.getMessage() for r in caplog.records
+              if r.levelno == logging.WARNING]
+  assert any("checkpoints/2 is damaged" in w and "checkpoints_damaged/2" in w
+             for w in warnings), warnings
+
+
+def test_all_damaged_restores_nothing(two_steps):
+  directory, trees = two_steps
+  for step in (1, 2):
+    _truncate(directory / str(step))
+  assert _restore(directory, trees[1]) is None
+  assert _step_dirs(pathlib.Path(str(directory) + "_damaged")) == [1, 2]
+
+
+def test_files_are_arrays_and_json_never_pickles(two_steps):
+  directory, _ = two_steps
+  json_names = {"_CHECKPOINT_METADATA", "_METADATA", "metadata"}
+  seen_json = set()
+  for path in pathlib.Path(directory).rglob("*"):
+    if not path.is_file():
+      continue
+    assert path.suffix not in (".pkl", ".pickle", ".npy"), path
+    head = path.read_bytes()[:2]
+    assert head not in _PICKLE_PROTOCOLS, path
+    if path.name in json_names:
+      json.loads(path.read_text())
+      seen_json.add(path.name)
+  assert seen_json == json_names
+  # The small metadata item is plain JSON with the bookkeeping in it.
+  meta = json.loads((directory / "2" / "meta" / "metadata").read_text())
+  assert set(meta) == {"progress", "fingerprint", "step"}
+  # Orbax's tree metadata describes every leaf as an array ("None" is
+  # Optax's EmptyState, a node without values).
+  tree = json.loads((directory / "2" / "arrays" / "_METADATA").read_text())
+  kinds = {leaf["value_metadata"]["value_type"]
+           for leaf in tree["tree_metadata"].values()}
+  assert kinds == {"np.ndarray", "None"}, kinds
+  assert not any(name.endswith((".pkl", ".pickle"))
+                 for _, _, names in os.walk(directory) for name in names)
