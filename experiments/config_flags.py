@@ -31,17 +31,24 @@ _DEFINE = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer,
            float: flags.DEFINE_float, str: flags.DEFINE_string}
 
 
-def define_flags() -> None:
-  """Defines `--dataset`, `--preset` and one flag per `TrainConfig` field."""
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """Defines `--dataset`, `--preset` and one flag per `TrainConfig` field.
+
+  Args:
+    flag_values: where to define them (tests pass a fresh `FlagValues`).
+  """
   flags.DEFINE_string("dataset", "ml-1m", "one of "
-                      f"{', '.join(presets.DATASETS)}, or a prepared dir")
+                      f"{', '.join(presets.DATASETS)}, or a prepared dir",
+                      flag_values=flag_values)
   flags.DEFINE_enum("preset", "cpu", list(presets.PRESETS),
-                    "hyperparameter preset; any flag overrides it")
+                    "hyperparameter preset; any flag overrides it",
+                    flag_values=flag_values)
   for field in dataclasses.fields(config_lib.TrainConfig):
     kind = type(field.default)
     help_text = _HELP.get(field.name, field.name.replace("_", " "))
     _DEFINE[kind](field.name, None,
-                  f"{help_text} (default: from --preset, else {field.default})")
+                  f"{help_text} (default: from --preset, else {field.default})",
+                  flag_values=flag_values)
 
 
 def dataset_key(dataset: str) -> str:

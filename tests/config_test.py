@@ -1,0 +1,142 @@
+"""Tests of `linrec_jax.config` and of resolving flags against presets."""
+
+import dataclasses
+import json
+
+from absl import flags
+import pytest
+
+from experiments import config_flags
+from experiments import presets
+from linrec_jax import config as config_lib
+from linrec_jax import models
+from linrec_jax.layers import attention
+
+
+def _validate(**fields):
+  return config_lib.validate(
+      config_lib.TrainConfig(**fields), attention_variants=attention.VARIANTS,
+      causal_variants=attention.CAUSAL_VARIANTS, model_names=models.MODELS)
+
+
+def _from_flags(*argv):
+  """Resolves a command line against a fresh set of flags."""
+  values = flags.FlagValues()
+  config_flags.define_flags(values)
+  values(["train"] + list(argv))
+  return config_flags.config_from_flags(values)
+
+
+def test_defaults_are_valid():
+  assert _validate() == config_lib.TrainConfig()
+
+
+def test_to_json_holds_every_field():
+  config = config_lib.TrainConfig(hidden=32, causal=False, lr=0.5)
+  assert json.loads(config.to_json()) == dataclasses.asdict(config)
+
+
+BAD = [
+    # (fields, the flag the message must name)
+    (dict(model="gpt"), "model"),
+    (dict(attention="fancy"), "attention"),
+    (dict(train_mode="random"), "train_mode"),
+    (dict(loss="mse"), "loss"),
+    (dict(eval_protocol="uni50"), "eval_protocol"),
+    (dict(lr_schedule="step"), "lr_schedule"),
+    (dict(pad_side="middle"), "pad_side"),
+    (dict(parallel="pjit"), "parallel"),
+    (dict(max_len=0), "max_len"),
+    (dict(hidden=0), "hidden"),
+    (dict(hidden=-8), "hidden"),
+    (dict(layers=0), "layers"),
+    (dict(heads=0), "heads"),
+    (dict(ffn=0), "ffn"),
+    (dict(batch_size=0), "batch_size"),
+    (dict(batch_size=-16), "batch_size"),
+    (dict(eval_batch_size=0), "eval_batch_size"),
+    (dict(lr=0.0), "lr"),
+    (dict(epochs=0), "epochs"),
+    (dict(patience=0), "patience"),
+    (dict(eval_every_epochs=0), "eval_every_epochs"),
+    (dict(log_every_steps=0), "log_every_steps"),
+    (dict(checkpoint_every_steps=0), "checkpoint_every_steps"),
+    (dict(keep_checkpoints=0), "keep_checkpoints"),
+    (dict(num_negatives=0), "num_negatives"),
+    (dict(max_steps=-1), "max_steps"),
+    (dict(devices=-1), "devices"),
+    (dict(warmup_steps=-1), "warmup_steps"),
+    (dict(weight_decay=-0.1), "weight_decay"),
+    (dict(grad_clip=-1.0), "grad_clip"),
+    (dict(windows_per_user=-1), "windows_per_user"),
+    (dict(dropout=1.0), "dropout"),
+    (dict(dropout=-0.1), "dropout"),
+    (dict(mask_prob=0.0), "mask_prob"),
+    (dict(mask_prob=1.0), "mask_prob"),
+    (dict(hidden=16, heads=3), "heads"),
+    (dict(attention="efficient", causal=True), "causal"),
+    (dict(model="bert4rec", causal=False, train_mode="all"), "train_mode"),
+    (dict(model="bert4rec", causal=True, train_mode="cloze"), "causal"),
+    (dict(model="sasrec", train_mode="cloze"), "train_mode"),
+    (dict(model="sasrec", causal=False, train_mode="all"), "causal"),
+]
+
+
+@pytest.mark.parametrize("fields, flag", BAD, ids=[
+    "-".join(f"{k}={v}" for k, v in fields.items()) for fields, _ in BAD])
+def test_bad_value_names_its_flag(fields, flag):
+  with pytest.raises(config_lib.ConfigError) as error:
+    _validate(**fields)
+  assert str(error.value).startswith(f"--{flag}:"), str(error.value)
+
+
+@pytest.mark.parametrize("fields", [
+    dict(attention="efficient", causal=False, train_mode="prefix"),
+    dict(model="bert4rec", causal=False, train_mode="cloze"),
+    dict(hidden=12, heads=3),
+    dict(dropout=0.0, max_steps=0, devices=0, windows_per_user=0),
+])
+def test_good_values_pass(fields):
+  assert _validate(**fields) == config_lib.TrainConfig(**fields)
+
+
+@pytest.mark.parametrize("preset", sorted(presets.PRESETS))
+@pytest.mark.parametrize("dataset", sorted(presets.DATASETS) + ["some/dir"])
+@pytest.mark.parametrize("model", sorted(models.MODELS))
+def test_every_preset_resolves_to_a_valid_config(preset, dataset, model):
+  config = _from_flags(f"--preset={preset}", f"--dataset={dataset}",
+                       f"--model={model}")
+  assert config.model == model
+  if model == "bert4rec":
+    assert (config.causal, config.train_mode) == (False, "cloze")
+
+
+def test_flags_override_dataset_preset_over_preset_over_defaults():
+  # cpu says batch 128; its ml-1m-sample values say 64; the flag says 32.
+  assert presets.CPU["batch_size"] == 128
+  sample = ("--preset=cpu", "--dataset=ml-1m-sample")
+  assert _from_flags(*sample).batch_size == 64
+  assert _from_flags(*sample, "--batch_size=32").batch_size == 32
+  # A prepared directory has no dataset preset.
+  assert _from_flags("--preset=cpu", "--dataset=some/dir").batch_size == 128
+  config = _from_flags(*sample, "--nocausal", "--train_mode=prefix",
+                       "--eval_protocol=pop100")
+  assert (config.causal, config.train_mode) == (False, "prefix")
+  assert config.hidden == presets.CPU["hidden"]
+  # Neither preset names it: the TrainConfig default.
+  assert config.keep_checkpoints == config_lib.TrainConfig.keep_checkpoints
+  assert config.eval_protocol == "pop100"
+
+
+def test_official_softmax_keeps_the_masks():
+  linrec = _from_flags("--preset=official", "--attention=linrec")
+  softmax = _from_flags("--preset=official", "--attention=softmax")
+  assert (linrec.causal, linrec.mask_padding) == (False, False)
+  assert (softmax.causal, softmax.mask_padding) == (True, True)
+
+
+def test_bad_flag_from_the_command_line_names_it():
+  with pytest.raises(config_lib.ConfigError, match="^--heads:"):
+    _from_flags("--preset=tiny", "--heads=3")
+  with pytest.raises(flags.IllegalFlagValueError, match="--preset"):
+    _from_flags("--preset=huge")
