@@ -1,0 +1,311 @@
+"""End-to-end tests of `python -m experiments.train` on the 200-user sample.
+
+The training runs are subprocesses, so that one can be killed with SIGKILL
+at any moment, as a crash or a pre-empted machine would; bad flags are
+checked in this process (fast) and once in a subprocess with three devices.
+"""
+
+import json
+import os
+import pathlib
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+SAMPLE_FILE = "ml-1m-sample/ml-1m.txt"
+RUN_TIMEOUT_S = 300
+# 12 steps per epoch (200 users, batch 16); the run stops at step 30 of the
+# third epoch, with a checkpoint every 3 steps and at every epoch's end.
+SMALL_RUN = ("--dataset=ml-1m-sample", "--preset=tiny", "--epochs=3",
+             "--max_steps=30", "--patience=3", "--lr=0.01", "--max_len=20",
+             "--hidden=16", "--batch_size=16", "--eval_batch_size=64",
+             "--checkpoint_every_steps=3", "--log_every_steps=1",
+             # Dropout makes every step depend on its random key too.
+             "--dropout=0.1")
+FINAL_STEP = 30
+STEPS_PER_EPOCH = 12
+METRICS = {f"{m}@{k}" for m in ("hit", "ndcg", "mrr") for k in (5, 10, 20)}
+
+
+def _env(**extra) -> dict[str, str]:
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env.update(JAX_PLATFORMS="cpu", **extra)
+  return env
+
+
+def _command(*args) -> list[str]:
+  return [sys.executable, "-m", "experiments.train", *args]
+
+
+def _run(*args, env=None) -> subprocess.CompletedProcess:
+  return subprocess.run(_command(*args), cwd=REPO_ROOT, env=env or _env(),
+                        capture_output=True, text=True,
+                        timeout=RUN_TIMEOUT_S)
+
+
+def _checked(process: subprocess.CompletedProcess):
+  assert process.returncode == 0, process.stdout[-3000:] + process.stderr
+  return process
+
+
+@pytest.fixture(scope="module")
+def sample_args(data_file, tmp_path_factory):
+  """`args(workdir)`: the flags of a small run on the sample into workdir."""
+  raw = data_file(SAMPLE_FILE)
+  prepared = tmp_path_factory.mktemp("prepared")
+  data_root = str(raw.parent.parent)
+
+  def args(workdir, *more):
+    return (*SMALL_RUN, f"--workdir={workdir}", f"--data_root={data_root}",
+            f"--prepared_root={prepared}", *more)
+
+  return args
+
+
+@pytest.fixture(scope="module")
+def reference(sample_args, tmp_path_factory):
+  """The small run, uninterrupted: (workdir, its completed process)."""
+  workdir = tmp_path_factory.mktemp("uninterrupted")
+  return workdir, _checked(_run(*sample_args(workdir)))
+
+
+def _results(workdir) -> dict:
+  return json.loads((pathlib.Path(workdir) / "results.json").read_text())
+
+
+def _history(workdir) -> list[dict]:
+  """metrics.jsonl without the wall-clock times."""
+  lines = (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()
+  records = [json.loads(line) for line in lines]
+  for record in records:
+    record.pop("seconds")
+  return records
+
+
+def _assert_metrics_in_range(metrics: dict[str, float]):
+  assert set(metrics) == METRICS
+  for name, value in metrics.items():
+    assert 0.0 <= value <= 1.0, (name, value)
+  for k in (5, 10, 20):
+    assert metrics[f"mrr@{k}"] <= metrics[f"ndcg@{k}"] <= metrics[f"hit@{k}"]
+  assert metrics["hit@5"] <= metrics["hit@10"] <= metrics["hit@20"]
+
+
+def _assert_same_outcome(workdir, reference_workdir):
+  results, expected = _results(workdir), _results(reference_workdir)
+  for key in ("valid", "test", "best_epoch", "epochs_run", "steps"):
+    assert results[key] == expected[key], key
+  assert _history(workdir) == _history(reference_workdir)
+
+
+def _steps(checkpoints) -> list[int]:
+  return sorted(int(p.name) for p in pathlib.Path(checkpoints).iterdir()
+                if p.name.isdigit())
+
+
+def test_small_run_writes_checkpoints_and_results(reference):
+  workdir, process = reference
+  results = _results(workdir)
+  for stage in ("valid", "test"):
+    _assert_metrics_in_range(results[stage])
+  assert results["steps"] == FINAL_STEP
+  assert results["steps_per_epoch"] == STEPS_PER_EPOCH
+  assert results["epochs_run"] == 3  # two full epochs and 6 steps of one
+  assert results["config"]["max_steps"] == FINAL_STEP
+  assert results["eval_protocol"].startswith("full ranking")
+  # Two checkpoints are kept: the final step and the one before.
+  assert _steps(workdir / "checkpoints") == [FINAL_STEP - 3, FINAL_STEP]
+  assert not (workdir / "checkpoints_damaged").exists()
+  history = _history(workdir)
+  assert [r["step"] for r in history] == [12, 24, 30]
+  assert all(set(r["valid"]) == METRICS for r in history)
+  config = json.loads((workdir / "config.json").read_text())
+  assert config["dataset"] == "ml-1m-sample"
+  assert config["config"]["hidden"] == 16
+  assert list((workdir / "tensorboard").iterdir())
+  assert f"step {FINAL_STEP}/{FINAL_STEP}" in process.stdout
+  assert "test: hit@5" in process.stdout
+
+
+def test_rerun_of_a_finished_run_only_evaluates(reference, sample_args,
+                                                tmp_path):
+  workdir, _ = reference
+  copy = tmp_path / "copy"
+  shutil.copytree(workdir, copy)
+  process = _checked(_run(*sample_args(copy)))
+  assert f"resumed from step {FINAL_STEP}" in process.stdout
+  assert "step 1/" not in process.stdout  # no training step ran again
+  _assert_same_outcome(copy, workdir)
+
+
+def _kill_when(args, pattern: str, delay_s: float) -> str:
+  """Starts a run, SIGKILLs it `delay_s` after a stdout line starts with
+  `pattern`, and returns what it printed."""
+  process = subprocess.Popen(_command(*args), cwd=REPO_ROOT, env=_env(),
+                             stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, text=True)
+  watchdog = threading.Timer(RUN_TIMEOUT_S, process.kill)
+  watchdog.start()
+  printed = []
+  try:
+    for line in process.stdout:
+      printed.append(line)
+      if line.startswith(pattern):
+        time.sleep(delay_s)
+        process.send_signal(signal.SIGKILL)
+        break
+    process.wait()
+  finally:
+    watchdog.cancel()
+    process.stdout.close()
+  assert process.returncode == -signal.SIGKILL, "".join(printed)
+  return "".join(printed)
+
+
+def test_killed_run_resumes_to_the_same_metrics(reference, sample_args,
+                                                tmp_path):
+  workdir = tmp_path / "killed"
+  args = sample_args(workdir)
+  # Killed between the checkpoints of steps 6 and 9 ...
+  _kill_when(args, "step 7/", 0.0)
+  # ... then, resumed from step 6, around the save at the end of epoch 1.
+  printed = _kill_when(args, "epoch 1 ", 0.05)
+  assert "resumed from step 6" in printed
+  assert not (workdir / "results.json").exists()
+  process = _checked(_run(*args))
+  assert "resumed from step" in process.stdout
+  _assert_same_outcome(workdir, reference[0])
+
+
+@pytest.mark.slow
+def test_run_killed_at_random_moments_resumes_to_the_same_metrics(
+    reference, sample_args, tmp_path):
+  workdir = tmp_path / "killed"
+  args = sample_args(workdir)
+  moments = random.Random(0)
+  for _ in range(4):
+    # Kill 0-1.5 s after a random step's line: in a step, a save or an eval.
+    step = moments.randrange(1, FINAL_STEP)
+    _kill_when(args, f"step {step}/", moments.uniform(0.0, 1.5))
+  _checked(_run(*args))
+  _assert_same_outcome(workdir, reference[0])
+
+
+def test_damaged_latest_checkpoint_is_reported_and_previous_used(
+    reference, sample_args, tmp_path):
+  workdir = tmp_path / "damaged"
+  shutil.copytree(reference[0], workdir)
+  (workdir / "results.json").unlink()
+  latest = workdir / "checkpoints" / str(FINAL_STEP)
+  data_files = [p for p in (latest / "arrays").rglob("*")
+                if p.is_file() and p.parent.name == "d"]
+  assert data_files
+  for path in data_files:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2:] = bytes(len(data) - len(data) // 2)
+    path.write_bytes(bytes(data))
+  process = _checked(_run(*sample_args(workdir)))
+  assert (f"checkpoints/{FINAL_STEP} is damaged" in process.stderr and
+          f"checkpoints_damaged/{FINAL_STEP}" in process.stderr), (
+              process.stderr)
+  assert f"resumed from step {FINAL_STEP - 3}" in process.stdout
+  assert _steps(workdir / "checkpoints_damaged") == [FINAL_STEP]
+  _assert_same_outcome(workdir, reference[0])
+
+
+# Bad flags: (command line, the flag the message must name).
+BAD_FLAGS = [
+    (["--dataset=no-such-set"], "dataset"),
+    (["--data_root=/no/such/dir"], "data_root"),
+    (["--attention=fancy"], "attention"),
+    (["--model=gpt"], "model"),
+    (["--hidden=0"], "hidden"),
+    (["--batch_size=0"], "batch_size"),
+    (["--max_len=-5"], "max_len"),
+    (["--eval_batch_size=0"], "eval_batch_size"),
+    (["--hidden=16", "--heads=3"], "heads"),
+    (["--attention=efficient"], "causal"),
+    (["--model=bert4rec", "--train_mode=all"], "train_mode"),
+    (["--model=bert4rec", "--causal"], "causal"),
+    (["--train_mode=cloze"], "train_mode"),
+    (["--devices=4096"], "devices"),
+    (["--mask_prob=1.5"], "mask_prob"),
+    (["--preset=huge"], "preset"),
+    (["--hidden=wide"], "hidden"),
+]
+
+# Runs the entry point's flag parsing and main() once per command line in
+# one process (one JAX start-up for all cases), as absl.app.run would, and
+# prints how each stopped. The flags cannot be defined in the pytest process:
+# other entry points define flags of the same names there.
+_BAD_FLAG_DRIVER = """
+import json, sys
+from absl import flags
+from experiments import train
+outcomes = []
+for argv in json.loads(sys.argv[1]):
+  train.FLAGS.unparse_flags()
+  try:
+    train.FLAGS(["train"] + argv)
+    train.main(["train"])
+    outcomes.append({"exit": "returned"})
+  except SystemExit as stop:
+    outcomes.append({"exit": stop.code})
+  except flags.Error as error:
+    outcomes.append({"exit": "flags.Error: " + str(error)})
+print(json.dumps(outcomes))
+"""
+
+
+@pytest.fixture(scope="module")
+def bad_flag_outcomes(tmp_path_factory):
+  """{case index: (exit code or message, workdir, prepared_root)}."""
+  root = tmp_path_factory.mktemp("bad_flags")
+  cases, dirs = [], []
+  for index, (argv, _) in enumerate(BAD_FLAGS):
+    workdir, prepared = root / f"work{index}", root / f"prepared{index}"
+    # No raw data is reachable: a bad flag that went unnoticed would stop at
+    # --data_root instead of training.
+    cases.append([f"--workdir={workdir}", f"--prepared_root={prepared}",
+                  "--preset=tiny", "--dataset=ml-1m-sample",
+                  f"--data_root={root / 'no_data'}", *argv])
+    dirs.append((workdir, prepared))
+  process = subprocess.run(
+      [sys.executable, "-c", _BAD_FLAG_DRIVER, json.dumps(cases)],
+      cwd=REPO_ROOT, env=_env(), capture_output=True, text=True,
+      timeout=RUN_TIMEOUT_S)
+  assert process.returncode == 0, process.stderr
+  outcomes = json.loads(process.stdout.splitlines()[-1])
+  return {i: (outcome["exit"], *dirs[i]) for i, outcome in enumerate(outcomes)}
+
+
+@pytest.mark.parametrize("index", range(len(BAD_FLAGS)),
+                         ids=[" ".join(a) for a, _ in BAD_FLAGS])
+def test_bad_flag_stops_before_any_work(bad_flag_outcomes, index):
+  flag = BAD_FLAGS[index][1]
+  message, workdir, prepared = bad_flag_outcomes[index]
+  # sys.exit(message) exits with status 1; absl turns flags.Error into 1 too.
+  assert isinstance(message, str), message
+  assert f"--{flag}" in message, message
+  assert not workdir.exists() and not prepared.exists()
+
+
+def test_batch_that_does_not_split_over_devices_fails_in_subprocess(
+    tmp_path):
+  workdir = tmp_path / "work"
+  env = _env(XLA_FLAGS="--xla_force_host_platform_device_count=3")
+  process = _run("--dataset=ml-1m-sample", "--preset=tiny",
+                 "--batch_size=16", f"--workdir={workdir}",
+                 f"--prepared_root={tmp_path / 'prepared'}", env=env)
+  assert process.returncode != 0
+  assert "--batch_size=16" in process.stderr, process.stderr
+  assert "3 devices" in process.stderr, process.stderr
+  assert not workdir.exists()
+  assert not (tmp_path / "prepared").exists()

@@ -1,0 +1,194 @@
+"""Tests of `linrec_jax.train` and of the evaluator it drives.
+
+The evaluator is checked without a model (a launcher that records what it
+is given); `train_and_evaluate` runs a few steps on the 200-user sample.
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+from linrec_jax import data
+from linrec_jax import evaluation
+from linrec_jax import models
+from linrec_jax import train
+from linrec_jax.config import TrainConfig
+from linrec_jax.constants import PAD_ID
+
+SAMPLE_FILE = "ml-1m-sample/ml-1m.txt"
+NUM_ITEMS = 150
+
+
+def _sequences(lengths, num_items=NUM_ITEMS, seed=0) -> data.Sequences:
+  """Users with distinct random items, `lengths[r]` of them for row r."""
+  rng = np.random.default_rng(seed)
+  rows = [rng.choice(np.arange(1, num_items + 1), n, replace=False)
+          for n in lengths]
+  offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+  return data.Sequences(np.concatenate(rows).astype(np.int32), offsets,
+                        num_items)
+
+
+class _RecordingLauncher:
+  """Stands in for a launcher: keeps each batch, sums per-row values."""
+
+  def __init__(self):
+    self.batches = []
+    self.params_seen = []
+
+  def put_batch(self, batch):
+    return dict(batch)
+
+  def eval_step(self, params, batch):
+    self.params_seen.append(params)
+    self.batches.append(batch)
+    valid = batch["valid"]
+    return {"count": np.float32(valid.sum()),
+            "user": np.float32(np.sum(batch["users"] * valid)),
+            "target": np.float32(np.sum(batch["targets"] * valid))}
+
+
+def _evaluate(seqs, stage, protocol, batch_size, seed=7):
+  launcher = _RecordingLauncher()
+  evaluator = evaluation.Evaluator(
+      launcher, seqs, stage=stage, protocol=protocol, max_len=8,
+      batch_size=batch_size, pad_side="right", mask_token=None,
+      exclude_history=False, seed=seed)
+  params = object()
+  means = evaluator(params)
+  assert all(p is params for p in launcher.params_seen)
+  return means, launcher.batches
+
+
+def _valid_rows(batches, name):
+  return np.concatenate([b[name][b["valid"]] for b in batches])
+
+
+@pytest.mark.parametrize("protocol", ["full", "uni100", "pop100"])
+@pytest.mark.parametrize("stage, held_out", [("valid", 2), ("test", 1)])
+@pytest.mark.parametrize("batch_size", [3, 7])  # a padded last batch, none
+def test_evaluator_counts_every_user_once(protocol, stage, held_out,
+                                          batch_size):
+  lengths = [5, 3, 9, 4, 12, 6, 3]
+  seqs = _sequences(lengths)
+  means, batches = _evaluate(seqs, stage, protocol, batch_size)
+  num_users = len(lengths)
+  assert len(batches) == -(-num_users // batch_size)
+  assert all(len(b["valid"]) == batch_size for b in batches)
+  users = _valid_rows(batches, "users")
+  np.testing.assert_array_equal(users, np.arange(1, num_users + 1))
+  # Padding rows are invalid and carry padding ids.
+  for batch in batches:
+    assert (batch["users"][~batch["valid"]] == 0).all()
+    assert (batch["targets"][~batch["valid"]] == PAD_ID).all()
+  # Each user's target: second-to-last item (valid) or last (test).
+  ends = np.cumsum(lengths)
+  targets = seqs.items[ends - held_out]
+  np.testing.assert_array_equal(_valid_rows(batches, "targets"), targets)
+  # Means are divided by the number of users, not of padded rows.
+  assert means == {"user": pytest.approx(np.mean(np.arange(1, 8))),
+                   "target": pytest.approx(targets.mean())}
+  if protocol == "full":
+    assert all("negatives" not in b for b in batches)
+
+
+def _positive_popularity_items(seqs):
+  return set(np.flatnonzero(evaluation.item_popularity(seqs)).tolist())
+
+
+@pytest.mark.parametrize("protocol", ["uni100", "pop100"])
+def test_sampled_negatives_exclude_the_target_and_depend_on_the_user(
+    protocol):
+  # Long histories, so that more than 100 items have training interactions.
+  seqs = _sequences([60, 40, 80, 50, 45], seed=1)
+  _, batches = _evaluate(seqs, "test", protocol, batch_size=3)
+  negatives = _valid_rows(batches, "negatives")
+  targets = _valid_rows(batches, "targets")
+  assert negatives.shape == (5, evaluation.SAMPLED_NEGATIVES)
+  assert ((negatives >= 1) & (negatives <= NUM_ITEMS)).all()
+  assert (negatives != targets[:, None]).all()
+  for row in negatives:
+    assert len(set(row.tolist())) == evaluation.SAMPLED_NEGATIVES
+  if protocol == "pop100":
+    popular = _positive_popularity_items(seqs)
+    assert len(popular) > evaluation.SAMPLED_NEGATIVES + 1
+    assert set(negatives.ravel().tolist()) <= popular
+  # The same user gets the same negatives whatever the batching.
+  _, other_batches = _evaluate(seqs, "test", protocol, batch_size=7)
+  np.testing.assert_array_equal(_valid_rows(other_batches, "negatives"),
+                                negatives)
+  # ... and other ones under another seed.
+  _, reseeded = _evaluate(seqs, "test", protocol, batch_size=3, seed=8)
+  assert (_valid_rows(reseeded, "negatives") != negatives).any()
+
+
+def test_item_popularity_counts_only_training_parts():
+  # Rows: [1, 2, 3, 4] trains on 1, 2; [2, 5, 3] on 2; [4, 2, 1] on 4.
+  seqs = data.Sequences(np.array([1, 2, 3, 4, 2, 5, 3, 4, 2, 1], np.int32),
+                        np.array([0, 4, 7, 10], np.int64), num_items=5)
+  np.testing.assert_allclose(evaluation.item_popularity(seqs),
+                             [0, 1 / 4, 2 / 4, 0, 1 / 4, 0])
+
+
+@pytest.mark.parametrize("model, causal_field", [("sasrec", True),
+                                                 ("bert4rec", False)])
+def test_make_model_passes_the_config(model, causal_field):
+  config = TrainConfig(model=model, hidden=16, heads=2, ffn=24, layers=1,
+                       max_len=12, causal=model == "sasrec",
+                       train_mode="cloze" if model == "bert4rec" else "all")
+  made = train.make_model(config, num_items=30)
+  assert isinstance(made, models.MODELS[model])
+  assert (made.num_items, made.max_len, made.hidden, made.heads, made.ffn,
+          made.layers) == (30, 12, 16, 2, 24, 1)
+  assert hasattr(made, "causal") == causal_field
+
+
+@pytest.fixture(scope="module")
+def sample_dir(data_file, tmp_path_factory):
+  raw = data_file(SAMPLE_FILE)
+  output = tmp_path_factory.mktemp("prepared") / "ml-1m-sample"
+  return str(data.prepare_if_needed("ml-1m", raw, output))
+
+
+def _tiny(**fields) -> TrainConfig:
+  values = dict(hidden=16, ffn=32, layers=1, heads=2, dropout=0.0, lr=1e-2,
+                batch_size=16, eval_batch_size=64, max_len=20, epochs=1,
+                max_steps=3, log_every_steps=1, checkpoint_every_steps=2)
+  values.update(fields)
+  return TrainConfig(**values)
+
+
+def _assert_metrics_in_range(metrics):
+  assert set(metrics) == {f"{m}@{k}" for m in ("hit", "ndcg", "mrr")
+                          for k in train.KS}
+  for name, value in metrics.items():
+    assert 0.0 <= value <= 1.0, (name, value)
+  for k in train.KS:
+    assert metrics[f"mrr@{k}"] <= metrics[f"ndcg@{k}"] <= metrics[f"hit@{k}"]
+
+
+@pytest.mark.parametrize("protocol, described", [
+    ("uni100", "100 uniform negatives"),
+    ("pop100", "100 popularity negatives")])
+def test_sampled_protocols_run_end_to_end(sample_dir, tmp_path, protocol,
+                                          described):
+  lines = []
+  results = train.train_and_evaluate(_tiny(eval_protocol=protocol),
+                                     sample_dir, str(tmp_path),
+                                     report=lines.append)
+  assert json.loads((tmp_path / "results.json").read_text()) == results
+  for stage in ("valid", "test"):
+    _assert_metrics_in_range(results[stage])
+  assert described in results["eval_protocol"]
+  assert results["steps"] == 3
+  assert results["config"]["eval_protocol"] == protocol
+  steps = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+  assert steps == ["2", "3"]
+  assert any(line.startswith("test: hit@5") for line in lines)
+
+
+def test_batch_larger_than_an_epoch_names_the_flag(sample_dir, tmp_path):
+  with pytest.raises(ValueError, match="--batch_size=4096"):
+    train.train_and_evaluate(_tiny(batch_size=4096), sample_dir,
+                             str(tmp_path / "work"))
