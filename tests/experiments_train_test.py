@@ -9,6 +9,7 @@ import json
 import os
 import pathlib
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -145,9 +146,9 @@ def test_rerun_of_a_finished_run_only_evaluates(reference, sample_args,
   _assert_same_outcome(copy, workdir)
 
 
-def _kill_when(args, pattern: str, delay_s: float) -> str:
-  """Starts a run, SIGKILLs it `delay_s` after a stdout line starts with
-  `pattern`, and returns what it printed."""
+def _kill_when(args, should_kill, delay_s: float) -> tuple[int, str]:
+  """Starts a run and SIGKILLs it `delay_s` after a stdout line for which
+  `should_kill(line)` holds; returns its exit status and what it printed."""
   process = subprocess.Popen(_command(*args), cwd=REPO_ROOT, env=_env(),
                              stdout=subprocess.PIPE,
                              stderr=subprocess.DEVNULL, text=True)
@@ -157,7 +158,7 @@ def _kill_when(args, pattern: str, delay_s: float) -> str:
   try:
     for line in process.stdout:
       printed.append(line)
-      if line.startswith(pattern):
+      if should_kill(line):
         time.sleep(delay_s)
         process.send_signal(signal.SIGKILL)
         break
@@ -165,8 +166,13 @@ def _kill_when(args, pattern: str, delay_s: float) -> str:
   finally:
     watchdog.cancel()
     process.stdout.close()
-  assert process.returncode == -signal.SIGKILL, "".join(printed)
-  return "".join(printed)
+  return process.returncode, "".join(printed)
+
+
+def _step_of(line: str) -> int:
+  """N of a progress line `step N/total ...`, else -1."""
+  match = re.match(r"step (\d+)/", line)
+  return int(match.group(1)) if match else -1
 
 
 def test_killed_run_resumes_to_the_same_metrics(reference, sample_args,
@@ -174,9 +180,12 @@ def test_killed_run_resumes_to_the_same_metrics(reference, sample_args,
   workdir = tmp_path / "killed"
   args = sample_args(workdir)
   # Killed between the checkpoints of steps 6 and 9 ...
-  _kill_when(args, "step 7/", 0.0)
+  status, printed = _kill_when(args, lambda line: _step_of(line) == 7, 0.0)
+  assert status == -signal.SIGKILL, printed
   # ... then, resumed from step 6, around the save at the end of epoch 1.
-  printed = _kill_when(args, "epoch 1 ", 0.05)
+  status, printed = _kill_when(args, lambda line: line.startswith("epoch 1 "),
+                               0.05)
+  assert status == -signal.SIGKILL, printed
   assert "resumed from step 6" in printed
   assert not (workdir / "results.json").exists()
   process = _checked(_run(*args))
@@ -190,10 +199,18 @@ def test_run_killed_at_random_moments_resumes_to_the_same_metrics(
   workdir = tmp_path / "killed"
   args = sample_args(workdir)
   moments = random.Random(0)
-  for _ in range(4):
-    # Kill 0-1.5 s after a random step's line: in a step, a save or an eval.
-    step = moments.randrange(1, FINAL_STEP)
-    _kill_when(args, f"step {step}/", moments.uniform(0.0, 1.5))
+  kills = 0
+  for target in sorted(moments.sample(range(1, FINAL_STEP - 3), 5)):
+    # Up to 0.5 s after the first step line at or past `target`: inside a
+    # step, a save or an evaluation.
+    status, printed = _kill_when(
+        args, lambda line, t=target: _step_of(line) >= t,
+        moments.uniform(0.0, 0.5))
+    if status == 0:  # finished before the kill: nothing left to interrupt
+      break
+    assert status == -signal.SIGKILL, printed
+    kills += 1
+  assert kills >= 2
   _checked(_run(*args))
   _assert_same_outcome(workdir, reference[0])
 
