@@ -8,7 +8,9 @@ fingerprint of the arrays). Nothing is pickled.
 Resume order, in one place: the newest intact checkpoint in
 `workdir/checkpoints` > scratch. A checkpoint that fails to restore, or whose
 arrays do not match their recorded fingerprint, is reported, moved aside to
-`workdir/checkpoints_damaged/`, and the next older one is tried.
+`workdir/checkpoints_damaged/`, and the next older one is tried. A checkpoint
+of another model (its recorded shapes differ from the target's) is not
+damage: restoring raises `IncompatibleCheckpointError` and moves nothing.
 """
 
 import os
@@ -31,6 +33,18 @@ def fingerprint(tree: Any) -> list[float]:
     x = np.asarray(leaf, dtype=np.float64)
     values.append([float(x.sum()), float(np.square(x).sum())])
   return values
+
+
+class IncompatibleCheckpointError(ValueError):
+  """The checkpoints hold arrays of other shapes than the ones asked for."""
+
+
+def leaf_specs(tree: Any) -> dict[str, list]:
+  """`{path: [shape, dtype]}` of every leaf of arrays or shape structs."""
+  flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+  return {jax.tree_util.keystr(path): [list(np.shape(leaf)),
+                                       np.dtype(leaf.dtype).name]
+          for path, leaf in flat}
 
 
 def _same_fingerprint(recorded: Any, arrays: Any) -> bool:
@@ -57,7 +71,8 @@ class Checkpointer:
 
   def save(self, step: int, arrays: Any, meta: dict) -> None:
     """Writes `arrays` (host pytree) and `meta` (JSON-able) as `step`."""
-    meta = dict(meta, fingerprint=fingerprint(arrays), step=int(step))
+    meta = dict(meta, fingerprint=fingerprint(arrays), step=int(step),
+                leaves=leaf_specs(arrays))
     if step in self._manager.all_steps():
       # A resumed run can reach a step saved before a crash; replace it.
       self._manager.delete(step)
@@ -72,13 +87,28 @@ class Checkpointer:
     Args:
       abstract_arrays: the target structure (`jax.eval_shape` of the arrays),
         so Optax states come back with their types.
+
+    Raises:
+      IncompatibleCheckpointError: the newest readable checkpoint records
+        other leaves (another model configuration wrote it).
     """
+    wanted = leaf_specs(abstract_arrays)
     for step in sorted(self._manager.all_steps(), reverse=True):
       try:
-        restored = self._manager.restore(step, args=ocp.args.Composite(**{
-            _ARRAYS: ocp.args.StandardRestore(abstract_arrays),
-            _META: ocp.args.JsonRestore()}))
-        arrays, meta = restored[_ARRAYS], dict(restored[_META])
+        meta = dict(self._manager.restore(step, args=ocp.args.Composite(**{
+            _META: ocp.args.JsonRestore()}))[_META])
+      except Exception as error:  # Any failure to read means damage.
+        self._set_aside(step, error)
+        continue
+      if meta.get("leaves", wanted) != wanted:
+        raise IncompatibleCheckpointError(
+            f"checkpoint {os.path.join(self.directory, str(step))} holds "
+            "arrays of another model configuration ("
+            f"{_first_difference(meta['leaves'], wanted)}); resume with the "
+            "configuration that wrote it, or use another workdir")
+      try:
+        arrays = self._manager.restore(step, args=ocp.args.Composite(**{
+            _ARRAYS: ocp.args.StandardRestore(abstract_arrays)}))[_ARRAYS]
         if not _same_fingerprint(meta.get("fingerprint"), arrays):
           raise ValueError("arrays do not match their recorded fingerprint")
       except Exception as error:  # Any failure to read means damage.
@@ -101,3 +131,11 @@ class Checkpointer:
 
   def close(self) -> None:
     self._manager.close()
+
+
+def _first_difference(recorded: dict, wanted: dict) -> str:
+  for path in sorted(set(recorded) | set(wanted)):
+    there, here = recorded.get(path), wanted.get(path)
+    if there != here:
+      return f"{path}: {there or 'absent'} there, {here or 'absent'} here"
+  return "no difference"

@@ -122,6 +122,35 @@ def test_nan_arrays_are_not_taken_for_damage(tmp_path):
   _assert_trees_equal(restored[0], tree)
 
 
+def _wider(tree):
+  """The same tree with a wider bias: another model configuration."""
+  tree = jax.tree.map(lambda x: x, tree)
+  tree["best_params"]["dense"]["bias"] = np.zeros((33,), np.float32)
+  return tree
+
+
+def _deeper(tree):
+  """The same tree with one more parameter."""
+  tree = jax.tree.map(lambda x: x, tree)
+  tree["best_params"]["extra"] = np.zeros((2,), np.float32)
+  return tree
+
+
+@pytest.mark.parametrize("change, named", [
+    (_wider, "['best_params']['dense']['bias']: [[32], 'float32'] there, "
+             "[[33], 'float32'] here"),
+    (_deeper, "['best_params']['extra']: absent there")])
+def test_checkpoint_of_another_model_is_an_error_not_damage(two_steps, change,
+                                                            named):
+  directory, trees = two_steps
+  with pytest.raises(checkpointing.IncompatibleCheckpointError) as error:
+    _restore(directory, change(trees[1]))
+  assert named in str(error.value)
+  assert "checkpoints/2 holds arrays of another model" in str(error.value)
+  assert _step_dirs(directory) == [1, 2]
+  assert not pathlib.Path(str(directory) + "_damaged").exists()
+
+
 def _overwrite_middle(step_dir: pathlib.Path):
   for path in _array_files(step_dir):
     data = bytearray(path.read_bytes())
@@ -185,7 +214,9 @@ def test_files_are_arrays_and_json_never_pickles(two_steps):
   assert seen_json == json_names
   # The small metadata item is plain JSON with the bookkeeping in it.
   meta = json.loads((directory / "2" / "meta" / "metadata").read_text())
-  assert set(meta) == {"progress", "fingerprint", "step"}
+  assert set(meta) == {"progress", "fingerprint", "step", "leaves"}
+  assert meta["leaves"]["['best_params']['dense']['kernel']"] == [
+      [64, 32], "float32"]
   # Orbax's tree metadata describes every leaf as an array ("None" is
   # Optax's EmptyState, a node without values).
   tree = json.loads((directory / "2" / "arrays" / "_METADATA").read_text())

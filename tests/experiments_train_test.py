@@ -146,6 +146,19 @@ def test_rerun_of_a_finished_run_only_evaluates(reference, sample_args,
   _assert_same_outcome(copy, workdir)
 
 
+def test_rerun_with_another_model_stops_and_keeps_the_checkpoints(
+    reference, sample_args, tmp_path):
+  copy = tmp_path / "copy"
+  shutil.copytree(reference[0], copy)
+  process = _run(*sample_args(copy, "--hidden=32"))  # the last flag wins
+  assert process.returncode != 0
+  assert "holds arrays of another model configuration" in process.stderr, (
+      process.stderr[-3000:])
+  assert _steps(copy / "checkpoints") == [FINAL_STEP - 3, FINAL_STEP]
+  assert not (copy / "checkpoints_damaged").exists()
+  assert _results(copy) == _results(reference[0])
+
+
 def _kill_when(args, should_kill, delay_s: float) -> tuple[int, str]:
   """Starts a run and SIGKILLs it `delay_s` after a stdout line for which
   `should_kill(line)` holds; returns its exit status and what it printed."""
