@@ -32,6 +32,8 @@ SMALL_RUN = ("--dataset=ml-1m-sample", "--preset=tiny", "--epochs=3",
              "--dropout=0.1")
 FINAL_STEP = 30
 STEPS_PER_EPOCH = 12
+# First bytes of a pickle of protocol 2 or newer: PROTO opcode, version.
+_PICKLE_HEADS = tuple(bytes([0x80, v]) for v in range(2, 6))
 METRICS = {f"{m}@{k}" for m in ("hit", "ndcg", "mrr") for k in (5, 10, 20)}
 
 
@@ -124,6 +126,14 @@ def test_small_run_writes_checkpoints_and_results(reference):
   # Two checkpoints are kept: the final step and the one before.
   assert _steps(workdir / "checkpoints") == [FINAL_STEP - 3, FINAL_STEP]
   assert not (workdir / "checkpoints_damaged").exists()
+  # Arrays (OCDBT files) and JSON only: no pickle anywhere.
+  for path in (workdir / "checkpoints").rglob("*"):
+    if path.is_file():
+      assert path.suffix not in (".pkl", ".pickle"), path
+      assert path.read_bytes()[:2] not in _PICKLE_HEADS, path
+  meta = json.loads((workdir / "checkpoints" / str(FINAL_STEP) / "meta" /
+                     "metadata").read_text())
+  assert meta["step"] == FINAL_STEP and meta["progress"]["finished"]
   history = _history(workdir)
   assert [r["step"] for r in history] == [12, 24, 30]
   assert all(set(r["valid"]) == METRICS for r in history)
