@@ -53,13 +53,14 @@ def main(argv):
   except ValueError as error:
     sys.exit(f"error: {error}")
   os.makedirs(FLAGS.workdir, exist_ok=True)
-  print(f"dataset {FLAGS.dataset}: {data_dir}\nconfiguration (preset "
-        f"{FLAGS.preset}, {len(devices)} x {devices[0].device_kind}):\n"
-        f"{config.to_json()}", flush=True)
-  with open(os.path.join(FLAGS.workdir, "config.json"), "w") as f:
-    json.dump({"dataset": FLAGS.dataset, "preset": FLAGS.preset,
-               "data_dir": data_dir, "config": json.loads(config.to_json())},
-              f, indent=2)
+  if jax.process_index() == 0:  # Several processes write every file once.
+    print(f"dataset {FLAGS.dataset}: {data_dir}\nconfiguration (preset "
+          f"{FLAGS.preset}, {len(devices)} x {devices[0].device_kind}):\n"
+          f"{config.to_json()}", flush=True)
+    with open(os.path.join(FLAGS.workdir, "config.json"), "w") as f:
+      json.dump({"dataset": FLAGS.dataset, "preset": FLAGS.preset,
+                 "data_dir": data_dir,
+                 "config": json.loads(config.to_json())}, f, indent=2)
   train.train_and_evaluate(config, data_dir, FLAGS.workdir,
                            report=lambda line: print(line, flush=True))
 

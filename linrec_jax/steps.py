@@ -4,7 +4,15 @@
 With `axis_name=None` it is the single-program step that `jax.jit` runs on one
 device or over a device mesh (XLA inserts the reductions); with an axis name it
 is the per-device body of `jax.pmap`, which sums gradients and counts over that
-axis itself. Both compute the gradient of the same global mean loss.
+axis itself. Both compute the gradient of the same global mean loss: the sum
+of the per-target losses over the whole global batch, divided by the global
+number of targets (a mean of per-device means would weigh devices with few
+targets too much).
+
+Randomness (dropout, sampled negatives) is drawn per example, from
+`fold_in(fold_in(rng, step), global_row)`, so it is the same whether a row is
+processed on one device or on any of N: results do not depend on the device
+count, and a run can resume on a different one.
 """
 
 from typing import Any, Callable
@@ -32,7 +40,7 @@ class TrainState:
 
 def create_train_state(model, tx: optax.GradientTransformation,
                        rng: jax.Array, max_len: int) -> TrainState:
-  """Initialises parameters and optimiser state (shapes only under eval_shape)."""
+  """Initialises parameters and optimiser state (under eval_shape: shapes)."""
   inputs = jnp.zeros((1, max_len), jnp.int32)
   params = model.init(rng, inputs)["params"]
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
@@ -40,10 +48,19 @@ def create_train_state(model, tx: optax.GradientTransformation,
 
 
 def gather_positions(states: jax.Array, positions: jax.Array) -> jax.Array:
-  """Picks states `[B, L, D]` at `positions` `[B, T]` (or `[B]`) -> `[B, T, D]`."""
+  """Picks states `[B, L, D]` at `positions` `[B, T]` (or `[B]`).
+
+  Returns `[B, T, D]` (or `[B, D]`).
+  """
   index = positions.reshape(positions.shape[0], -1)[..., None]
   picked = jnp.take_along_axis(states, index, axis=1)
   return picked.reshape(positions.shape + states.shape[-1:])
+
+
+def example_keys(rng: jax.Array, first_row, rows: int) -> jax.Array:
+  """Keys `[rows]` of the global rows `first_row ..`: `fold_in(rng, row)`."""
+  global_rows = first_row + jnp.arange(rows)
+  return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(rng, global_rows)
 
 
 def make_train_step(model, tx: optax.GradientTransformation, *, loss: str,
@@ -61,16 +78,19 @@ def make_train_step(model, tx: optax.GradientTransformation, *, loss: str,
 
   Returns:
     `train_step(state, batch, rng) -> (state, {"loss", "count"})`; the loss
-    is the mean over all counted targets of the global batch.
+    is the mean over all counted targets of the global batch. `rng` is the
+    run's key; row r of the global batch at step s draws from
+    `fold_in(fold_in(rng, s), r)`.
   """
 
-  def loss_sum(params, batch: Batch, rng: jax.Array) -> jax.Array:
-    dropout_rng, negatives_rng = jax.random.split(rng)
+  def example_loss(params, example: Batch, key: jax.Array) -> jax.Array:
+    """The loss sum of one example (unbatched arrays), its own randomness."""
+    dropout_key, negatives_key = jax.random.split(key)
     variables = {"params": params}
-    states = model.apply(variables, batch["inputs"], deterministic=False,
-                         rngs={"dropout": dropout_rng})
-    picked = gather_positions(states, batch["positions"])
-    targets = batch["targets"]
+    states = model.apply(variables, example["inputs"][None],
+                         deterministic=False, rngs={"dropout": dropout_key})
+    picked = gather_positions(states, example["positions"][None])
+    targets = example["targets"][None]
     if loss == "ce":
       logits = model.apply(variables, picked, method="logits")
       return losses.cross_entropy(logits, targets)[0]
@@ -79,20 +99,27 @@ def make_train_step(model, tx: optax.GradientTransformation, *, loss: str,
         model.apply(variables, method="item_embeddings"),
         model.apply(variables, method="item_bias")[:, None]], axis=-1)
     picked = jnp.concatenate([picked, jnp.ones_like(picked[..., :1])], -1)
-    sampled = negatives_lib.sample_uniform(negatives_rng, targets, num_items,
+    sampled = negatives_lib.sample_uniform(negatives_key, targets, num_items,
                                            num_negatives, replace=True)
     return losses.sampled_softmax(picked, table, targets, sampled)[0]
 
+  def loss_sum(params, batch: Batch, keys: jax.Array) -> jax.Array:
+    per_example = jax.vmap(example_loss, in_axes=(None, 0, 0))
+    return jnp.sum(per_example(params, batch, keys))
+
   def train_step(state: TrainState, batch: Batch, rng: jax.Array):
-    rng = jax.random.fold_in(rng, state.step)
-    count = jnp.sum(batch["targets"] != PAD_ID).astype(jnp.float32)
+    rows = batch["targets"].shape[0]
+    first_row = 0
+    count = jnp.sum(batch["targets"] != PAD_ID)
     if axis_name is not None:
-      rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
+      first_row = jax.lax.axis_index(axis_name) * rows
       count = jax.lax.psum(count, axis_name)
-    count = jnp.maximum(count, 1.0)
-    total, grads = jax.value_and_grad(loss_sum)(state.params, batch, rng)
+    keys = example_keys(jax.random.fold_in(rng, state.step), first_row, rows)
+    total, grads = jax.value_and_grad(loss_sum)(state.params, batch, keys)
     if axis_name is not None:
       total, grads = jax.lax.psum((total, grads), axis_name)
+    # Integer counts are exact however they were summed.
+    count = jnp.maximum(count, 1).astype(jnp.float32)
     grads = jax.tree.map(lambda g: g / count, grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)

@@ -147,7 +147,7 @@ def train_and_evaluate(config: TrainConfig, data_dir: str, workdir: str, *,
     batch = loader.batch(epoch, index, shard=shard)
     state, step_metrics = launcher.train_step(state, launcher.put_batch(batch),
                                               rng)
-    loss_sum = loss_sum + _first_if_pmapped(step_metrics["loss"])
+    loss_sum = loss_sum + launcher.unreplicate(step_metrics["loss"])
     loss_steps += 1
     step += 1
     if step % config.log_every_steps == 0:
@@ -207,10 +207,6 @@ def train_and_evaluate(config: TrainConfig, data_dir: str, workdir: str, *,
 def _initial_arrays(model, tx, rng, max_len):
   state = steps.create_train_state(model, tx, rng, max_len)
   return {"state": state, "best_params": state.params}
-
-
-def _first_if_pmapped(x):
-  return x[0] if x.ndim else x
 
 
 def _mean(values):

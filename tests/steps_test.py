@@ -1,0 +1,142 @@
+"""Tests of linrec_jax.steps on one device.
+
+The pmap body (`axis_name` set) runs here under `jax.vmap` with the same axis
+name: `psum` and `axis_index` mean the same there, so splitting a batch into
+row shards can be checked without several devices. The real launchers on 1 to
+8 devices are checked in `sharding_test.py`.
+"""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from linrec_jax import steps
+from linrec_jax.constants import PAD_ID
+from linrec_jax.models import SASRec
+
+NUM_ITEMS, MAX_LEN, BATCH, SHARDS = 30, 5, 8, 4
+AXIS = "data"
+
+
+def _model(dropout=0.0):
+  return SASRec(num_items=NUM_ITEMS, max_len=MAX_LEN, hidden=8, layers=1,
+                heads=2, ffn=16, dropout=dropout, attention="linrec")
+
+
+def _batch(seed=0):
+  rng = np.random.default_rng(seed)
+  lengths = rng.integers(1, MAX_LEN + 1, BATCH)
+  lengths[0] = 1  # One row with a single target, others with up to 5.
+  real = np.arange(MAX_LEN) < lengths[:, None]
+  items = rng.integers(1, NUM_ITEMS + 1, (BATCH, MAX_LEN + 1))
+  return {
+      "inputs": jnp.asarray(np.where(real, items[:, :-1], PAD_ID), jnp.int32),
+      "positions": jnp.tile(jnp.arange(MAX_LEN, dtype=jnp.int32), (BATCH, 1)),
+      "targets": jnp.asarray(np.where(real, items[:, 1:], PAD_ID), jnp.int32)}
+
+
+def _eval_batch():
+  batch = _batch(seed=3)
+  valid = jnp.arange(BATCH) < BATCH - 2
+  lengths = jnp.sum(batch["inputs"] != PAD_ID, axis=1)
+  return {"inputs": batch["inputs"], "positions": lengths - 1,
+          "targets": jnp.where(valid, batch["targets"][:, 0], PAD_ID),
+          "valid": valid}
+
+
+def _shards(batch):
+  """`[SHARDS, BATCH / SHARDS, ...]`: contiguous row shards, as devices get."""
+  return jax.tree.map(lambda x: x.reshape((SHARDS, -1) + x.shape[1:]), batch)
+
+
+def _state(model, tx):
+  return steps.create_train_state(model, tx, jax.random.PRNGKey(0), MAX_LEN)
+
+
+def _on_shards(step_fn, state, batch, rng):
+  """The pmap body on SHARDS row shards, under vmap; returns shard 0."""
+  mapped = jax.vmap(step_fn, in_axes=(None, 0, None), axis_name=AXIS)
+  return jax.tree.map(lambda x: x[0], mapped(state, _shards(batch), rng))
+
+
+def _global_mean_loss_grads(model, params, batch):
+  """The gradient of the global mean next-item loss, written out here."""
+
+  def mean_loss(params):
+    states = model.apply({"params": params}, batch["inputs"])
+    table = params["embed"]["items"]["embedding"]
+    logits = jnp.einsum("BLD,VD->BLV", states, table)
+    logits = logits.at[..., PAD_ID].set(-jnp.inf)
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    picked = jnp.take_along_axis(log_probs, batch["targets"][..., None],
+                                 axis=-1)[..., 0]
+    counted = batch["targets"] != PAD_ID
+    return -jnp.sum(jnp.where(counted, picked, 0.0)) / jnp.sum(counted)
+
+  return jax.jit(jax.grad(mean_loss))(params)
+
+
+def test_example_keys_depend_only_on_the_global_row():
+  rng = jax.random.PRNGKey(7)
+  every = steps.example_keys(rng, 0, 8)
+  np.testing.assert_array_equal(steps.example_keys(rng, 4, 4), every[4:])
+  assert len({tuple(np.asarray(k).ravel()) for k in every}) == 8
+
+
+@pytest.mark.parametrize("sharded", [False, True])
+def test_update_is_the_gradient_of_the_global_mean_loss(sharded):
+  # SGD with rate 1 applies the gradient itself; a factor of SHARDS (a sum
+  # instead of a mean) or 1/SHARDS (a mean of means) would show up here.
+  model, tx = _model(), optax.sgd(1.0)
+  state, batch = _state(model, tx), _batch()
+  rng = jax.random.PRNGKey(1)
+  if sharded:
+    step = steps.make_train_step(model, tx, loss="ce", num_items=NUM_ITEMS,
+                                 axis_name=AXIS)
+    new_state, metrics = jax.jit(
+        lambda s, b, r: _on_shards(step, s, b, r))(state, batch, rng)
+  else:
+    step = steps.make_train_step(model, tx, loss="ce", num_items=NUM_ITEMS)
+    new_state, metrics = jax.jit(step)(state, batch, rng)
+  applied = jax.tree.map(jnp.subtract, state.params, new_state.params)
+  expected = _global_mean_loss_grads(model, state.params, batch)
+  chex.assert_trees_all_close(applied, expected, atol=1e-6, rtol=1e-4)
+  assert metrics["count"] == int(jnp.sum(batch["targets"] != PAD_ID))
+  assert int(new_state.step) == 1
+
+
+def test_row_shards_train_like_the_whole_batch_with_dropout():
+  # Per-example randomness: the dropout masks of a row do not depend on how
+  # the batch is split, so the updates agree. Each step is traced once.
+  model, tx = _model(dropout=0.3), optax.adam(1e-2)
+  state, rng = _state(model, tx), jax.random.PRNGKey(1)
+  chex.clear_trace_counter()
+  whole = jax.jit(chex.assert_max_traces(steps.make_train_step(
+      model, tx, loss="ce", num_items=NUM_ITEMS), n=1))
+  body = steps.make_train_step(model, tx, loss="ce", num_items=NUM_ITEMS,
+                               axis_name=AXIS)
+  sharded = jax.jit(lambda s, b, r: _on_shards(body, s, b, r))
+  state_a = state_b = state
+  for seed in range(3):
+    state_a, metrics_a = whole(state_a, _batch(seed), rng)
+    state_b, metrics_b = sharded(state_b, _batch(seed), rng)
+  chex.assert_trees_all_close(state_a, state_b, atol=1e-5, rtol=0)
+  np.testing.assert_allclose(metrics_a["loss"], metrics_b["loss"], rtol=1e-6)
+  assert int(state_a.step) == 3
+
+
+def test_eval_sums_of_row_shards_add_up():
+  model = _model()
+  params = _state(model, optax.sgd(1.0)).params
+  batch = _eval_batch()
+  whole = jax.jit(steps.make_eval_step(model, protocol="full", ks=(1, 5)))
+  body = steps.make_eval_step(model, protocol="full", ks=(1, 5),
+                              axis_name=AXIS)
+  sharded = jax.jit(jax.vmap(body, in_axes=(None, 0), axis_name=AXIS))
+  whole, shards = whole(params, batch), sharded(params, _shards(batch))
+  assert float(whole["count"]) == BATCH - 2
+  for name, value in whole.items():
+    np.testing.assert_array_equal(shards[name], np.full(SHARDS, value))
