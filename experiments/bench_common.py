@@ -1,0 +1,196 @@
+"""Pieces shared by the benchmark scripts: isolated runs, machine, plots.
+
+A benchmark cell runs in a fresh Python process so that its peak resident
+set size (RSS) is its own. `run_isolated` starts that process, watches the
+machine's available memory while it runs (killing it, not a neighbour, when
+memory runs out), enforces a timeout, and reads the child's peak RSS from
+`os.wait4`, which works even for a child that was killed.
+
+This module imports neither JAX nor Matplotlib at import time, so a parent
+process that only schedules cells stays small.
+"""
+
+import datetime
+import importlib.metadata
+import json
+import os
+import pathlib
+import platform
+import signal
+import subprocess
+import tempfile
+import time
+
+GIB = 2**30
+# How often a running cell's memory and clock are checked.
+_POLL_S = 0.05
+# Packages whose versions go into every report.
+_PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'numpy')
+
+
+def meminfo_bytes(field):
+  """Returns a `/proc/meminfo` field (e.g. 'MemAvailable') in bytes."""
+  for line in pathlib.Path('/proc/meminfo').read_text().splitlines():
+    if line.startswith(field + ':'):
+      return int(line.split()[1]) * 1024
+  raise KeyError(field)
+
+
+def load_avg():
+  """The 1, 5 and 15 minute load averages as a list."""
+  return [round(x, 2) for x in os.getloadavg()]
+
+
+def _cpu_model():
+  for line in pathlib.Path('/proc/cpuinfo').read_text().splitlines():
+    if line.startswith('model name'):
+      return line.split(':', 1)[1].strip()
+  return platform.processor()
+
+
+def machine():
+  """The machine, software versions, load and date, for a report."""
+  versions = {}
+  for name in _PACKAGES:
+    try:
+      versions[name] = importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+      versions[name] = None
+  return {
+      'platform': platform.platform(),
+      'cpu_model': _cpu_model(),
+      'cpu_count': os.cpu_count(),
+      'cpus_usable': len(os.sched_getaffinity(0)),
+      'mem_total_gib': meminfo_bytes('MemTotal') / GIB,
+      'mem_available_gib_at_start': meminfo_bytes('MemAvailable') / GIB,
+      'load_avg_at_start': load_avg(),
+      'python': platform.python_version(),
+      'versions': versions,
+      'date': datetime.datetime.now(datetime.timezone.utc).isoformat(),
+  }
+
+
+def _kill(proc):
+  """Kills the child's whole process group (it is its own group leader)."""
+  try:
+    os.killpg(proc.pid, signal.SIGKILL)
+  except ProcessLookupError:
+    pass
+
+
+def run_isolated(args, *, cwd, timeout_s, min_available_bytes):
+  """Runs `args` in a new process and waits, guarding time and memory.
+
+  The child gets `--cell_output=PATH` appended and must write its result
+  there as JSON. It is killed when it runs longer than `timeout_s` or when
+  the machine's MemAvailable falls below `min_available_bytes` (so a cell
+  that does not fit fails on its own instead of pushing the kernel's OOM
+  killer onto other processes).
+
+  Returns:
+    A dict: `status` ('ok', 'timeout', 'out_of_memory' or 'failed'),
+    `peak_rss_gib` (the child's peak RSS from `wait4`, also for a killed
+    child), `wall_s`, `load_avg_start`, `load_avg_end`, the child's result
+    fields when it succeeded, else `reason` and `stderr_tail`.
+  """
+  with tempfile.TemporaryDirectory() as tmp:
+    out_path = pathlib.Path(tmp) / 'cell.json'
+    err_path = pathlib.Path(tmp) / 'stderr.txt'
+    load_start, start = load_avg(), time.monotonic()
+    min_seen = meminfo_bytes('MemAvailable')
+    with open(err_path, 'w') as err:
+      proc = subprocess.Popen(
+          args + [f'--cell_output={out_path}'], cwd=cwd,
+          stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+    killed = None
+    while True:
+      pid, wait_status, usage = os.wait4(proc.pid, os.WNOHANG)
+      if pid:
+        break
+      available = meminfo_bytes('MemAvailable')
+      min_seen = min(min_seen, available)
+      if killed is None and available < min_available_bytes:
+        killed = ('out_of_memory', f'killed by the benchmark: MemAvailable '
+                  f'{available / GIB:.2f} GiB < {min_available_bytes / GIB:.2f}'
+                  ' GiB while it ran')
+        _kill(proc)
+      elif killed is None and time.monotonic() - start > timeout_s:
+        killed = ('timeout', f'killed after the {timeout_s:.0f} s timeout')
+        _kill(proc)
+      time.sleep(_POLL_S)
+    proc.returncode = os.waitstatus_to_exitcode(wait_status)
+    record = {
+        'peak_rss_gib': usage.ru_maxrss * 1024 / GIB,  # ru_maxrss is in KiB.
+        'wall_s': time.monotonic() - start,
+        'load_avg_start': load_start, 'load_avg_end': load_avg(),
+        'min_mem_available_gib': min_seen / GIB,
+    }
+    stderr_tail = err_path.read_text(errors='replace')[-3000:]
+    if killed:
+      record.update(status=killed[0], reason=killed[1])
+    elif proc.returncode != 0:
+      oom = (proc.returncode == -signal.SIGKILL
+             or 'RESOURCE_EXHAUSTED' in stderr_tail
+             or 'MemoryError' in stderr_tail)
+      record.update(
+          status='out_of_memory' if oom else 'failed',
+          reason=f'exit code {proc.returncode}' + (
+              ' (killed or out of memory)' if oom else ''))
+    else:
+      record.update({'status': 'ok', **json.loads(out_path.read_text())})
+    if record['status'] != 'ok':
+      record['stderr_tail'] = stderr_tail
+  return record
+
+
+def write_json(path, report):
+  """Writes `report` atomically (a reader never sees half a file)."""
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_suffix(path.suffix + '.tmp')
+  tmp.write_text(json.dumps(report, indent=2) + '\n')
+  tmp.replace(path)
+
+
+def plot_grid(records, *, value, ylabel, title, path, series, panels,
+              hline=None):
+  """Log-log plots of `value` against N, one line per series, per panel.
+
+  Args:
+    records: measured records (dicts with 'n' and `value`).
+    value: the record field on the y axis.
+    ylabel: its axis label.
+    title: the figure title.
+    path: where the PNG goes.
+    series: the series names, in legend order; a record's series is its
+      'variant'.
+    panels: a list of `(label, predicate)`; one subplot per panel shows the
+      records the predicate accepts.
+    hline: optional `(y, label)` drawn as a dashed line in every panel.
+  """
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  cols = min(2, len(panels))
+  rows = -(-len(panels) // cols)
+  fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 4.5 * rows),
+                           squeeze=False)
+  for ax, (label, accept) in zip(axes.flat, panels):
+    for name in series:
+      points = sorted((r['n'], r[value]) for r in records
+                      if r['variant'] == name and accept(r))
+      if points:
+        ax.plot(*zip(*points), marker='o', label=name)
+    if hline:
+      ax.axhline(hline[0], color='gray', linestyle='--', label=hline[1])
+    ax.set(xscale='log', yscale='log', xlabel='sequence length N',
+           ylabel=ylabel, title=label)
+    ax.grid(True, which='both', alpha=0.3)
+    ax.legend(fontsize='small')
+  for ax in list(axes.flat)[len(panels):]:
+    ax.axis('off')
+  fig.suptitle(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
