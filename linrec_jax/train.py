@@ -10,6 +10,7 @@ the steps of an uninterrupted run and ends with the same metrics.
 import dataclasses
 import json
 import os
+import resource
 import time
 from typing import Callable
 
@@ -74,6 +75,7 @@ def train_and_evaluate(config: TrainConfig, data_dir: str, workdir: str, *,
   Returns:
     The content of `results.json`.
   """
+  start_time = time.perf_counter()
   seqs = data.load(data_dir)
   model = make_model(config, seqs.num_items)
   devices = sharding.select_devices(config.devices)
@@ -198,6 +200,9 @@ def train_and_evaluate(config: TrainConfig, data_dir: str, workdir: str, *,
       "steps_per_epoch": steps_per_epoch,
       "seconds_per_epoch": _mean([r["seconds"] for r in progress.history]),
       "devices": f"{len(devices)} x {devices[0].device_kind}",
+      # This process only: a resumed run counts from its last start.
+      "wall_seconds_this_process": time.perf_counter() - start_time,
+      "peak_rss_gib_this_process": _peak_rss_gib(),
       "data": {"dir": os.path.abspath(data_dir), "meta": seqs.meta},
   }
   reporter.results(results)
@@ -207,6 +212,11 @@ def train_and_evaluate(config: TrainConfig, data_dir: str, workdir: str, *,
 def _initial_arrays(model, tx, rng, max_len):
   state = steps.create_train_state(model, tx, rng, max_len)
   return {"state": state, "best_params": state.params}
+
+
+def _peak_rss_gib() -> float:
+  """Peak resident memory of this process (Linux reports KiB)."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def _mean(values):
