@@ -18,6 +18,7 @@ import jax
 
 from experiments import config_flags
 from experiments import datasets
+from linrec_jax import checkpointing
 from linrec_jax import sharding
 from linrec_jax import train
 
@@ -61,8 +62,11 @@ def main(argv):
       json.dump({"dataset": FLAGS.dataset, "preset": FLAGS.preset,
                  "data_dir": data_dir,
                  "config": json.loads(config.to_json())}, f, indent=2)
-  train.train_and_evaluate(config, data_dir, FLAGS.workdir,
-                           report=lambda line: print(line, flush=True))
+  try:
+    train.train_and_evaluate(config, data_dir, FLAGS.workdir,
+                             report=lambda line: print(line, flush=True))
+  except checkpointing.IncompatibleCheckpointError as error:
+    sys.exit(f"error: --workdir={FLAGS.workdir} holds another run: {error}")
 
 
 if __name__ == "__main__":
