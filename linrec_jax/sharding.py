@@ -183,7 +183,14 @@ def _paced(train_step: Callable) -> Callable:
 
 def _first(tree: Any) -> Any:
   """The copy on the first local device of each pmapped leaf."""
-  return jax.tree.map(lambda x: x.addressable_shards[0].data[0], tree)
+
+  def first(x):
+    # A shard keeps the mapped axis (size 1) under NamedSharding, as pmap
+    # returns here; a PmapSharding shard drops it.
+    shard = x.addressable_shards[0].data
+    return shard[0] if shard.ndim == x.ndim else shard
+
+  return jax.tree.map(first, tree)
 
 
 def make_launcher(kind: str, devices: Sequence[jax.Device], model, tx, *,
