@@ -4,8 +4,6 @@ A run's configuration is `TrainConfig()` <- the preset <- the dataset's
 values for that preset <- explicit flags (each step overrides the last).
 """
 
-import os
-
 # name -> where its raw files lie under LINREC_DATA_DIR (preparation options
 # come from `data_prep.presets`).
 DATASETS = {

@@ -8,7 +8,6 @@ the steps of an uninterrupted run and ends with the same metrics.
 """
 
 import dataclasses
-import json
 import os
 import resource
 import time
@@ -184,9 +183,6 @@ def train_and_evaluate(config: TrainConfig, data_dir: str, workdir: str, *,
       progress.epoch_seconds = time.perf_counter() - epoch_start
       save(step)
 
-  if not progress.finished:
-    progress.finished = True
-    save(step)
   checkpointer.close()
   best = launcher.put_state(best_params)
   results = {

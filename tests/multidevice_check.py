@@ -55,8 +55,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import chex
+import reference_loss
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -162,23 +162,6 @@ def _distributed(kind, devices, model, tx, batches, eval_batch, *, loss="ce"):
   return launcher.get_state(state), jax.device_get(sums)
 
 
-def _independent_grads(model, params, batch):
-  """Gradient of the global mean next-item loss, written out in full here."""
-
-  def mean_loss(params):
-    states = model.apply({"params": params}, batch["inputs"])
-    table = params["embed"]["items"]["embedding"]
-    logits = jnp.einsum("BLD,VD->BLV", states, table)
-    logits = logits.at[..., PAD_ID].set(-jnp.inf)
-    log_probs = jax.nn.log_softmax(logits, axis=-1)
-    picked = jnp.take_along_axis(log_probs, batch["targets"][..., None],
-                                 axis=-1)[..., 0]
-    counted = batch["targets"] != PAD_ID
-    return -jnp.sum(jnp.where(counted, picked, 0.0)) / jnp.sum(counted)
-
-  return jax.jit(jax.grad(mean_loss))(params)
-
-
 def check_steps() -> dict:
   """Launchers on 1..8 devices against single-device training."""
   failures, report = [], {}
@@ -210,7 +193,7 @@ def check_steps() -> dict:
   batch = batches[0]
   params = steps.create_train_state(model, tx, jax.random.PRNGKey(0),
                                     MAX_LEN).params
-  expected = _independent_grads(model, params, batch)
+  expected = reference_loss.global_mean_loss_grads(model, params, batch)
   for kind in ("pmap", "mesh"):
     state, _ = _distributed(kind, jax.devices()[:4], model, tx, [batch],
                             eval_batch)

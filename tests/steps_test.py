@@ -16,6 +16,7 @@ import pytest
 from linrec_jax import steps
 from linrec_jax.constants import PAD_ID
 from linrec_jax.models import SASRec
+import reference_loss
 
 NUM_ITEMS, MAX_LEN, BATCH, SHARDS = 30, 5, 8, 4
 AXIS = "data"
@@ -62,23 +63,6 @@ def _on_shards(step_fn, state, batch, rng):
   return jax.tree.map(lambda x: x[0], mapped(state, _shards(batch), rng))
 
 
-def _global_mean_loss_grads(model, params, batch):
-  """The gradient of the global mean next-item loss, written out here."""
-
-  def mean_loss(params):
-    states = model.apply({"params": params}, batch["inputs"])
-    table = params["embed"]["items"]["embedding"]
-    logits = jnp.einsum("BLD,VD->BLV", states, table)
-    logits = logits.at[..., PAD_ID].set(-jnp.inf)
-    log_probs = jax.nn.log_softmax(logits, axis=-1)
-    picked = jnp.take_along_axis(log_probs, batch["targets"][..., None],
-                                 axis=-1)[..., 0]
-    counted = batch["targets"] != PAD_ID
-    return -jnp.sum(jnp.where(counted, picked, 0.0)) / jnp.sum(counted)
-
-  return jax.jit(jax.grad(mean_loss))(params)
-
-
 def test_example_keys_depend_only_on_the_global_row():
   rng = jax.random.PRNGKey(7)
   every = steps.example_keys(rng, 0, 8)
@@ -102,7 +86,7 @@ def test_update_is_the_gradient_of_the_global_mean_loss(sharded):
     step = steps.make_train_step(model, tx, loss="ce", num_items=NUM_ITEMS)
     new_state, metrics = jax.jit(step)(state, batch, rng)
   applied = jax.tree.map(jnp.subtract, state.params, new_state.params)
-  expected = _global_mean_loss_grads(model, state.params, batch)
+  expected = reference_loss.global_mean_loss_grads(model, state.params, batch)
   chex.assert_trees_all_close(applied, expected, atol=1e-6, rtol=1e-4)
   assert metrics["count"] == int(jnp.sum(batch["targets"] != PAD_ID))
   assert int(new_state.step) == 1
