@@ -16,6 +16,7 @@ import json
 import os
 import pathlib
 import platform
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -48,6 +49,16 @@ def _cpu_model():
   return platform.processor()
 
 
+def _accelerators():
+  """GPU names and memory from nvidia-smi, or [] on a machine without."""
+  if not shutil.which('nvidia-smi'):
+    return []
+  query = subprocess.run(
+      ['nvidia-smi', '--query-gpu=name,memory.total,driver_version',
+       '--format=csv,noheader'], capture_output=True, text=True, check=False)
+  return [line.strip() for line in query.stdout.splitlines() if line.strip()]
+
+
 def machine():
   """The machine, software versions, load and date, for a report."""
   versions = {}
@@ -59,6 +70,7 @@ def machine():
   return {
       'platform': platform.platform(),
       'cpu_model': _cpu_model(),
+      'accelerators': _accelerators(),
       'cpu_count': os.cpu_count(),
       'cpus_usable': len(os.sched_getaffinity(0)),
       'mem_total_gib': meminfo_bytes('MemTotal') / GIB,

@@ -15,12 +15,15 @@ random full-length histories (no padding):
 run (fewer runs when a run is slow, see --time_budget_s); `peak_rss_gib` is
 the process's peak RSS, so it includes the Python and JAX runtime, the
 compiler and the inputs; an idle process measured the same way is in the
-report. Cells predicted not to fit in the available memory are skipped.
+report. On an accelerator, `peak_device_gib` is the device allocator's peak
+(`memory_stats()["peak_bytes_in_use"]`), the figure compared there. Cells
+predicted not to fit in the available memory are skipped.
 
   python -m experiments.benchmark            # full grid, ~40 min on 2 cores
   python -m experiments.benchmark --quick    # a small grid, a few minutes
 """
 
+import importlib.util
 import json
 import pathlib
 import statistics
@@ -127,11 +130,11 @@ def _run_cell(cell):
         xla_args_gib=memory.argument_size_in_bytes / bench_common.GIB,
         xla_output_gib=memory.output_size_in_bytes / bench_common.GIB)
     need = (memory.temp_size_in_bytes + memory.output_size_in_bytes) * 1.05
-    available = bench_common.meminfo_bytes('MemAvailable')
+    available, where = _free_bytes(jax.devices()[0])
     if need > _MEMORY_FRACTION.value * available:
       return dict(result, status='skipped', reason=(
           f'XLA needs {need / bench_common.GIB:.1f} GiB of temporaries and '
-          f'outputs > {_MEMORY_FRACTION.value} x MemAvailable '
+          f'outputs > {_MEMORY_FRACTION.value} x {where} '
           f'{available / bench_common.GIB:.1f} GiB'))
   result['rss_after_compile_gib'] = peak_rss_gib()
 
@@ -148,8 +151,28 @@ def _run_cell(cell):
   while (len(times) < cell['repeats']
          and sum(times) + times[-1] <= cell['time_budget_s']):
     times.append(run())
-  return dict(result, seconds=statistics.median(times), times_s=times,
-              peak_rss_gib_self=peak_rss_gib())
+  result.update(seconds=statistics.median(times), times_s=times,
+                peak_rss_gib_self=peak_rss_gib())
+  stats = jax.devices()[0].memory_stats()
+  if jax.devices()[0].platform != 'cpu' and stats:
+    result['peak_device_gib'] = stats['peak_bytes_in_use'] / bench_common.GIB
+  return result
+
+
+def _free_bytes(device):
+  """Memory a cell may use on `device`, and what that figure is."""
+  stats = device.memory_stats() if device.platform != 'cpu' else None
+  if stats:
+    return stats['bytes_limit'] - stats['bytes_in_use'], 'device memory free'
+  return bench_common.meminfo_bytes('MemAvailable'), 'MemAvailable'
+
+
+def _memory_key(results):
+  """The peak-memory field to compare: the device's when there is one."""
+  ok = [r for r in results if r['status'] == 'ok']
+  if ok and all('peak_device_gib' in r for r in ok):
+    return 'peak_device_gib'
+  return 'peak_rss_gib'
 
 
 def _predicted_bytes(variant, n, batch, mode, loss_positions):
@@ -210,8 +233,11 @@ def _measure(cell, failed):
 
 def _describe(r):
   if r['status'] == 'ok':
-    return (f'{r["seconds"]:9.4f} s  {r["peak_rss_gib"]:6.2f} GiB  load '
-            f'{r["load_avg_start"][0]:.1f}->{r["load_avg_end"][0]:.1f}')
+    device = (f'  device {r["peak_device_gib"]:6.2f} GiB'
+              if 'peak_device_gib' in r else '')
+    return (f'{r["seconds"]:9.4f} s  {r["peak_rss_gib"]:6.2f} GiB{device}'
+            f'  load {r["load_avg_start"][0]:.1f}->'
+            f'{r["load_avg_end"][0]:.1f}')
   return f'{r["status"]}: {r.get("reason", "")}'
 
 
@@ -219,17 +245,22 @@ def _ratios(results):
   """linrec / softmax time and memory per (N, batch, mode), both measured."""
   ok = {(r['variant'], r['n'], r['batch'], r['mode']): r
         for r in results if r['status'] == 'ok'}
-  out = []
+  memory, out = _memory_key(results), []
   for (variant, n, batch, mode), lin in sorted(ok.items()):
     soft = ok.get(('softmax', n, batch, mode))
     if variant == 'linrec' and soft:
       out.append(dict(n=n, batch=batch, mode=mode,
                       speedup=soft['seconds'] / lin['seconds'],
-                      memory_ratio=soft['peak_rss_gib'] / lin['peak_rss_gib']))
+                      memory_ratio=soft[memory] / lin[memory],
+                      memory=memory))
   return out
 
 
 def _plot(results, idle, output):
+  if importlib.util.find_spec('matplotlib') is None:
+    print(f'No plots: matplotlib is not installed; draw them elsewhere with '
+          f'--replot --output={output}', flush=True)
+    return
   ok = [r for r in results if r['status'] == 'ok']
   batches = sorted({r['batch'] for r in results}, reverse=True)
   panels = [(f'{m}, batch {b}', lambda r, m=m, b=b: (r['mode'], r['batch'])
@@ -242,12 +273,18 @@ def _plot(results, idle, output):
       f'{_LOSS_POSITIONS.value} position(s); infer: last-position scores); '
       'missing points did not fit in memory',
       **common)
+  if _memory_key(results) == 'peak_device_gib':
+    memory = dict(value='peak_device_gib', ylabel='device peak (GiB)',
+                  title='Peak device memory of one cell (allocator peak); '
+                  'missing points did not fit in memory')
+  else:
+    memory = dict(value='peak_rss_gib', ylabel='process peak RSS (GiB)',
+                  title='Peak RSS of a process running one cell (runtime '
+                  'included); missing points did not fit in memory',
+                  hline=(idle.get('peak_rss_gib'), 'idle process'))
   bench_common.plot_grid(
-      ok, value='peak_rss_gib', ylabel='process peak RSS (GiB)',
-      path=output.with_name(output.stem + '_memory.png'),
-      title='Peak RSS of a process running one cell (runtime included); '
-      'missing points did not fit in memory',
-      hline=(idle.get('peak_rss_gib'), 'idle process'), **common)
+      ok, path=output.with_name(output.stem + '_memory.png'), **memory,
+      **common)
 
 
 def main(argv):
@@ -297,7 +334,7 @@ def main(argv):
     print(f'linrec vs softmax N={q["n"]} B={q["batch"]} {q["mode"]}: '
           f'{q["speedup"]:.1f}x faster, {q["memory_ratio"]:.1f}x less memory')
   _plot(report['results'], idle, output)
-  print(f'Wrote {output} and its PNGs in '
+  print(f'Wrote {output} (and its PNGs, if drawn) in '
         f'{(time.monotonic() - start) / 60:.1f} min')
 
 

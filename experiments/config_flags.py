@@ -23,6 +23,9 @@ _HELP = {
     "exclude_history": "remove a user's past items from the ranking",
     "lr_schedule": "constant, cosine or linear decay after --warmup_steps",
     "max_steps": "stop after this many steps (0: --epochs decides)",
+    "time_limit_minutes": "end training at the first epoch end after this "
+                          "many minutes of this process, then test the best "
+                          "parameters (0: no limit)",
     "devices": "use the first N devices (0: all)",
     "parallel": "mesh (jit over a device mesh) or pmap",
 }

@@ -54,6 +54,7 @@ class TrainConfig:
   grad_clip: float = 0.0
   epochs: int = 100
   max_steps: int = 0
+  time_limit_minutes: float = 0.0
   patience: int = 10
   seed: int = 2000
   # Evaluation.
@@ -118,7 +119,7 @@ def validate(config: TrainConfig, *, attention_variants, causal_variants,
            "log_every_steps", "checkpoint_every_steps", "keep_checkpoints",
            "num_negatives")
   non_negative("warmup_steps", "weight_decay", "grad_clip", "max_steps",
-               "devices", "windows_per_user")
+               "time_limit_minutes", "devices", "windows_per_user")
   _require(0.0 <= config.dropout < 1.0, "dropout",
            f"must lie in [0, 1), got {config.dropout}")
   _require(0.0 < config.mask_prob < 1.0, "mask_prob",

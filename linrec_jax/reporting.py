@@ -5,7 +5,10 @@ import os
 import time
 from typing import Callable
 
-from tensorboardX import SummaryWriter
+try:
+  from tensorboardX import SummaryWriter
+except ImportError:  # An optional dependency: the JSON files carry the same.
+  SummaryWriter = None
 
 HEADLINE = ("hit@10", "ndcg@10", "mrr@10")
 
@@ -32,7 +35,11 @@ class Reporter:
     self._last = None
     if enabled:
       os.makedirs(workdir, exist_ok=True)
-      self._writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
+      if SummaryWriter is None:
+        report("tensorboardX is not installed: no TensorBoard events "
+               "(metrics.jsonl and results.json are written)")
+      else:
+        self._writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
   def step(self, step: int, train_loss: float) -> None:
     """A periodic line: step, loss, steps per second, time left."""
@@ -63,6 +70,10 @@ class Reporter:
       return
     _write_atomic(os.path.join(self._workdir, "metrics.jsonl"),
                   "".join(json.dumps(r) + "\n" for r in history))
+    if self._writer:
+      self._write_epoch_events(record)
+
+  def _write_epoch_events(self, record: dict) -> None:
     step = record["step"]
     self._writer.add_scalar("epoch/train_loss", record["train_loss"], step)
     self._writer.add_scalar("epoch/seconds", record["seconds"], step)
@@ -82,7 +93,8 @@ class Reporter:
       return
     _write_atomic(os.path.join(self._workdir, "results.json"),
                   json.dumps(results, indent=2, sort_keys=True))
-    self._writer.close()
+    if self._writer:
+      self._writer.close()
 
 
 def _duration(seconds: float) -> str:

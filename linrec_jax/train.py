@@ -54,6 +54,7 @@ class _Progress:
   best_epoch: int = -1
   bad_epochs: int = 0
   finished: bool = False
+  stop_reason: str = ""
   epoch_loss_sum: float = 0.0
   epoch_loss_steps: int = 0
   epoch_seconds: float = 0.0
@@ -172,8 +173,9 @@ def train_and_evaluate(config: TrainConfig, data_dir: str, workdir: str, *,
           progress.bad_epochs += 1
       progress.history.append(record)
       reporter.epoch(record, progress.history)
-      progress.finished = (progress.bad_epochs >= config.patience or
-                           step == total_steps)
+      progress.stop_reason = _stop_reason(config, progress, step, total_steps,
+                                          time.perf_counter() - start_time)
+      progress.finished = bool(progress.stop_reason)
       progress.epoch_loss_sum, progress.epoch_loss_steps = 0.0, 0
       progress.epoch_seconds = 0.0
       save(step)
@@ -192,6 +194,7 @@ def train_and_evaluate(config: TrainConfig, data_dir: str, workdir: str, *,
       "test": evaluators["test"](best),
       "best_epoch": progress.best_epoch,
       "epochs_run": len(progress.history),
+      "stop_reason": progress.stop_reason,
       "steps": step,
       "steps_per_epoch": steps_per_epoch,
       "seconds_per_epoch": _mean([r["seconds"] for r in progress.history]),
@@ -203,6 +206,19 @@ def train_and_evaluate(config: TrainConfig, data_dir: str, workdir: str, *,
   }
   reporter.results(results)
   return results
+
+
+def _stop_reason(config: TrainConfig, progress: _Progress, step: int,
+                 total_steps: int, seconds: float) -> str:
+  """Why training ends after this epoch ("" while it goes on)."""
+  if progress.bad_epochs >= config.patience:
+    return (f"early stopping: {config.patience} epochs without a better "
+            f"{EARLY_STOP_METRIC}")
+  if step == total_steps:
+    return "max_steps" if total_steps == config.max_steps else "epochs"
+  if config.time_limit_minutes and seconds >= 60 * config.time_limit_minutes:
+    return f"time limit: {config.time_limit_minutes} minutes"
+  return ""
 
 
 def _initial_arrays(model, tx, rng, max_len):

@@ -1,5 +1,6 @@
 """Smoke test of experiments.benchmark: one tiny cell, end to end."""
 
+import importlib.util
 import json
 import pathlib
 import subprocess
@@ -27,5 +28,9 @@ def test_one_cell_end_to_end(tmp_path):
   assert record['seconds'] > 0 and record['peak_rss_gib'] > 0
   assert 1 <= len(record['times_s']) <= 2
   assert len(record['load_avg_start']) == len(record['load_avg_end']) == 3
+  assert report['machine']['accelerators'] == [] or all(
+      report['machine']['accelerators'])
+  if importlib.util.find_spec('matplotlib') is None:  # Plots are optional.
+    return
   for suffix in ('_time.png', '_memory.png'):
     assert output.with_name(output.stem + suffix).stat().st_size > 0

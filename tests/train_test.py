@@ -192,3 +192,19 @@ def test_batch_larger_than_an_epoch_names_the_flag(sample_dir, tmp_path):
   with pytest.raises(ValueError, match="--batch_size=4096"):
     train.train_and_evaluate(_tiny(batch_size=4096), sample_dir,
                              str(tmp_path / "work"))
+
+
+def test_time_limit_ends_training_at_an_epoch_end(sample_dir, tmp_path):
+  config = _tiny(max_steps=0, epochs=3, time_limit_minutes=1e-9)
+  results = train.train_and_evaluate(config, sample_dir, str(tmp_path),
+                                     report=lambda line: None)
+  assert results["epochs_run"] == 1
+  assert results["steps"] == results["steps_per_epoch"]
+  assert results["stop_reason"].startswith("time limit")
+  _assert_metrics_in_range(results["test"])
+
+
+def test_stop_reason_names_max_steps(sample_dir, tmp_path):
+  results = train.train_and_evaluate(_tiny(), sample_dir, str(tmp_path),
+                                     report=lambda line: None)
+  assert results["stop_reason"] == "max_steps"

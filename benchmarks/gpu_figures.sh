@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# The accelerator figures of docs/RESULTS.md, on one GPU, in under 10 minutes:
+#   phase 1: training runs side by side on the GPU, each stopped at the first
+#            epoch end after TRAIN_MINUTES (results.json says why it stopped);
+#   phase 2: the efficiency benchmark alone on the GPU.
+#
+#   bash benchmarks/gpu_figures.sh OUT_DIR
+#
+# Needs prepared/ml-1m and prepared/gowalla (python -m data_prep.prepare).
+# Environment: PY (python), TRAIN_MINUTES (4), OFFICIAL_MINUTES (3),
+# PHASE1_S (330), PHASE2_S (170),
+# EXTRA_FLAGS (appended to every training command, e.g. --max_steps=2).
+set -u
+out=${1:?usage: gpu_figures.sh OUT_DIR}
+py=${PY:-python3}
+minutes=${TRAIN_MINUTES:-4}
+official_minutes=${OFFICIAL_MINUTES:-3}
+phase1_s=${PHASE1_S:-330}
+phase2_s=${PHASE2_S:-170}
+extra=${EXTRA_FLAGS:-}
+mkdir -p "$out/runs" "$out/logs"
+export XLA_PYTHON_CLIENT_PREALLOCATE=false  # Runs share the GPU.
+
+{
+  date -u
+  nvidia-smi
+  "$py" -c "import sys, jax; print(sys.version); print(jax.__version__, jax.devices())"
+  "$py" -m pip list 2>/dev/null | grep -i -E "jax|flax|optax|orbax|numpy|tensorboard|matplotlib"
+} > "$out/environment.txt" 2>&1
+
+# train NAME FLAGS...: one run, its workdir and log under $out.
+train() {
+  local name=$1
+  shift
+  # shellcheck disable=SC2086
+  "$py" -m experiments.train --workdir="$out/runs/$name" \
+    --prepared_root=prepared "$@" $extra > "$out/logs/$name.log" 2>&1
+}
+
+# lane DEADLINE_S RUN...: runs "NAME FLAGS..." strings one after another,
+# each limited to the time left before the deadline.
+lane() {
+  local deadline=$1
+  shift
+  for run in "$@"; do
+    local left=$(( (deadline - SECONDS) / 60 ))
+    if (( left < 1 )); then
+      echo "skipped: ${run%% *} (no time left)" >> "$out/logs/skipped.txt"
+      continue
+    fi
+    # shellcheck disable=SC2086
+    train $run --time_limit_minutes=$(( left < minutes ? left : minutes ))
+  done
+}
+
+nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used \
+  --format=csv -l 10 > "$out/gpu_utilization.csv" 2>/dev/null &
+monitor=$!
+
+deadline=$(( SECONDS + phase1_s ))
+conv="--dataset=ml-1m --lr=1e-3 --lr_schedule=constant --warmup_steps=0 \
+--epochs=400 --patience=10 --time_limit_minutes=$minutes"
+official="--dataset=ml-1m --preset=official \
+--time_limit_minutes=$official_minutes"
+pids=()
+train conv_linrec --attention=linrec $conv & pids+=($!)
+train conv_softmax --attention=softmax $conv & pids+=($!)
+for variant in linrec softmax linear efficient; do
+  train "official_$variant" --attention=$variant $official & pids+=($!)
+done
+lane "$deadline" \
+  "cpu_ml1m_linear --dataset=ml-1m --attention=linear" \
+  "cpu_ml1m_bert4rec_softmax --dataset=ml-1m --model=bert4rec --attention=softmax" \
+  "cpu_ml1m_bert4rec_linrec --dataset=ml-1m --model=bert4rec --attention=linrec" &
+pids+=($!)
+lane "$deadline" \
+  "cpu_gowalla_linrec --dataset=gowalla --attention=linrec" \
+  "cpu_gowalla_softmax --dataset=gowalla --attention=softmax" \
+  "cpu_gowalla_linear --dataset=gowalla --attention=linear" \
+  "cpu_gowalla_bert4rec_softmax --dataset=gowalla --model=bert4rec --attention=softmax" \
+  "cpu_gowalla_bert4rec_linrec --dataset=gowalla --model=bert4rec --attention=linrec" &
+pids+=($!)
+
+any_running() {
+  local pid
+  for pid in "${pids[@]}"; do
+    kill -0 "$pid" 2>/dev/null && return 0
+  done
+  return 1
+}
+while (( SECONDS < deadline )) && any_running; do
+  sleep 5
+done
+# Whatever still runs is stopped; its metrics.jsonl keeps the epochs done.
+pkill -TERM -f "experiments.train --workdir=$out" 2>/dev/null
+wait "${pids[@]}" 2>/dev/null
+echo "phase 1 done at ${SECONDS} s" >> "$out/logs/phases.txt"
+
+timeout "$phase2_s" "$py" -m experiments.benchmark --output="$out/model_gpu.json" \
+  --variants=softmax,linrec,linrec_causal --lengths=500,2000,8000 \
+  --batches=64 --repeats=5 --time_budget_s=5 --timeout_s=60 \
+  > "$out/logs/benchmark.log" 2>&1
+timeout 60 "$py" -m experiments.benchmark --output="$out/official_step_gpu.json" \
+  --variants=softmax,linrec --lengths=200 --batches=2048 --modes=train \
+  --repeats=10 --time_budget_s=5 --timeout_s=50 \
+  > "$out/logs/benchmark_official_step.log" 2>&1
+echo "phase 2 done at ${SECONDS} s" >> "$out/logs/phases.txt"
+kill "$monitor" 2>/dev/null
+
+for log in "$out"/logs/*.log; do
+  echo "== $(basename "$log")"
+  grep -E "^(test|valid):|stop|best epoch|linrec vs softmax|Error|error" "$log" | tail -6
+done
