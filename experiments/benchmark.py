@@ -62,6 +62,9 @@ _MODES = flags.DEFINE_list('modes', ['train', 'infer'], 'train and/or infer.')
 _LOSS_POSITIONS = flags.DEFINE_enum(
     'loss_positions', 'last', ['last', 'all'],
     'Train loss at the last position (official prefix training) or at all.')
+_MICROBATCHES = flags.DEFINE_integer(
+    'microbatches', 1, 'Train cells accumulate gradients over this many '
+    'chunks of the batch (the same update, less memory).')
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Most timed runs per cell.')
 _TIME_BUDGET = flags.DEFINE_float(
     'time_budget_s', 20, 'Timed runs stop at this total (at least 1 run).')
@@ -113,8 +116,9 @@ def _run_cell(cell):
         method=lambda m, x: m.logits(m(x)[:, -1])))
     args = (state.params, inputs)
   else:
-    fn = jax.jit(steps.make_train_step(model, tx, loss='ce',
-                                       num_items=NUM_ITEMS), donate_argnums=0)
+    fn = jax.jit(steps.make_train_step(
+        model, tx, loss='ce', num_items=NUM_ITEMS,
+        microbatches=cell['microbatches']), donate_argnums=0)
     t = n if cell['loss_positions'] == 'all' else 1
     positions = jnp.broadcast_to(jnp.arange(n - t, n), (batch, t))
     targets = jax.random.randint(keys[2], (batch, t), 1, NUM_ITEMS + 1)
@@ -175,8 +179,10 @@ def _memory_key(results):
   return 'peak_rss_gib'
 
 
-def _predicted_bytes(variant, n, batch, mode, loss_positions):
+def _predicted_bytes(variant, n, batch, mode, loss_positions, microbatches):
   """A rough peak for the cell (see ACTIVATION_COPIES, SCORE_COPIES)."""
+  if mode == 'train':
+    batch //= microbatches  # One chunk's activations are alive at a time.
   need = BASE_BYTES + ACTIVATION_COPIES[mode] * batch * n * HIDDEN * F32
   if variant == 'softmax':
     need += SCORE_COPIES[mode] * batch * HEADS * n * n * F32
@@ -207,13 +213,16 @@ def _measure(cell, failed):
   """Runs one cell, or says why it is skipped; returns its record."""
   key = (cell['variant'], cell['batch'], cell['mode'])
   available = bench_common.meminfo_bytes('MemAvailable')
-  predicted = _predicted_bytes(**cell, loss_positions=_LOSS_POSITIONS.value)
+  microbatches = _MICROBATCHES.value if cell['mode'] == 'train' else 1
+  predicted = _predicted_bytes(**cell, loss_positions=_LOSS_POSITIONS.value,
+                               microbatches=microbatches)
   record = dict(cell, attention=VARIANTS[cell['variant']][0],
                 causal=VARIANTS[cell['variant']][1],
                 predicted_gib=predicted / bench_common.GIB,
                 mem_available_gib=available / bench_common.GIB)
   if cell['mode'] == 'train':
-    record['loss_positions'] = _LOSS_POSITIONS.value
+    record.update(loss_positions=_LOSS_POSITIONS.value,
+                  microbatches=microbatches)
   if key in failed:
     return dict(record, status='skipped', reason=failed[key])
   if predicted > _MEMORY_FRACTION.value * available:

@@ -26,6 +26,8 @@ _HELP = {
     "time_limit_minutes": "end training at the first epoch end after this "
                           "many minutes of this process, then test the best "
                           "parameters (0: no limit)",
+    "microbatches": "accumulate each device's batch in this many chunks: "
+                    "the same update with one chunk's activations in memory",
     "devices": "use the first N devices (0: all)",
     "parallel": "mesh (jit over a device mesh) or pmap",
 }

@@ -47,6 +47,7 @@ class TrainConfig:
   num_negatives: int = 256
   # Optimisation.
   batch_size: int = 2048
+  microbatches: int = 1
   lr: float = 1e-3
   lr_schedule: str = "constant"
   warmup_steps: int = 0
@@ -117,13 +118,16 @@ def validate(config: TrainConfig, *, attention_variants, causal_variants,
   positive("max_len", "hidden", "layers", "heads", "ffn", "batch_size", "lr",
            "epochs", "patience", "eval_batch_size", "eval_every_epochs",
            "log_every_steps", "checkpoint_every_steps", "keep_checkpoints",
-           "num_negatives")
+           "num_negatives", "microbatches")
   non_negative("warmup_steps", "weight_decay", "grad_clip", "max_steps",
                "time_limit_minutes", "devices", "windows_per_user")
   _require(0.0 <= config.dropout < 1.0, "dropout",
            f"must lie in [0, 1), got {config.dropout}")
   _require(0.0 < config.mask_prob < 1.0, "mask_prob",
            f"must lie in (0, 1), got {config.mask_prob}")
+  _require(config.batch_size % config.microbatches == 0, "microbatches",
+           f"{config.microbatches} does not divide --batch_size="
+           f"{config.batch_size}")
   _require(config.hidden % config.heads == 0, "heads",
            f"{config.heads} heads do not divide --hidden={config.hidden}")
   if config.causal:

@@ -195,11 +195,12 @@ def _first(tree: Any) -> Any:
 
 def make_launcher(kind: str, devices: Sequence[jax.Device], model, tx, *,
                   loss: str, num_items: int, num_negatives: int, protocol: str,
-                  ks: tuple[int, ...]):
+                  ks: tuple[int, ...], microbatches: int = 1):
   """Builds the train and eval steps for `kind` ("mesh" or "pmap")."""
   axis = AXIS if kind == "pmap" else None
   train_step = steps.make_train_step(model, tx, loss=loss, num_items=num_items,
                                      num_negatives=num_negatives,
+                                     microbatches=microbatches,
                                      axis_name=axis)
   eval_step = steps.make_eval_step(model, protocol=protocol, ks=ks,
                                    axis_name=axis)

@@ -65,6 +65,7 @@ def example_keys(rng: jax.Array, first_row, rows: int) -> jax.Array:
 
 def make_train_step(model, tx: optax.GradientTransformation, *, loss: str,
                     num_items: int, num_negatives: int = 0,
+                    microbatches: int = 1,
                     axis_name: str | None = None) -> Callable:
   """Builds the training step.
 
@@ -74,6 +75,10 @@ def make_train_step(model, tx: optax.GradientTransformation, *, loss: str,
     loss: "ce" (softmax over all items) or "sampled" (uniform negatives).
     num_items: items are `1..num_items`.
     num_negatives: negatives per target for the sampled loss.
+    microbatches: split each device's rows into this many chunks, run them
+      one after another and add their gradients (gradient accumulation): the
+      same update (each row keeps its key), with the activations of one
+      chunk in memory instead of the whole batch.
     axis_name: the pmap axis, or None under jit.
 
   Returns:
@@ -107,6 +112,30 @@ def make_train_step(model, tx: optax.GradientTransformation, *, loss: str,
     per_example = jax.vmap(example_loss, in_axes=(None, 0, 0))
     return jnp.sum(per_example(params, batch, keys))
 
+  def accumulated_loss_sum(params, batch: Batch, keys: jax.Array):
+    """`value_and_grad(loss_sum)`, one microbatch at a time."""
+    rows = keys.shape[0]
+    if rows % microbatches:
+      raise ValueError(f"microbatches={microbatches} does not divide the "
+                       f"{rows} rows of a batch (per device)")
+    if microbatches == 1:
+      return jax.value_and_grad(loss_sum)(params, batch, keys)
+    # Chunk c holds rows c, c + m, c + 2m, ...: spread over every device of
+    # a mesh, like the whole batch.
+    split = lambda x: x.reshape((-1, microbatches) + x.shape[1:]).swapaxes(
+        0, 1)
+
+    def add_chunk(carry, chunk):
+      chunk_batch, chunk_keys = chunk
+      value, grads = jax.value_and_grad(loss_sum)(params, chunk_batch,
+                                                  chunk_keys)
+      return jax.tree.map(jnp.add, carry, (value, grads)), None
+
+    zeros = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params))
+    total, _ = jax.lax.scan(add_chunk, zeros,
+                            (jax.tree.map(split, batch), split(keys)))
+    return total
+
   def train_step(state: TrainState, batch: Batch, rng: jax.Array):
     rows = batch["targets"].shape[0]
     first_row = 0
@@ -115,7 +144,7 @@ def make_train_step(model, tx: optax.GradientTransformation, *, loss: str,
       first_row = jax.lax.axis_index(axis_name) * rows
       count = jax.lax.psum(count, axis_name)
     keys = example_keys(jax.random.fold_in(rng, state.step), first_row, rows)
-    total, grads = jax.value_and_grad(loss_sum)(state.params, batch, keys)
+    total, grads = accumulated_loss_sum(state.params, batch, keys)
     if axis_name is not None:
       total, grads = jax.lax.psum((total, grads), axis_name)
     # Integer counts are exact however they were summed.

@@ -80,6 +80,11 @@ def train_and_evaluate(config: TrainConfig, data_dir: str, workdir: str, *,
   model = make_model(config, seqs.num_items)
   devices = sharding.select_devices(config.devices)
   sharding.check_divisible(config.batch_size, len(devices), "batch_size")
+  if (config.batch_size // len(devices)) % config.microbatches:
+    raise ValueError(
+        f"--microbatches={config.microbatches} does not divide the "
+        f"{config.batch_size // len(devices)} rows per device of "
+        f"--batch_size={config.batch_size}")
   sharding.check_divisible(config.eval_batch_size, len(devices),
                            "eval_batch_size")
   shard = (jax.process_index(), jax.process_count())
@@ -102,7 +107,7 @@ def train_and_evaluate(config: TrainConfig, data_dir: str, workdir: str, *,
   launcher = sharding.make_launcher(
       config.parallel, devices, model, tx, loss=config.loss,
       num_items=seqs.num_items, num_negatives=config.num_negatives,
-      protocol=config.eval_protocol, ks=KS)
+      protocol=config.eval_protocol, ks=KS, microbatches=config.microbatches)
   evaluators = {
       stage: Evaluator(launcher, seqs, stage=stage,
                        protocol=config.eval_protocol, max_len=config.max_len,

@@ -74,6 +74,8 @@ BAD = [
     (dict(mask_prob=0.0), "mask_prob"),
     (dict(mask_prob=1.0), "mask_prob"),
     (dict(hidden=16, heads=3), "heads"),
+    (dict(batch_size=64, microbatches=3), "microbatches"),
+    (dict(microbatches=0), "microbatches"),
     (dict(attention="efficient", causal=True), "causal"),
     (dict(model="bert4rec", causal=False, train_mode="all"), "train_mode"),
     (dict(model="bert4rec", causal=True, train_mode="cloze"), "causal"),

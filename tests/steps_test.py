@@ -70,20 +70,24 @@ def test_example_keys_depend_only_on_the_global_row():
   assert len({tuple(np.asarray(k).ravel()) for k in every}) == 8
 
 
-@pytest.mark.parametrize("sharded", [False, True])
-def test_update_is_the_gradient_of_the_global_mean_loss(sharded):
+@pytest.mark.parametrize("sharded, microbatches",
+                         [(False, 1), (True, 1), (False, 4), (True, 2)])
+def test_update_is_the_gradient_of_the_global_mean_loss(sharded,
+                                                        microbatches):
   # SGD with rate 1 applies the gradient itself; a factor of SHARDS (a sum
-  # instead of a mean) or 1/SHARDS (a mean of means) would show up here.
+  # instead of a mean) or 1/SHARDS (a mean of means), or of the number of
+  # microbatches, would show up here.
   model, tx = _model(), optax.sgd(1.0)
   state, batch = _state(model, tx), _batch()
   rng = jax.random.PRNGKey(1)
   if sharded:
     step = steps.make_train_step(model, tx, loss="ce", num_items=NUM_ITEMS,
-                                 axis_name=AXIS)
+                                 microbatches=microbatches, axis_name=AXIS)
     new_state, metrics = jax.jit(
         lambda s, b, r: _on_shards(step, s, b, r))(state, batch, rng)
   else:
-    step = steps.make_train_step(model, tx, loss="ce", num_items=NUM_ITEMS)
+    step = steps.make_train_step(model, tx, loss="ce", num_items=NUM_ITEMS,
+                                 microbatches=microbatches)
     new_state, metrics = jax.jit(step)(state, batch, rng)
   applied = jax.tree.map(jnp.subtract, state.params, new_state.params)
   expected = reference_loss.global_mean_loss_grads(model, state.params, batch)
@@ -112,6 +116,33 @@ def test_row_shards_train_like_the_whole_batch_with_dropout():
   assert int(state_a.step) == 3
 
 
+def test_microbatches_train_like_the_whole_batch_with_dropout():
+  # Each row keeps its key, so accumulating chunks changes only the order
+  # of the float sums.
+  model, tx = _model(dropout=0.3), optax.adam(1e-2)
+  state, rng = _state(model, tx), jax.random.PRNGKey(1)
+  whole = jax.jit(steps.make_train_step(model, tx, loss="sampled",
+                                        num_items=NUM_ITEMS, num_negatives=7))
+  chunked = jax.jit(steps.make_train_step(model, tx, loss="sampled",
+                                          num_items=NUM_ITEMS,
+                                          num_negatives=7, microbatches=4))
+  state_a = state_b = state
+  for seed in range(3):
+    state_a, metrics_a = whole(state_a, _batch(seed), rng)
+    state_b, metrics_b = chunked(state_b, _batch(seed), rng)
+  chex.assert_trees_all_close(state_a, state_b, atol=1e-5, rtol=0)
+  np.testing.assert_allclose(metrics_a["loss"], metrics_b["loss"], rtol=1e-6)
+  assert metrics_a["count"] == metrics_b["count"]
+
+
+def test_microbatches_must_divide_the_rows():
+  model, tx = _model(), optax.sgd(1.0)
+  step = steps.make_train_step(model, tx, loss="ce", num_items=NUM_ITEMS,
+                               microbatches=3)
+  with pytest.raises(ValueError, match="microbatches=3 does not divide the 8"):
+    jax.jit(step)(_state(model, tx), _batch(), jax.random.PRNGKey(1))
+
+
 def test_eval_sums_of_row_shards_add_up():
   model = _model()
   params = _state(model, optax.sgd(1.0)).params
@@ -124,3 +155,27 @@ def test_eval_sums_of_row_shards_add_up():
   assert float(whole["count"]) == BATCH - 2
   for name, value in whole.items():
     np.testing.assert_array_equal(shards[name], np.full(SHARDS, value))
+
+
+def test_microbatches_keep_fewer_activations():
+  model = SASRec(num_items=NUM_ITEMS, max_len=256, hidden=32,
+                 layers=2, heads=4, ffn=64)
+  tx = optax.adam(1e-3)
+  state = jax.eval_shape(
+      lambda key: steps.create_train_state(model, tx, key, 8),
+      jax.random.PRNGKey(0))
+  batch = {"inputs": jax.ShapeDtypeStruct((16, 256), jnp.int32),
+           "positions": jax.ShapeDtypeStruct((16, 1), jnp.int32),
+           "targets": jax.ShapeDtypeStruct((16, 1), jnp.int32)}
+
+  def temp_bytes(microbatches):
+    step = jax.jit(steps.make_train_step(model, tx, loss="ce",
+                                         num_items=NUM_ITEMS,
+                                         microbatches=microbatches))
+    analysis = step.lower(state, batch, jax.random.PRNGKey(1)).compile(
+    ).memory_analysis()
+    if analysis is None:
+      pytest.skip("this backend reports no memory analysis")
+    return analysis.temp_size_in_bytes
+
+  assert temp_bytes(4) < 0.5 * temp_bytes(1)

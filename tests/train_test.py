@@ -208,3 +208,14 @@ def test_stop_reason_names_max_steps(sample_dir, tmp_path):
   results = train.train_and_evaluate(_tiny(), sample_dir, str(tmp_path),
                                      report=lambda line: None)
   assert results["stop_reason"] == "max_steps"
+
+
+def test_microbatches_reach_the_same_metrics(sample_dir, tmp_path):
+  quiet = lambda line: None
+  whole = train.train_and_evaluate(_tiny(), sample_dir, str(tmp_path / "a"),
+                                   report=quiet)
+  chunked = train.train_and_evaluate(_tiny(microbatches=4), sample_dir,
+                                     str(tmp_path / "b"), report=quiet)
+  for stage in ("valid", "test"):
+    for name, value in whole[stage].items():
+      assert chunked[stage][name] == pytest.approx(value, abs=1e-3), name
