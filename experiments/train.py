@@ -7,8 +7,6 @@ Rerunning the same command with the same --workdir resumes from the newest
 intact checkpoint. `--preset=official` selects the paper's configuration.
 """
 
-import json
-import os
 import sys
 
 from absl import app
@@ -53,18 +51,15 @@ def main(argv):
                                      FLAGS.prepared_root)
   except ValueError as error:
     sys.exit(f"error: {error}")
-  os.makedirs(FLAGS.workdir, exist_ok=True)
-  if jax.process_index() == 0:  # Several processes write every file once.
+  if jax.process_index() == 0:  # Several processes print every line once.
     print(f"dataset {FLAGS.dataset}: {data_dir}\nconfiguration (preset "
           f"{FLAGS.preset}, {len(devices)} x {devices[0].device_kind}):\n"
           f"{config.to_json()}", flush=True)
-    with open(os.path.join(FLAGS.workdir, "config.json"), "w") as f:
-      json.dump({"dataset": FLAGS.dataset, "preset": FLAGS.preset,
-                 "data_dir": data_dir,
-                 "config": json.loads(config.to_json())}, f, indent=2)
   try:
     train.train_and_evaluate(config, data_dir, FLAGS.workdir,
-                             report=lambda line: print(line, flush=True))
+                             report=lambda line: print(line, flush=True),
+                             run_info={"dataset": FLAGS.dataset,
+                                       "preset": FLAGS.preset})
   except checkpointing.IncompatibleCheckpointError as error:
     sys.exit(f"error: --workdir={FLAGS.workdir} holds another run: {error}")
 

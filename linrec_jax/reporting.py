@@ -1,4 +1,5 @@
-"""Progress lines, per-epoch JSON lines, TensorBoard events and results.json."""
+"""Progress lines, config.json, per-epoch JSON lines, TensorBoard events and
+results.json."""
 
 import json
 import os
@@ -40,6 +41,16 @@ class Reporter:
                "(metrics.jsonl and results.json are written)")
       else:
         self._writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+  def line(self, text: str) -> None:
+    """One line for the console."""
+    self._report(text)
+
+  def config(self, record: dict) -> None:
+    """Writes `config.json`: the run's configuration and what it ran on."""
+    if self._enabled:
+      _write_atomic(os.path.join(self._workdir, "config.json"),
+                    json.dumps(record, indent=2, sort_keys=True))
 
   def step(self, step: int, train_loss: float) -> None:
     """A periodic line: step, loss, steps per second, time left."""

@@ -62,7 +62,8 @@ class _Progress:
 
 
 def train_and_evaluate(config: TrainConfig, data_dir: str, workdir: str, *,
-                       report: Callable[[str], None] = print) -> dict:
+                       report: Callable[[str], None] = print,
+                       run_info: dict | None = None) -> dict:
   """Trains with early stopping on validation NDCG@10, then tests the best.
 
   Args:
@@ -71,6 +72,9 @@ def train_and_evaluate(config: TrainConfig, data_dir: str, workdir: str, *,
     workdir: checkpoints, logs and `results.json` go here; a run finding
       checkpoints in it resumes from the newest intact one.
     report: receives human-readable progress lines.
+    run_info: what the caller adds to `workdir/config.json` beside the
+      configuration (e.g. the dataset and preset names). The file is written
+      once the workdir is known to hold this run's checkpoints or none.
 
   Returns:
     The content of `results.json`.
@@ -128,13 +132,16 @@ def train_and_evaluate(config: TrainConfig, data_dir: str, workdir: str, *,
   else:
     arrays, meta = restored
     progress = _Progress(**meta["progress"])
-    report(f"resumed from step {int(arrays['state'].step)} "
-           f"({checkpointer.directory})")
+  reporter = Reporter(workdir, total_steps=total_steps, report=report,
+                      enabled=jax.process_index() == 0)
+  reporter.config({**(run_info or {}), "data_dir": os.path.abspath(data_dir),
+                   "config": dataclasses.asdict(config)})
+  if restored is not None:
+    reporter.line(f"resumed from step {int(arrays['state'].step)} "
+                  f"({checkpointer.directory})")
   state = launcher.put_state(arrays["state"])
   best_params = arrays["best_params"]
   rng = launcher.put_replicated(train_rng)
-  reporter = Reporter(workdir, total_steps=total_steps, report=report,
-                      enabled=jax.process_index() == 0)
 
   def save(step: int):
     host = {"state": launcher.get_state(state), "best_params": best_params}

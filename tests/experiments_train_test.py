@@ -163,6 +163,7 @@ def test_rerun_with_another_model_stops_and_keeps_the_checkpoints(
     reference, sample_args, tmp_path):
   copy = tmp_path / "copy"
   shutil.copytree(reference[0], copy)
+  config_before = (copy / "config.json").read_text()
   process = _run(*sample_args(copy, "--hidden=32"))  # the last flag wins
   assert process.returncode != 0
   assert "Traceback" not in process.stderr
@@ -171,6 +172,7 @@ def test_rerun_with_another_model_stops_and_keeps_the_checkpoints(
   assert _steps(copy / "checkpoints") == [FINAL_STEP - 3, FINAL_STEP]
   assert not (copy / "checkpoints_damaged").exists()
   assert _results(copy) == _results(reference[0])
+  assert (copy / "config.json").read_text() == config_before
 
 
 def _kill_when(args, should_kill, delay_s: float) -> tuple[int, str]:

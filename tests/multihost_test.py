@@ -80,3 +80,4 @@ def test_two_process_run_writes_once_and_matches_one_device(
         assert len(list((shared / "tensorboard").iterdir())) == 1
       assert names == expected, names
   assert "resumed from step 8" in outputs[0]
+  assert "resumed from step" not in outputs[1]  # Said once, by process 0.

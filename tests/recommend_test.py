@@ -16,6 +16,7 @@ from experiments import recommend
 from linrec_jax import checkpointing
 from linrec_jax import data
 from linrec_jax import optimizer
+from linrec_jax import ranking
 from linrec_jax import restore
 from linrec_jax import steps
 from linrec_jax import train
@@ -87,13 +88,13 @@ def _expected_scores(model, params, history):
 
 def test_top_items_excludes_padding_and_history():
   scores = np.array([[9.0, 1.0, 5.0, 3.0, 5.0], [9.0, 4.0, 3.0, 2.0, 1.0]])
-  (ids0, best0), (ids1, best1) = recommend.top_items(scores, 3,
+  (ids0, best0), (ids1, best1) = ranking.top_items(scores, 3,
                                                      exclude=[[2], []])
   np.testing.assert_array_equal(ids0, [4, 3, 1])
   np.testing.assert_array_equal(best0, [5.0, 3.0, 1.0])
   np.testing.assert_array_equal(ids1, [1, 2, 3])
   np.testing.assert_array_equal(best1, [4.0, 3.0, 2.0])
-  (ids0, _), (ids1, _) = recommend.top_items(scores, 10,
+  (ids0, _), (ids1, _) = ranking.top_items(scores, 10,
                                              exclude=[[1, 2, 3], []])
   np.testing.assert_array_equal(ids0, [4])  # Only item 4 is left.
   assert len(ids1) == 4
