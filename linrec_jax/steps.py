@@ -24,7 +24,6 @@ import optax
 
 from linrec_jax import losses
 from linrec_jax import metrics
-from linrec_jax import negatives as negatives_lib
 from linrec_jax.constants import PAD_ID
 
 Batch = dict[str, jax.Array]
@@ -74,7 +73,8 @@ def make_train_step(model, tx: optax.GradientTransformation, *, loss: str,
     tx: the optimiser.
     loss: "ce" (softmax over all items) or "sampled" (uniform negatives).
     num_items: items are `1..num_items`.
-    num_negatives: negatives per target for the sampled loss.
+    num_negatives: uniform negatives per example for the sampled loss, shared
+      by its positions.
     microbatches: split each device's rows into this many chunks, run them
       one after another and add their gradients (gradient accumulation): the
       same update (each row keeps its key), with the activations of one
@@ -104,8 +104,11 @@ def make_train_step(model, tx: optax.GradientTransformation, *, loss: str,
         model.apply(variables, method="item_embeddings"),
         model.apply(variables, method="item_bias")[:, None]], axis=-1)
     picked = jnp.concatenate([picked, jnp.ones_like(picked[..., :1])], -1)
-    sampled = negatives_lib.sample_uniform(negatives_key, targets, num_items,
-                                           num_negatives, replace=True)
+    # One set of uniform negatives per example, shared by its positions:
+    # S table rows are gathered once, not once per position. A negative
+    # equal to a position's target is dropped from that position's softmax.
+    sampled = jax.random.randint(negatives_key, (num_negatives,), 1,
+                                 num_items + 1)
     return losses.sampled_softmax(picked, table, targets, sampled)[0]
 
   def loss_sum(params, batch: Batch, keys: jax.Array) -> jax.Array:

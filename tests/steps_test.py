@@ -179,3 +179,36 @@ def test_microbatches_keep_fewer_activations():
     return analysis.temp_size_in_bytes
 
   assert temp_bytes(4) < 0.5 * temp_bytes(1)
+
+
+def test_sampled_loss_shares_negatives_per_example_and_drops_hits():
+  # NumPy reference: row r draws S ids from its key (module docstring); each
+  # position's softmax is over its target and the S ids, minus any id equal
+  # to that position's target.
+  num_negatives = 40  # > NUM_ITEMS: every row has accidental hits.
+  model, tx = _model(), optax.sgd(1.0)
+  state, batch, rng = _state(model, tx), _batch(), jax.random.PRNGKey(5)
+  step = jax.jit(steps.make_train_step(model, tx, loss="sampled",
+                                       num_items=NUM_ITEMS,
+                                       num_negatives=num_negatives))
+  _, metrics = step(state, batch, rng)
+  states = np.asarray(model.apply({"params": state.params}, batch["inputs"]),
+                      np.float64)
+  table = np.asarray(state.params["embed"]["items"]["embedding"],
+                     np.float64)
+  keys = steps.example_keys(jax.random.fold_in(rng, 0), 0, BATCH)
+  total, count = 0.0, 0
+  for row in range(BATCH):
+    negatives_key = jax.random.split(keys[row])[1]
+    negatives = np.asarray(jax.random.randint(
+        negatives_key, (num_negatives,), 1, NUM_ITEMS + 1))
+    for position, target in enumerate(np.asarray(batch["targets"][row])):
+      if target == PAD_ID:
+        continue
+      kept = negatives[negatives != target]
+      logits = states[row, position] @ table[np.concatenate([[target], kept])].T
+      total += np.log(np.sum(np.exp(logits - logits.max()))) + logits.max() \
+          - logits[0]
+      count += 1
+  assert float(metrics["count"]) == count
+  np.testing.assert_allclose(float(metrics["loss"]), total / count, rtol=1e-5)
