@@ -21,7 +21,7 @@ VARIANT_MODES = [
     for causal in (False, True)
     if not causal or name in attention.CAUSAL_VARIANTS
 ]
-CHUNKED = ('linrec', 'linear')
+CHUNKED = ('linrec', 'linear', 'linrec_mean')
 
 
 def _eager(name, q, k, v, mask=None, causal=False, chunk_size=CHUNK):
@@ -89,6 +89,9 @@ def _np_weights(name, q, k, visible, mask):
     unit_q, unit_k = _np_unit(_np_elu(q), -1), _np_unit(_np_elu(k), -1)
     scores = np.einsum('blhd,bmhd->bhlm', unit_q, unit_k) / np.sqrt(d)
     return np.where(visible, scores, 0)
+  if name == 'linrec_mean':  # LinRec's weights over the visible key count.
+    weights = _np_weights('linrec', q, k, visible, mask)
+    return weights / np.maximum(visible.sum(axis=-1, keepdims=True), 1)
   if name == 'linear':
     scores = np.einsum('blhd,bmhd->bhlm', _np_elu(q) + 1, _np_elu(k) + 1)
     scores = np.where(visible, scores, 0)
@@ -116,9 +119,11 @@ def _np_attention(name, q, k, v, mask=None, causal=False):
 
 def test_registries():
   assert set(attention.VARIANTS) == {
-      'softmax', 'linrec', 'linear', 'efficient', 'linrec_seqnorm'
+      'softmax', 'linrec', 'linear', 'efficient', 'linrec_seqnorm',
+      'linrec_mean'
   }
-  assert attention.CAUSAL_VARIANTS == {'softmax', 'linrec', 'linear'}
+  assert attention.CAUSAL_VARIANTS == {'softmax', 'linrec', 'linear',
+                                       'linrec_mean'}
 
 
 @pytest.mark.parametrize('length, dim', [(5, 4), (9, 8), (13, 3)])

@@ -207,6 +207,46 @@ def linrec(
   return _finish(out, mask, query, key, value)
 
 
+def linrec_mean(
+    query,
+    key,
+    value,
+    *,
+    mask=None,
+    causal=False,
+    chunk_size=DEFAULT_CHUNK_SIZE,
+):
+  """LinRec averaged over the visible keys: an ablation of its scale.
+
+  Not the official behaviour. `linrec` sums one cosine-weighted value per
+  visible key, so with `causal=True` its output grows with the number of
+  keys a position sees (1 at the first item, up to L at the last), and the
+  same weights must serve every scale. This divides position t's output by
+  its number of visible real keys `n_t` (`n_t = #real positions <= t` when
+  causal, else the number of real positions): `out_t = q_hat_t S_t /
+  (sqrt(K) n_t)`. Still linear in L and exact under padding.
+
+  Args:
+    query: `[B, L, H, K]`.
+    key: `[B, L, H, K]`.
+    value: `[B, L, H, F]`.
+    mask: optional bool `[B, L]`, True at real items.
+    causal: whether position t sees only positions <= t.
+    chunk_size: chunk length of the causal scan (clipped to L).
+
+  Returns:
+    `[B, L, H, F]`, zero at padded positions, in the inputs' dtype.
+  """
+  out = linrec(query, key, value, mask=mask, causal=causal,
+               chunk_size=chunk_size)
+  real = (jnp.ones(query.shape[:2], jnp.int32) if mask is None
+          else mask.astype(jnp.int32))
+  visible = (jnp.cumsum(real, axis=1) if causal
+             else jnp.sum(real, axis=1, keepdims=True))
+  scale = 1.0 / jnp.maximum(visible, 1).astype(out.dtype)
+  return out * scale[:, :, None, None]
+
+
 def linrec_seqnorm(query, key, value, *, mask=None, causal=False):
   """Ablation of LinRec: keys L2-normalised over the sequence axis.
 
@@ -351,5 +391,6 @@ VARIANTS = {
     'linear': linear,
     'efficient': efficient,
     'linrec_seqnorm': linrec_seqnorm,
+    'linrec_mean': linrec_mean,
 }
-CAUSAL_VARIANTS = frozenset({'softmax', 'linrec', 'linear'})
+CAUSAL_VARIANTS = frozenset({'softmax', 'linrec', 'linear', 'linrec_mean'})
