@@ -63,19 +63,13 @@ conv="--dataset=ml-1m --lr=1e-3 --lr_schedule=constant --warmup_steps=0 \
 official="--dataset=ml-1m --preset=official \
 --time_limit_minutes=$official_minutes"
 pids=()
-train conv_linrec --attention=linrec $conv & pids+=($!)
-train conv_softmax --attention=softmax $conv & pids+=($!)
-for variant in linrec softmax linear efficient; do
+for variant in linrec softmax linrec_mean linear; do
+  train "conv_$variant" --attention=$variant $conv & pids+=($!)
+done
+for variant in linrec softmax efficient; do
   train "official_$variant" --attention=$variant $official & pids+=($!)
 done
 lane "$deadline" \
-  "cpu_ml1m_linear --dataset=ml-1m --attention=linear" \
-  "cpu_ml1m_bert4rec_softmax --dataset=ml-1m --model=bert4rec --attention=softmax" \
-  "cpu_ml1m_bert4rec_linrec --dataset=ml-1m --model=bert4rec --attention=linrec" &
-pids+=($!)
-lane "$deadline" \
-  "cpu_gowalla_linrec --dataset=gowalla --attention=linrec" \
-  "cpu_gowalla_softmax --dataset=gowalla --attention=softmax" \
   "cpu_gowalla_linear --dataset=gowalla --attention=linear" \
   "cpu_gowalla_bert4rec_softmax --dataset=gowalla --model=bert4rec --attention=softmax" \
   "cpu_gowalla_bert4rec_linrec --dataset=gowalla --model=bert4rec --attention=linrec" &
