@@ -69,10 +69,14 @@ done
 for variant in linrec softmax efficient; do
   train "official_$variant" --attention=$variant $official & pids+=($!)
 done
+long="--epochs=200 --patience=10 --lr=1e-3 --lr_schedule=constant --warmup_steps=0"
 lane "$deadline" \
-  "cpu_gowalla_linear --dataset=gowalla --attention=linear" \
-  "cpu_gowalla_bert4rec_softmax --dataset=gowalla --model=bert4rec --attention=softmax" \
-  "cpu_gowalla_bert4rec_linrec --dataset=gowalla --model=bert4rec --attention=linrec" &
+  "bert4rec_ml1m_softmax --dataset=ml-1m --model=bert4rec --attention=softmax $long" \
+  "bert4rec_ml1m_linrec --dataset=ml-1m --model=bert4rec --attention=linrec $long" &
+pids+=($!)
+lane "$deadline" \
+  "bert4rec_gowalla_softmax --dataset=gowalla --model=bert4rec --attention=softmax $long" \
+  "bert4rec_gowalla_linrec --dataset=gowalla --model=bert4rec --attention=linrec $long" &
 pids+=($!)
 
 any_running() {

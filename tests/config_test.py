@@ -76,7 +76,7 @@ BAD = [
     (dict(hidden=16, heads=3), "heads"),
     (dict(batch_size=64, microbatches=3), "microbatches"),
     (dict(microbatches=0), "microbatches"),
-    (dict(attention="efficient", causal=True), "causal"),
+    (dict(attention="linrec_seqnorm", causal=True), "causal"),
     (dict(model="bert4rec", causal=False, train_mode="all"), "train_mode"),
     (dict(model="bert4rec", causal=True, train_mode="cloze"), "causal"),
     (dict(model="sasrec", train_mode="cloze"), "train_mode"),

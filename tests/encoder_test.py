@@ -196,7 +196,7 @@ def test_dropout_only_when_not_deterministic():
     [
         ({'hidden': 10, 'heads': 3}, r'hidden \(10\) .* heads \(3\)'),
         ({'attention': 'nope'}, "unknown attention 'nope'.*linrec"),
-        ({'attention': 'efficient', 'causal': True}, 'causal'),
+        ({'attention': 'linrec_seqnorm', 'causal': True}, 'causal'),
         ({'activation': 'tanhh'}, 'unknown activation'),
     ],
 )

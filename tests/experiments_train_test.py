@@ -277,7 +277,7 @@ BAD_FLAGS = [
     (["--max_len=-5"], "max_len"),
     (["--eval_batch_size=0"], "eval_batch_size"),
     (["--hidden=16", "--heads=3"], "heads"),
-    (["--attention=efficient"], "causal"),
+    (["--attention=linrec_seqnorm"], "causal"),
     (["--model=bert4rec", "--train_mode=all"], "train_mode"),
     (["--model=bert4rec", "--causal"], "causal"),
     (["--train_mode=cloze"], "train_mode"),

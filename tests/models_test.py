@@ -225,7 +225,6 @@ def test_jit_matches_eager_and_dropout_needs_training_mode(make):
     [
         ({'hidden': 10, 'heads': 4}, r'hidden \(10\) .* heads \(4\)'),
         ({'attention': 'flash'}, "unknown attention 'flash'.*softmax"),
-        ({'attention': 'efficient'}, 'does not support causal=True'),
         ({'attention': 'linrec_seqnorm'}, 'does not support causal=True'),
     ],
 )

@@ -224,18 +224,8 @@ def linrec_mean(
   same weights must serve every scale. This divides position t's output by
   its number of visible real keys `n_t` (`n_t = #real positions <= t` when
   causal, else the number of real positions): `out_t = q_hat_t S_t /
-  (sqrt(K) n_t)`. Still linear in L and exact under padding.
-
-  Args:
-    query: `[B, L, H, K]`.
-    key: `[B, L, H, K]`.
-    value: `[B, L, H, F]`.
-    mask: optional bool `[B, L]`, True at real items.
-    causal: whether position t sees only positions <= t.
-    chunk_size: chunk length of the causal scan (clipped to L).
-
-  Returns:
-    `[B, L, H, F]`, zero at padded positions, in the inputs' dtype.
+  (sqrt(K) n_t)`. Still linear in L and exact under padding. Arguments and
+  result as in `linrec`.
   """
   out = linrec(query, key, value, mask=mask, causal=causal,
                chunk_size=chunk_size)
@@ -354,30 +344,51 @@ def linear(
   return _finish(out, mask, query, key, value)
 
 
-def efficient(query, key, value, *, mask=None, causal=False):
+def efficient(
+    query,
+    key,
+    value,
+    *,
+    mask=None,
+    causal=False,
+    chunk_size=DEFAULT_CHUNK_SIZE,
+):
   """Efficient Attention (Shen et al., 2021).
 
   Softmax of each query over its features, softmax of each key feature over
-  the (real) sequence positions, then `out = Q (K^T V)`. Non-causal only:
-  the softmax over positions sees the whole sequence.
+  the (real) sequence positions, then `out = Q (K^T V)`.
+
+  With `causal=True` the key softmax of query t runs over the positions
+  `<= t`: `out_t = sum_c softmax(q_t)_c N_tc / Z_tc` with
+  `N_t = sum_{j<=t} exp(k_j) v_j^T` (the chunked scan of `linrec`) and
+  `Z_t = sum_{j<=t} exp(k_j)` (a cumulative sum). Keys are shifted by their
+  per-feature maximum over the sequence, which cancels in the ratio; a
+  prefix whose keys all lie more than ~80 below that maximum would
+  underflow to `Z = 0`, and that feature then contributes nothing.
 
   Args:
     query: `[B, L, H, K]`.
     key: `[B, L, H, K]`.
     value: `[B, L, H, F]`.
     mask: optional bool `[B, L]`, True at real items.
-    causal: must be False.
+    causal: whether position t sees only positions <= t.
+    chunk_size: chunk length of the causal scan (clipped to L).
 
   Returns:
     `[B, L, H, F]`, zero at padded positions, in the inputs' dtype.
-
-  Raises:
-    ValueError: if `causal` is True.
   """
-  _require_non_causal('efficient', causal)
   q, k, v, mask = _prepare(query, key, value, mask)
   q_soft = jax.nn.softmax(q, axis=-1)
   visible = mask[:, :, None, None]
+  if causal:
+    shift = lax.stop_gradient(jnp.max(jnp.where(visible, k, MASK_VALUE),
+                                      axis=1, keepdims=True))
+    exp_k = jnp.exp(jnp.where(visible, k - shift, -jnp.inf))
+    total = jnp.cumsum(exp_k, axis=1)
+    seen = total > 0
+    q_scaled = jnp.where(seen, q_soft / jnp.where(seen, total, 1), 0)
+    out = _causal_linear_scan(q_scaled, exp_k, v, chunk_size)
+    return _finish(out, mask, query, key, value)
   k_soft = jax.nn.softmax(jnp.where(visible, k, MASK_VALUE), axis=1)
   k_soft = jnp.where(visible, k_soft, 0)
   kv = jnp.einsum('BMHK,BMHF->BHKF', k_soft, v)
@@ -393,4 +404,5 @@ VARIANTS = {
     'linrec_seqnorm': linrec_seqnorm,
     'linrec_mean': linrec_mean,
 }
-CAUSAL_VARIANTS = frozenset({'softmax', 'linrec', 'linear', 'linrec_mean'})
+CAUSAL_VARIANTS = frozenset(
+    {'softmax', 'linrec', 'linear', 'linrec_mean', 'efficient'})
