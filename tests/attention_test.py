@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from linrec_jax.layers import attention
+import reference_attention
 
 BATCH, HEADS, HEAD_DIM = 2, 2, 4
-LINEAR_EPS = 1e-6  # The Linear Transformer's denominator epsilon.
 CHUNK = 4  # Small, so the causal scan crosses several chunks.
 TOL = 1e-5
 
@@ -52,76 +52,6 @@ def _assert_close(actual, expected, tol=TOL):
   assert np.abs(actual - expected).max() / scale <= tol
 
 
-# NumPy references: quadratic weights [B, H, L, M], then weights @ values.
-
-
-def _np_elu(x):
-  return np.where(x > 0, x, np.expm1(np.minimum(x, 0)))
-
-
-def _np_softmax(x, axis):
-  e = np.exp(x - x.max(axis=axis, keepdims=True))
-  return e / e.sum(axis=axis, keepdims=True)
-
-
-def _np_unit(x, axis):
-  return x / np.sqrt((x * x).sum(axis=axis, keepdims=True))
-
-
-def _np_visible(mask, length, causal):
-  """bool [B, 1, L, M]: may query l see key m."""
-  shape = (len(mask), 1, length, length)
-  visible = np.broadcast_to(mask[:, None, None, :], shape)
-  if causal:
-    visible = visible & np.tri(length, dtype=bool)
-  return visible
-
-
-def _np_weights(name, q, k, visible, mask):
-  d = q.shape[-1]
-  if name == 'softmax':
-    scores = np.einsum('blhd,bmhd->bhlm', q, k) / np.sqrt(d)
-    scores = np.where(visible, scores, -np.inf)
-    any_visible = visible.any(axis=-1, keepdims=True)
-    scores = np.where(any_visible, scores, 0)
-    return np.where(visible, _np_softmax(scores, -1), 0)
-  if name == 'linrec':
-    unit_q, unit_k = _np_unit(_np_elu(q), -1), _np_unit(_np_elu(k), -1)
-    scores = np.einsum('blhd,bmhd->bhlm', unit_q, unit_k) / np.sqrt(d)
-    return np.where(visible, scores, 0)
-  if name == 'linrec_mean':  # LinRec's weights over the visible key count.
-    weights = _np_weights('linrec', q, k, visible, mask)
-    return weights / np.maximum(visible.sum(axis=-1, keepdims=True), 1)
-  if name == 'linear':
-    scores = np.einsum('blhd,bmhd->bhlm', _np_elu(q) + 1, _np_elu(k) + 1)
-    scores = np.where(visible, scores, 0)
-    return scores / (scores.sum(axis=-1, keepdims=True) + LINEAR_EPS)
-  real = mask[:, :, None, None]
-  if name == 'efficient':  # Each key feature's softmax over visible keys.
-    exp_k = np.where(real, np.exp(k - k.max()), 0)
-    seen = np.broadcast_to(visible, visible.shape[:1] + (q.shape[2],)
-                           + visible.shape[2:]).astype(np.float64)
-    total = np.einsum('bhlm,bmhd->bhld', seen, exp_k)
-    inverse = np.divide(1.0, total, out=np.zeros_like(total),
-                        where=total > 0)
-    return np.einsum('blhd,bmhd,bhld->bhlm', _np_softmax(q, -1), exp_k,
-                     inverse) * seen
-  assert name == 'linrec_seqnorm'
-  elu_k = np.where(real, _np_elu(k), 0)
-  unit_k = elu_k / np.sqrt((elu_k * elu_k).sum(axis=1, keepdims=True))
-  unit_q = _np_unit(_np_elu(q), -1)
-  return np.einsum('blhd,bmhd->bhlm', unit_q, unit_k) / np.sqrt(d)
-
-
-def _np_attention(name, q, k, v, mask=None, causal=False):
-  q, k, v = (np.asarray(x, np.float64) for x in (q, k, v))
-  b, l = q.shape[:2]
-  mask = np.ones((b, l), bool) if mask is None else np.asarray(mask)
-  weights = _np_weights(name, q, k, _np_visible(mask, l, causal), mask)
-  out = np.einsum('bhlm,bmhd->blhd', weights, v)
-  return np.where(mask[:, :, None, None], out, 0)
-
-
 def test_registries():
   assert set(attention.VARIANTS) == {
       'softmax', 'linrec', 'linear', 'efficient', 'linrec_seqnorm',
@@ -135,8 +65,8 @@ def test_registries():
 def test_linrec_equals_quadratic_form(length, dim):
   q, k, v = _inputs(0, length, dim=dim)
   assert (q < 0).mean() > 0.3
-  unit_q = _np_unit(_np_elu(q.astype(np.float64)), -1)
-  unit_k = _np_unit(_np_elu(k.astype(np.float64)), -1)
+  unit_q = reference_attention.np_unit(reference_attention.np_elu(q.astype(np.float64)), -1)
+  unit_k = reference_attention.np_unit(reference_attention.np_elu(k.astype(np.float64)), -1)
   scores = np.einsum('blhd,bmhd->bhlm', unit_q, unit_k) / np.sqrt(dim)
   expected = np.einsum('bhlm,bmhd->blhd', scores, v)
   out = attention.linrec(q, k, v)
@@ -149,7 +79,7 @@ def test_linrec_equals_quadratic_form(length, dim):
 def test_matches_numpy_reference(name, causal, length):
   q, k, v = _inputs(1, length)
   _assert_close(_call(name, q, k, v, causal=causal),
-                _np_attention(name, q, k, v, causal=causal))
+                reference_attention.np_attention(name, q, k, v, causal=causal))
 
 
 @pytest.mark.parametrize('name, causal', VARIANT_MODES)
@@ -157,7 +87,7 @@ def test_matches_numpy_reference_with_mask(name, causal):
   q, k, v = _inputs(2, 7)
   mask = np.array([[1, 1, 1, 1, 1, 0, 0], [0, 0, 0, 1, 1, 1, 1]], bool)
   _assert_close(_call(name, q, k, v, mask=mask, causal=causal),
-                _np_attention(name, q, k, v, mask=mask, causal=causal))
+                reference_attention.np_attention(name, q, k, v, mask=mask, causal=causal))
 
 
 @pytest.mark.parametrize('chunk_size', [1, 3, 4, 64])
@@ -165,7 +95,7 @@ def test_matches_numpy_reference_with_mask(name, causal):
 def test_causal_chunk_size_does_not_change_result(name, chunk_size):
   q, k, v = _inputs(3, 10)
   _assert_close(_call(name, q, k, v, causal=True, chunk_size=chunk_size),
-                _np_attention(name, q, k, v, causal=True))
+                reference_attention.np_attention(name, q, k, v, causal=True))
 
 
 def _pad(x, num_pad, left, fill):

@@ -1,0 +1,93 @@
+"""Tests of linrec_jax.inspection against the NumPy attention references."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from linrec_jax import inspection
+from linrec_jax.layers import attention
+from linrec_jax.models import SASRec
+import reference_attention
+
+NAMES = ('softmax', 'linrec', 'linrec_mean', 'linear', 'efficient')
+
+
+def _inputs(length=7):
+  rng = np.random.default_rng(0)
+  shape = (2, length, 2, 4)
+  q, k, v = ((1.5 * rng.standard_normal(shape) - 0.3).astype(np.float32)
+             for _ in range(3))
+  mask = np.arange(length)[None, :] < np.array([[length], [4]])
+  return q, k, v, mask
+
+
+@pytest.mark.parametrize('causal', [False, True])
+@pytest.mark.parametrize('name', NAMES)
+def test_weights_match_the_formula_and_the_attention(name, causal):
+  q, k, v, mask = _inputs()
+  weights = inspection.attention_weights(name, q, k, mask=mask, causal=causal)
+  visible = reference_attention.np_visible(mask, q.shape[1], causal)
+  expected = reference_attention.np_weights(
+      name, q.astype(np.float64), k.astype(np.float64), visible, mask)
+  real = mask[:, None, :, None]  # Rows of padded queries are not compared.
+  np.testing.assert_allclose(np.where(real, weights, 0),
+                             np.where(real, expected, 0), rtol=1e-4,
+                             atol=1e-6)
+  out = attention.VARIANTS[name](q, k, v, mask=mask, causal=causal)
+  mixed = jnp.einsum('BHLM,BMHF->BLHF', weights, v)
+  np.testing.assert_allclose(np.where(mask[..., None, None], mixed, 0), out,
+                             rtol=1e-4, atol=1e-5)
+
+
+def test_queries_and_keys_of_every_block():
+  model = SASRec(num_items=20, max_len=6, hidden=8, layers=2, heads=2,
+                 ffn=16, attention='linrec')
+  inputs = jnp.array([[3, 4, 5, 0, 0, 0], [1, 2, 3, 4, 5, 6]], jnp.int32)
+  params = model.init(jax.random.key(0), inputs)['params']
+  blocks = inspection.layer_queries_and_keys(model, params, inputs)
+  assert len(blocks) == 2
+  for query, key in blocks:
+    assert query.shape == key.shape == (2, 6, 2, 4)
+  first = params['encoder']['block0']['attention']['query']
+  embedded = model.apply({'params': params}, inputs,
+                         method=lambda m, x: m.embed(x))
+  np.testing.assert_allclose(
+      blocks[0][0].reshape(2, 6, 8),
+      embedded @ first['kernel'] + first['bias'], rtol=1e-5, atol=1e-6)
+
+
+def test_unknown_variant_is_an_error():
+  q, k, _, _ = _inputs()
+  with pytest.raises(ValueError, match='linrec_seqnorm'):
+    inspection.attention_weights('linrec_seqnorm', q, k)
+
+
+def test_focus_by_hand():
+  # Row 0: keys 0..3 visible, weights 0.1, -0.1, 0.2, 0.6 (sum |w| = 1).
+  # Row 1: only key 0 visible.
+  weights = jnp.array([[[0.1, -0.1, 0.2, 0.6]], [[2.0, 5.0, 5.0, 5.0]]])
+  visible = jnp.array([[True, True, True, True], [True, False, False, False]])
+  stats = inspection.focus(weights, visible, recent=2)
+  np.testing.assert_allclose(stats['recent_share'][:, 0], [0.8, 1.0])
+  np.testing.assert_allclose(stats['top_share'][:, 0], [0.6, 1.0])
+  np.testing.assert_allclose(stats['negative_share'][:, 0], [0.1, 0.0])
+  np.testing.assert_allclose(stats['effective_keys'][:, 0],
+                             [1 / 0.42, 1.0], rtol=1e-6)
+  np.testing.assert_allclose(stats['uniform_recent_share'][:, 0], [0.5, 1.0])
+
+
+def test_attention_focus_script_on_a_saved_run(tmp_path):
+  # A saved toy run (random parameters), as experiments/recommend tests it.
+  from experiments import attention_focus  # pylint: disable=g-import-not-at-top
+  import recommend_test  # pylint: disable=g-import-not-at-top
+  data_dir = recommend_test._write_data(tmp_path / 'prepared')
+  workdir = str(tmp_path / 'workdir')
+  recommend_test._save_run(workdir, data_dir)
+  blocks = attention_focus.run_focus(workdir, users=3, recent=2, batch_size=2)
+  assert len(blocks) == recommend_test.CONFIG.layers
+  for block in blocks:
+    for name in ('recent_share', 'top_share', 'negative_share',
+                 'uniform_recent_share'):
+      assert 0.0 <= block[name] <= 1.0 + 1e-6, (name, block[name])
+    assert block['effective_keys'] >= 1.0 - 1e-6

@@ -1,0 +1,76 @@
+"""Independent NumPy versions of every attention variant, for the tests.
+
+Each builds the quadratic weights `[B, H, L, M]` from the formula, then
+`weights @ values`, in float64.
+"""
+
+import numpy as np
+
+LINEAR_EPS = 1e-6  # The Linear Transformer's denominator epsilon.
+
+
+def np_elu(x):
+  return np.where(x > 0, x, np.expm1(np.minimum(x, 0)))
+
+
+def np_softmax(x, axis):
+  e = np.exp(x - x.max(axis=axis, keepdims=True))
+  return e / e.sum(axis=axis, keepdims=True)
+
+
+def np_unit(x, axis):
+  return x / np.sqrt((x * x).sum(axis=axis, keepdims=True))
+
+
+def np_visible(mask, length, causal):
+  """bool [B, 1, L, M]: may query l see key m."""
+  shape = (len(mask), 1, length, length)
+  visible = np.broadcast_to(mask[:, None, None, :], shape)
+  if causal:
+    visible = visible & np.tri(length, dtype=bool)
+  return visible
+
+
+def np_weights(name, q, k, visible, mask):
+  d = q.shape[-1]
+  if name == 'softmax':
+    scores = np.einsum('blhd,bmhd->bhlm', q, k) / np.sqrt(d)
+    scores = np.where(visible, scores, -np.inf)
+    any_visible = visible.any(axis=-1, keepdims=True)
+    scores = np.where(any_visible, scores, 0)
+    return np.where(visible, np_softmax(scores, -1), 0)
+  if name == 'linrec':
+    unit_q, unit_k = np_unit(np_elu(q), -1), np_unit(np_elu(k), -1)
+    scores = np.einsum('blhd,bmhd->bhlm', unit_q, unit_k) / np.sqrt(d)
+    return np.where(visible, scores, 0)
+  if name == 'linrec_mean':  # LinRec's weights over the visible key count.
+    weights = np_weights('linrec', q, k, visible, mask)
+    return weights / np.maximum(visible.sum(axis=-1, keepdims=True), 1)
+  if name == 'linear':
+    scores = np.einsum('blhd,bmhd->bhlm', np_elu(q) + 1, np_elu(k) + 1)
+    scores = np.where(visible, scores, 0)
+    return scores / (scores.sum(axis=-1, keepdims=True) + LINEAR_EPS)
+  real = mask[:, :, None, None]
+  if name == 'efficient':  # Each key feature's softmax over visible keys.
+    exp_k = np.where(real, np.exp(k - k.max()), 0)
+    seen = np.broadcast_to(visible, visible.shape[:1] + (q.shape[2],)
+                           + visible.shape[2:]).astype(np.float64)
+    total = np.einsum('bhlm,bmhd->bhld', seen, exp_k)
+    inverse = np.divide(1.0, total, out=np.zeros_like(total),
+                        where=total > 0)
+    return np.einsum('blhd,bmhd,bhld->bhlm', np_softmax(q, -1), exp_k,
+                     inverse) * seen
+  assert name == 'linrec_seqnorm'
+  elu_k = np.where(real, np_elu(k), 0)
+  unit_k = elu_k / np.sqrt((elu_k * elu_k).sum(axis=1, keepdims=True))
+  unit_q = np_unit(np_elu(q), -1)
+  return np.einsum('blhd,bmhd->bhlm', unit_q, unit_k) / np.sqrt(d)
+
+
+def np_attention(name, q, k, v, mask=None, causal=False):
+  q, k, v = (np.asarray(x, np.float64) for x in (q, k, v))
+  b, l = q.shape[:2]
+  mask = np.ones((b, l), bool) if mask is None else np.asarray(mask)
+  weights = np_weights(name, q, k, np_visible(mask, l, causal), mask)
+  out = np.einsum('bhlm,bmhd->blhd', weights, v)
+  return np.where(mask[:, :, None, None], out, 0)
