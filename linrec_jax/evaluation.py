@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from linrec_jax import data
+from linrec_jax import metrics
 from linrec_jax import negatives as negatives_lib
 
 SAMPLED_NEGATIVES = 100
@@ -83,3 +84,35 @@ class Evaluator:
     totals = jax.device_get(totals)
     count = float(totals.pop("count"))
     return {name: float(value) / count for name, value in totals.items()}
+
+
+def popularity_metrics(seqs: data.Sequences, stage: str,
+                       ks: tuple[int, ...] = metrics.DEFAULT_KS,
+                       batch_size: int = 1024) -> dict[str, float]:
+  """The most-popular baseline under the full-ranking protocol.
+
+  Every user gets the same scores, the training-part counts of
+  `item_popularity`; ranks count ties against the target and the history is
+  not excluded, as in `Evaluator`.
+
+  Args:
+    seqs: the prepared sequences.
+    stage: `data.VALID` or `data.TEST`.
+    ks: metric cut-offs.
+    batch_size: users ranked at a time.
+
+  Returns:
+    Mean metrics over all users, named as the evaluator names them.
+  """
+  targets = seqs.items[data.history_end(seqs, stage)]
+  scores = jnp.asarray(item_popularity(seqs))[None]
+  sums = None
+  for start in range(0, len(targets), batch_size):
+    chunk = jnp.asarray(targets[start:start + batch_size])
+    ranks = metrics.target_ranks(
+        jnp.broadcast_to(scores, (len(chunk), scores.shape[1])), chunk)
+    chunk_sums = {name: float(jnp.sum(value)) for name, value in
+                  metrics.rank_metrics(ranks, ks).items()}
+    sums = chunk_sums if sums is None else {
+        name: sums[name] + chunk_sums[name] for name in sums}
+  return {name: value / len(targets) for name, value in sums.items()}

@@ -131,6 +131,20 @@ def test_item_popularity_counts_only_training_parts():
                              [0, 1 / 4, 2 / 4, 0, 1 / 4, 0])
 
 
+def test_popularity_baseline_by_hand():
+  # Same rows; popularity 1: 1/4, 2: 2/4, 4: 1/4, 3 and 5: 0. Test targets
+  # 4, 3, 1 rank 3, 5, 3 (ties against); valid targets 3, 5, 2 rank 5, 5, 1.
+  seqs = data.Sequences(np.array([1, 2, 3, 4, 2, 5, 3, 4, 2, 1], np.int32),
+                        np.array([0, 4, 7, 10], np.int64), num_items=5)
+  test = evaluation.popularity_metrics(seqs, data.TEST, ks=(1, 5),
+                                       batch_size=2)
+  assert test["hit@1"] == 0.0 and test["hit@5"] == 1.0
+  assert test["ndcg@5"] == pytest.approx((2 / np.log2(4) + 1 / np.log2(6)) / 3)
+  assert test["mrr@5"] == pytest.approx((2 / 3 + 1 / 5) / 3)
+  valid = evaluation.popularity_metrics(seqs, data.VALID, ks=(1,))
+  assert valid["hit@1"] == pytest.approx(1 / 3)
+
+
 @pytest.mark.parametrize("model, causal_field", [("sasrec", True),
                                                  ("bert4rec", False)])
 def test_make_model_passes_the_config(model, causal_field):
