@@ -47,16 +47,18 @@ def run_focus(workdir, users, recent, batch_size):
     inputs = jnp.asarray(batch['inputs'][rows])
     positions = jnp.asarray(batch['positions'][rows])
     mask = inputs != PAD_ID
+    causal = getattr(model, 'causal', False)
+    # The keys the predicting query sees: padding too when it is unmasked.
+    visible = mask if config.mask_padding else jnp.ones_like(mask)
+    if causal:
+      visible &= jnp.arange(inputs.shape[1])[None] <= positions[:, None]
     blocks = inspection.layer_queries_and_keys(model, trained.params, inputs)
     stats = []
     for query, key in blocks:
       weights = inspection.attention_weights(
           config.attention, query, key,
-          mask=mask if config.mask_padding else None,
-          causal=getattr(model, 'causal', False))
+          mask=mask if config.mask_padding else None, causal=causal)
       row_weights = weights[jnp.arange(len(rows)), :, positions]
-      seen = weights[jnp.arange(len(rows)), 0, positions] != 0
-      visible = mask & seen if config.mask_padding else seen
       stats.append({name: float(jnp.sum(value)) for name, value in
                     inspection.focus(row_weights, visible, recent).items()})
     sums = stats if sums is None else [

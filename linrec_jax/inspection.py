@@ -2,65 +2,41 @@
 
 For analysis only: the weights are quadratic in the length, `[B, H, L, M]`,
 which the attention functions themselves never form (except softmax).
-`attention_weights(...) @ value` equals the output of the attention function
-of the same name at every real position.
 """
 
-import math
-
-import jax
 import jax.numpy as jnp
 
 from linrec_jax.layers import attention as attention_lib
-
-_INSPECTABLE = ('softmax', 'linrec', 'linrec_mean', 'linear', 'efficient')
 
 
 def attention_weights(name, query, key, *, mask=None, causal=False):
   """The weight of key m in the output of query l, per head.
 
+  Every attention variant is linear in its values, so running it on the
+  identity as values (value m = the m-th unit vector) returns its weights:
+  `out[b, l, h, m] = w[b, h, l, m]`.
+
   Args:
-    name: one of softmax, linrec, linrec_mean, linear, efficient.
+    name: a key of `attention.VARIANTS`.
     query: `[B, L, H, K]`.
     key: `[B, L, H, K]`.
     mask: optional bool `[B, L]`, True at real items.
     causal: whether query l sees only keys m <= l.
 
   Returns:
-    float32 `[B, H, L, M]`, zero where key m is invisible to query l.
+    float32 `[B, H, L, M]`; zero where key m is invisible to query l, and in
+    the rows of padded queries.
   """
-  if name not in _INSPECTABLE:
-    raise ValueError(f'no weights for {name!r}; one of {_INSPECTABLE}')
-  q, k = (x.astype(jnp.float32) for x in (query, key))
-  batch, length = q.shape[:2]
-  real = jnp.ones((batch, length), bool) if mask is None else mask
-  visible = jnp.broadcast_to(real[:, None, None, :],
-                             (batch, 1, length, length))
-  if causal:
-    visible = visible & jnp.tri(length, dtype=bool)
-  dot = lambda a, b: jnp.einsum('BLHK,BMHK->BHLM', a, b)
-  unit = lambda x: x * jax.lax.rsqrt(jnp.sum(x * x, -1, keepdims=True)
-                                     + attention_lib.NORM_EPS)
-  if name == 'softmax':
-    scores = jnp.where(visible, dot(q, k) / math.sqrt(q.shape[-1]), -jnp.inf)
-    weights = jax.nn.softmax(scores, axis=-1)
-  elif name in ('linrec', 'linrec_mean'):
-    weights = dot(unit(jax.nn.elu(q)), unit(jax.nn.elu(k)))
-    weights = weights / math.sqrt(q.shape[-1])
-    if name == 'linrec_mean':
-      count = jnp.sum(visible, axis=-1, keepdims=True)
-      weights = weights / jnp.maximum(count, 1)
-  elif name == 'linear':
-    scores = jnp.where(visible, dot(jax.nn.elu(q) + 1, jax.nn.elu(k) + 1), 0)
-    weights = scores / (jnp.sum(scores, -1, keepdims=True)
-                        + attention_lib.LINEAR_EPS)
-  else:  # efficient: each key feature's softmax over the visible keys.
-    exp_k = jnp.exp(k - jnp.max(k))
-    exp_k = jnp.where(real[:, :, None, None], exp_k, 0)
-    total = jnp.einsum('BQLM,BMHK->BHLK', visible.astype(jnp.float32), exp_k)
-    weights = jnp.einsum('BLHK,BMHK,BHLK->BHLM', jax.nn.softmax(q, -1), exp_k,
-                         jnp.where(total > 0, 1 / total, 0))
-  return jnp.where(visible, weights, 0)
+  if name not in attention_lib.VARIANTS:
+    raise ValueError(f'unknown attention {name!r}; one of '
+                     f'{sorted(attention_lib.VARIANTS)}')
+  batch, length, heads, _ = query.shape
+  identity = jnp.broadcast_to(jnp.eye(length, dtype=jnp.float32)[:, None],
+                              (batch, length, heads, length))
+  out = attention_lib.VARIANTS[name](
+      query.astype(jnp.float32), key.astype(jnp.float32), identity,
+      mask=mask, causal=causal)
+  return jnp.transpose(out, (0, 2, 1, 3))
 
 
 def layer_queries_and_keys(model, params, inputs):

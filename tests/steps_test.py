@@ -107,13 +107,19 @@ def test_row_shards_train_like_the_whole_batch_with_dropout():
   body = steps.make_train_step(model, tx, loss="ce", num_items=NUM_ITEMS,
                                axis_name=AXIS)
   sharded = jax.jit(lambda s, b, r: _on_shards(body, s, b, r))
+  _assert_same_training(whole, sharded, state, rng)
+
+
+def _assert_same_training(step_a, step_b, state, rng, steps_run=3):
+  """Runs both steps on the same batches; states and losses agree."""
   state_a = state_b = state
-  for seed in range(3):
-    state_a, metrics_a = whole(state_a, _batch(seed), rng)
-    state_b, metrics_b = sharded(state_b, _batch(seed), rng)
+  for seed in range(steps_run):
+    state_a, metrics_a = step_a(state_a, _batch(seed), rng)
+    state_b, metrics_b = step_b(state_b, _batch(seed), rng)
   chex.assert_trees_all_close(state_a, state_b, atol=1e-5, rtol=0)
   np.testing.assert_allclose(metrics_a["loss"], metrics_b["loss"], rtol=1e-6)
-  assert int(state_a.step) == 3
+  assert metrics_a["count"] == metrics_b["count"]
+  assert int(state_a.step) == steps_run
 
 
 def test_microbatches_train_like_the_whole_batch_with_dropout():
@@ -126,13 +132,7 @@ def test_microbatches_train_like_the_whole_batch_with_dropout():
   chunked = jax.jit(steps.make_train_step(model, tx, loss="sampled",
                                           num_items=NUM_ITEMS,
                                           num_negatives=7, microbatches=4))
-  state_a = state_b = state
-  for seed in range(3):
-    state_a, metrics_a = whole(state_a, _batch(seed), rng)
-    state_b, metrics_b = chunked(state_b, _batch(seed), rng)
-  chex.assert_trees_all_close(state_a, state_b, atol=1e-5, rtol=0)
-  np.testing.assert_allclose(metrics_a["loss"], metrics_b["loss"], rtol=1e-6)
-  assert metrics_a["count"] == metrics_b["count"]
+  _assert_same_training(whole, chunked, state, rng)
 
 
 def test_microbatches_must_divide_the_rows():
