@@ -18,6 +18,10 @@ _HELP = {
     "train_mode": "all (next item at every position), prefix (official) or "
                   "cloze (BERT4Rec)",
     "windows_per_user": "training windows per history in mode all (0: all)",
+    "max_predictions": "cloze positions predicted per window (0: RecBole's "
+                       "int(mask_prob * max_len))",
+    "mask_last_prob": "share of cloze windows that mask only their last item "
+                      "(BERT4Rec's fine-tuning samples)",
     "loss": "ce (softmax over all items) or sampled (--num_negatives)",
     "eval_protocol": "full (all items), uni100 or pop100 (sampled)",
     "exclude_history": "remove a user's past items from the ranking",

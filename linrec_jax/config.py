@@ -43,6 +43,8 @@ class TrainConfig:
   windows_per_user: int = 1
   pad_side: str = "right"
   mask_prob: float = 0.2
+  max_predictions: int = 0
+  mask_last_prob: float = 0.0
   loss: str = "ce"
   num_negatives: int = 256
   # Optimisation.
@@ -125,6 +127,11 @@ def validate(config: TrainConfig, *, attention_variants, causal_variants,
            f"must lie in [0, 1), got {config.dropout}")
   _require(0.0 < config.mask_prob < 1.0, "mask_prob",
            f"must lie in (0, 1), got {config.mask_prob}")
+  _require(0.0 <= config.mask_last_prob <= 1.0, "mask_last_prob",
+           f"must lie in [0, 1], got {config.mask_last_prob}")
+  _require(0 <= config.max_predictions <= config.max_len, "max_predictions",
+           f"must lie in [0, --max_len={config.max_len}], got "
+           f"{config.max_predictions}")
   _require(config.batch_size % config.microbatches == 0, "microbatches",
            f"{config.microbatches} does not divide --batch_size="
            f"{config.batch_size}")

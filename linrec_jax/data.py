@@ -258,18 +258,24 @@ def _gather_windows(
 
 
 def cloze_mask(
-    rng: np.random.Generator, real: np.ndarray, mask_prob: float
+    rng: np.random.Generator,
+    real: np.ndarray,
+    mask_prob: float,
+    max_masked: int | None = None,
 ) -> np.ndarray:
   """Chooses the positions BERT4Rec masks.
 
   Each real position is masked with probability mask_prob; a row with real
   positions but none drawn gets its real position with the smallest draw, so
-  every such row has at least one masked position.
+  every such row has at least one masked position. A row with more than
+  `max_masked` drawn keeps the `max_masked` of them with the smallest draws
+  (a uniform subset); the others keep their item.
 
   Args:
     rng: the random generator (consumed: one draw per element of `real`).
     real: bool [B, L], True at real (non-padding) positions.
     mask_prob: the masking probability.
+    max_masked: at most this many masked positions per row; None: no limit.
 
   Returns:
     bool [B, L], True at masked positions (always within `real`).
@@ -279,7 +285,17 @@ def cloze_mask(
   missing = ~masked.any(axis=1) & real.any(axis=1)
   first = np.argmin(np.where(real, draws, np.inf), axis=1)
   masked[missing, first[missing]] = True
+  if max_masked is not None and max_masked < real.shape[1]:
+    order = np.argsort(np.where(masked, draws, np.inf), axis=1)
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(real.shape[1])[None], axis=1)
+    masked &= rank < max_masked
   return masked
+
+
+def default_max_predictions(mask_prob: float, max_len: int) -> int:
+  """RecBole's BERT4Rec cap on masked positions: int(mask_prob * max_len)."""
+  return max(1, min(max_len, int(mask_prob * max_len)))
 
 
 def _shard_slice(batch_size: int, shard: tuple[int, int]) -> slice:
@@ -314,8 +330,15 @@ class TrainBatches:
             second training item on; inputs are the last N items before the
             target (T = 1), as the official LinRec code trains.
     cloze:  BERT4Rec: windows of up to N items (chosen as in `all`), masked
-            by `cloze_mask`; inputs hold mask_token at masked positions,
-            targets the original item there and PAD_ID elsewhere (T = N).
+            by `cloze_mask` with at most T = max_predictions masked positions
+            per row; inputs hold mask_token at masked positions; `positions`
+            lists the masked positions in order, `targets` their original
+            items, and rows with fewer than T end in PAD_ID targets. Only the
+            T predicted positions are scored: with RecBole's T = N / 5 the
+            output layer costs a fifth of scoring every position. A share
+            `mask_last_prob` of the windows masks only its last item
+            instead: BERT4Rec's fine-tuning samples, the task evaluation
+            asks for.
 
   With right padding the next-item target of the last real input is at
   position len - 1; with left padding it is at N - 1.
@@ -333,6 +356,8 @@ class TrainBatches:
       windows_per_user: int = 1,
       mask_prob: float = 0.2,
       mask_token: int | None = None,
+      max_predictions: int | None = None,
+      mask_last_prob: float = 0.0,
   ):
     """Indexes the examples of an epoch.
 
@@ -346,6 +371,10 @@ class TrainBatches:
       windows_per_user: windows per user in modes all and cloze; 0 = all.
       mask_prob: cloze masking probability.
       mask_token: cloze mask id; default num_items + 1.
+      max_predictions: cloze positions predicted per row (T); default
+        `default_max_predictions(mask_prob, max_len)`, as RecBole.
+      mask_last_prob: probability that a cloze window masks only its last
+        item (BERT4Rec's fine-tuning samples; RecBole's ft_ratio).
     """
     if mode not in MODES:
       raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -357,6 +386,16 @@ class TrainBatches:
       )
     if mode == MODE_CLOZE and not 0 < mask_prob <= 1:
       raise ValueError(f"mask_prob must be in (0, 1], got {mask_prob}")
+    if max_predictions is None:
+      max_predictions = default_max_predictions(mask_prob, max_len)
+    if not 1 <= max_predictions <= max_len:
+      raise ValueError(
+          f"max_predictions must be in [1, max_len={max_len}], got "
+          f"{max_predictions}")
+    if not 0 <= mask_last_prob <= 1:
+      raise ValueError(f"mask_last_prob must be in [0, 1], got {mask_last_prob}")
+    self.max_predictions = max_predictions
+    self.mask_last_prob = mask_last_prob
     self.mode, self.max_len, self.batch_size = mode, max_len, batch_size
     self.seed, self.pad_side, self.mask_prob = seed, pad_side, mask_prob
     self.mask_token = seqs.num_items + 1 if mask_token is None else mask_token
@@ -472,15 +511,27 @@ class TrainBatches:
       real = cols >= (self.max_len - lengths)[:, None]
     # Drawn for the global batch, then sliced: shards agree on the masks.
     rng = np.random.default_rng([self.seed, epoch, index, _CLOZE_STREAM])
-    masked = cloze_mask(rng, real, self.mask_prob)[shard_rows]
+    masked = cloze_mask(rng, real, self.mask_prob, self.max_predictions)
+    last_only = rng.random(len(rows)) < self.mask_last_prob
+    if last_only.any():
+      last = lengths - 1 if self.pad_side == PAD_RIGHT else self.max_len - 1
+      masked[last_only] = cols == np.broadcast_to(last, lengths.shape)[
+          last_only, None]
+    masked = masked[shard_rows]
     rows, ends = rows[shard_rows], ends[shard_rows]
     window, _ = _gather_windows(
         self._items, self._starts[rows], ends, self.max_len, self.pad_side
     )
+    # Masked positions first, in order; the slots after them point at
+    # unmasked positions and get PAD_ID targets.
+    positions = np.argsort(~masked, axis=1, kind="stable")
+    positions = positions[:, : self.max_predictions]
+    targets = np.take_along_axis(window, positions, axis=1)
+    predicted = np.take_along_axis(masked, positions, axis=1)
     return {
         "inputs": np.where(masked, self.mask_token, window).astype(np.int32),
-        "positions": self._all_positions(len(rows)),
-        "targets": np.where(masked, window, PAD_ID).astype(np.int32),
+        "positions": positions.astype(np.int32),
+        "targets": np.where(predicted, targets, PAD_ID).astype(np.int32),
     }
 
   def _all_positions(self, size: int) -> np.ndarray:

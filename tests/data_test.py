@@ -237,28 +237,91 @@ def test_shards_concatenate_to_the_global_batch(mode):
     loader.batch(0, 0, shard=(0, 4))
 
 
-def test_cloze_masks():
+def _cloze_originals(batch, token):
+  """The unmasked windows: targets written back at their positions."""
+  inputs = batch["inputs"].copy()
+  for row, (positions, targets) in enumerate(
+      zip(batch["positions"], batch["targets"])):
+    for position, target in zip(positions, targets):
+      if target != PAD_ID:
+        assert inputs[row, position] == token
+        inputs[row, position] = target
+  return inputs
+
+
+@pytest.mark.parametrize("max_predictions", [6, 2])
+def test_cloze_masks(max_predictions):
   seqs = _sequences()
   token = seqs.num_items + 1
   loader = data.TrainBatches(
       seqs, mode="cloze", max_len=6, batch_size=4, seed=0, mask_prob=0.3,
-      windows_per_user=0,
+      windows_per_user=0, max_predictions=max_predictions,
   )
   assert loader.mask_token == token
   masked_total = real_total = 0
   for epoch in range(20):
     for batch in _epoch(loader, epoch):
       inputs, targets = batch["inputs"], batch["targets"]
+      assert targets.shape == batch["positions"].shape == (4, max_predictions)
       masked = inputs == token
-      assert masked.any(axis=1).all()
-      np.testing.assert_array_equal(targets != PAD_ID, masked)
-      original = np.where(masked, targets, inputs)
+      counts = masked.sum(axis=1)
+      assert ((counts >= 1) & (counts <= max_predictions)).all()
+      # Every masked position is predicted once, in order, then PAD_ID.
+      np.testing.assert_array_equal((targets != PAD_ID).sum(axis=1), counts)
+      for row in range(4):
+        np.testing.assert_array_equal(
+            batch["positions"][row, : counts[row]], np.flatnonzero(masked[row]))
+      original = _cloze_originals(batch, token)
       real = original != PAD_ID
       assert (original[:, 1:][real[:, :-1] & real[:, 1:]] == (
           original[:, :-1][real[:, :-1] & real[:, 1:]] + 1)).all()
       masked_total += masked.sum()
       real_total += real.sum()
-  assert 0.25 < masked_total / real_total < 0.45
+  if max_predictions == 6:  # No cap: the drawn rate.
+    assert 0.25 < masked_total / real_total < 0.45
+
+
+def test_cloze_predicts_recboles_share_by_default():
+  seqs = _sequences()
+  loader = data.TrainBatches(
+      seqs, mode="cloze", max_len=10, batch_size=2, seed=0, mask_prob=0.2)
+  assert loader.max_predictions == 2  # int(0.2 * 10)
+  assert loader.batch(0, 0)["positions"].shape == (2, 2)
+  assert data.default_max_predictions(0.2, 200) == 40
+  assert data.default_max_predictions(0.01, 20) == 1
+  with pytest.raises(ValueError, match="max_predictions"):
+    data.TrainBatches(seqs, mode="cloze", max_len=4, batch_size=2, seed=0,
+                      max_predictions=5)
+  with pytest.raises(ValueError, match="mask_last_prob"):
+    data.TrainBatches(seqs, mode="cloze", max_len=4, batch_size=2, seed=0,
+                      mask_last_prob=-0.1)
+
+
+@pytest.mark.parametrize("pad_side", ["right", "left"])
+def test_cloze_fine_tuning_windows_mask_their_last_item(pad_side):
+  seqs = _sequences()
+  token = seqs.num_items + 1
+  always = data.TrainBatches(
+      seqs, mode="cloze", max_len=6, batch_size=4, seed=0, mask_prob=0.3,
+      windows_per_user=0, pad_side=pad_side, mask_last_prob=1.0)
+  for batch in _epoch(always, 3):
+    inputs = batch["inputs"]
+    masked = inputs == token
+    assert (masked.sum(axis=1) == 1).all()
+    last = (np.flatnonzero(masked[row])[0] for row in range(len(inputs)))
+    for row, column in enumerate(last):
+      # The masked item is the window's last one: nothing real after it.
+      assert (inputs[row, column + 1:] == PAD_ID).all()
+      assert batch["positions"][row, 0] == column
+      # Items are consecutive ids in _sequences: the target follows.
+      if column > 0 and inputs[row, column - 1] != PAD_ID:
+        assert batch["targets"][row, 0] == inputs[row, column - 1] + 1
+  half = data.TrainBatches(
+      seqs, mode="cloze", max_len=6, batch_size=4, seed=0, mask_prob=0.3,
+      windows_per_user=0, mask_last_prob=0.5, max_predictions=6)
+  single = [(batch["targets"] != PAD_ID).sum(axis=1) == 1
+            for epoch in range(30) for batch in _epoch(half, epoch)]
+  assert 0.5 < np.mean(single) < 0.8  # Half, plus cloze rows with one draw.
 
 
 def test_cloze_mask_function():
@@ -273,6 +336,18 @@ def test_cloze_mask_function():
   a = data.cloze_mask(np.random.default_rng(4), real, 0.5)
   b = data.cloze_mask(np.random.default_rng(4), real, 0.5)
   np.testing.assert_array_equal(a, b)
+
+
+def test_cloze_mask_keeps_the_smallest_draws_up_to_the_cap():
+  real = np.ones((200, 8), bool)
+  draws = np.random.default_rng(5).random(real.shape)
+  capped = data.cloze_mask(np.random.default_rng(5), real, 0.6, max_masked=2)
+  for row in range(200):
+    drawn = np.flatnonzero(draws[row] < 0.6)
+    if drawn.size == 0:
+      drawn = [np.argmin(draws[row])]
+    kept = sorted(drawn, key=lambda col: draws[row, col])[:2]
+    np.testing.assert_array_equal(np.flatnonzero(capped[row]), sorted(kept))
 
 
 def test_bad_arguments():
