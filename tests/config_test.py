@@ -133,6 +133,15 @@ def test_flags_override_dataset_preset_over_preset_over_defaults():
   assert config.eval_protocol == "pop100"
 
 
+def test_cpu_bert4rec_trains_longer_at_a_constant_rate():
+  bert = _from_flags("--preset=cpu", "--model=bert4rec", "--dataset=gowalla")
+  assert (bert.lr, bert.lr_schedule, bert.warmup_steps) == (1e-3, "constant", 0)
+  assert (bert.epochs, bert.patience) == (60, 10)
+  assert bert.loss == "sampled"  # The dataset's values still apply.
+  sasrec = _from_flags("--preset=cpu", "--model=sasrec")
+  assert (sasrec.lr_schedule, sasrec.patience) == ("cosine", 3)
+
+
 def test_official_softmax_keeps_the_masks():
   linrec = _from_flags("--preset=official", "--attention=linrec")
   softmax = _from_flags("--preset=official", "--attention=softmax")
