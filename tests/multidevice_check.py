@@ -15,6 +15,7 @@ Modes:
              equal single-device training (dropout on: randomness is per
              example); evaluation sums agree; the distributed gradient is the
              gradient of the global mean loss, computed independently here;
+             gradient accumulation (2 chunks per device) on 4 devices too;
              each step function is traced once.
   resume:    `train_and_evaluate` saves on 4 devices and is interrupted,
              resumes on 2, and ends with the metrics of an uninterrupted
@@ -134,14 +135,15 @@ def _reference(model, tx, batches, eval_batch, *, loss="ce"):
   return jax.device_get(state), sums
 
 
-def _distributed(kind, devices, model, tx, batches, eval_batch, *, loss="ce"):
+def _distributed(kind, devices, model, tx, batches, eval_batch, *, loss="ce",
+                 microbatches=1):
   """The same training through a launcher; each step function traced once."""
   axis = sharding.AXIS if kind == "pmap" else None
   # chex counts traces by the wrapping call site; each launcher starts at 0.
   chex.clear_trace_counter()
   train_step = chex.assert_max_traces(steps.make_train_step(
       model, tx, loss=loss, num_items=NUM_ITEMS, num_negatives=8,
-      axis_name=axis), n=1)
+      microbatches=microbatches, axis_name=axis), n=1)
   eval_step = chex.assert_max_traces(steps.make_eval_step(
       model, protocol="full", ks=KS, axis_name=axis), n=1)
   launcher = {"mesh": sharding.MeshLauncher,
@@ -167,26 +169,32 @@ def check_steps() -> dict:
   failures, report = [], {}
   model, tx = _model(dropout=0.1), optax.adam(1e-2)
   batches, eval_batch = _train_batches(STEPS), _eval_batch()
-  cases = [(kind, n, "ce") for kind in ("pmap", "mesh") for n in (1, 2, 4, 8)]
-  cases += [("pmap", 4, "sampled"), ("mesh", 4, "sampled")]
+  cases = [(kind, n, "ce", 1) for kind in ("pmap", "mesh")
+           for n in (1, 2, 4, 8)]
+  cases += [("pmap", 4, "sampled", 1), ("mesh", 4, "sampled", 1)]
+  # Gradient accumulation: 2 chunks of each device's 4 rows, same update.
+  cases += [("mesh", 4, "ce", 2), ("pmap", 4, "sampled", 2)]
   references = {}
-  for kind, n, loss in cases:
+  for kind, n, loss, microbatches in cases:
     if loss not in references:
       references[loss] = _reference(model, tx, batches, eval_batch, loss=loss)
     ref_state, ref_sums = references[loss]
     start = time.perf_counter()
     state, sums = _distributed(kind, jax.devices()[:n], model, tx, batches,
-                               eval_batch, loss=loss)
+                               eval_batch, loss=loss,
+                               microbatches=microbatches)
     diff = _max_diff(state.params, ref_state.params)
     eval_diff = _max_diff(sums, ref_sums)
-    report[f"{kind}/{n}/{loss}"] = {
+    name = f"{kind}/{n}/{loss}" + (f"/x{microbatches}" if microbatches > 1
+                                   else "")
+    report[name] = {
         "params": diff, "eval": eval_diff,
         "seconds": round(time.perf_counter() - start, 1)}
     if not diff <= TOLERANCE or not eval_diff <= TOLERANCE:
-      failures.append(f"{kind} on {n} devices ({loss}): parameters differ by "
+      failures.append(f"{name}: parameters differ by "
                       f"{diff:.2e}, evaluation sums by {eval_diff:.2e}")
     if int(state.step) != STEPS:
-      failures.append(f"{kind} on {n} devices: step {int(state.step)}")
+      failures.append(f"{name}: step {int(state.step)}")
 
   # SGD with rate 1: params_before - params_after is the applied gradient.
   model, tx = _model(dropout=0.0), optax.sgd(1.0)

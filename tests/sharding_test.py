@@ -64,11 +64,13 @@ def test_select_devices_takes_the_first_n():
 def test_launchers_on_1_2_4_8_devices_match_one_device():
   # Both launchers, K steps with dropout on (randomness is per example),
   # full-ranking evaluation sums, the gradient against an independent
-  # value of the global mean loss, and one trace per step function.
+  # value of the global mean loss, and one trace per step function; also
+  # gradient accumulation over 2 chunks of each device's rows.
   report = run_check("steps")
   assert {key.split("/")[0] for key in report} == {"pmap", "mesh", "grad"}
   assert all(f"{kind}/{n}/ce" in report
              for kind in ("pmap", "mesh") for n in (1, 2, 4, 8))
+  assert {"mesh/4/ce/x2", "pmap/4/sampled/x2"} <= set(report)
 
 
 def test_save_on_4_devices_resume_on_2_matches_a_2_device_run(
