@@ -34,3 +34,24 @@ def test_one_cell_end_to_end(tmp_path):
     return
   for suffix in ('_time.png', '_memory.png'):
     assert output.with_name(output.stem + suffix).stat().st_size > 0
+
+
+def test_cloze_benchmark_scores_the_same_loss_both_ways(tmp_path):
+  output = tmp_path / 'cloze.json'
+  subprocess.run(
+      [sys.executable, '-m', 'experiments.benchmark_cloze',
+       '--attentions=linrec', '--num_items=30', '--max_len=10',
+       '--batch_size=4', '--hidden=8', '--heads=2', '--ffn=16',
+       '--layers=1', '--repeats=2', f'--output={output}'],
+      cwd=REPO_ROOT, check=True, capture_output=True, timeout=120)
+  report = json.loads(output.read_text())
+  assert report['machine']['cpu_count'] > 0
+  timed = {r['layout']: r for r in report['records'] if 'layout' in r}
+  assert timed['all']['scored_positions'] == 10
+  assert timed['masked']['scored_positions'] == 2  # int(0.2 * 10)
+  assert all(len(r['times_s']) == 2 and r['seconds'] > 0
+             for r in timed.values())
+  (summary,) = [r for r in report['records'] if 'speedup' in r]
+  # The same masked targets, scored two ways: the same mean loss.
+  assert summary['loss_difference'] < 1e-5
+  assert abs(timed['all']['loss'] - timed['masked']['loss']) < 1e-5
