@@ -57,21 +57,12 @@ def cloze_layouts(rng, *, batch, max_len, num_items, mask_prob):
   windows = rng.integers(1, num_items + 1, (batch, max_len))
   limit = data.default_max_predictions(mask_prob, max_len)
   masked = data.cloze_mask(rng, np.ones_like(windows, bool), mask_prob, limit)
-  inputs = np.where(masked, num_items + 1, windows).astype(np.int32)
-  positions = np.argsort(~masked, axis=1, kind='stable')[:, :limit]
-  picked = np.take_along_axis(masked, positions, axis=1)
-  return {
-      'all': {
-          'inputs': inputs,
-          'positions': np.tile(np.arange(max_len, dtype=np.int32),
-                               (batch, 1)),
-          'targets': np.where(masked, windows, PAD_ID).astype(np.int32)},
-      'masked': {
-          'inputs': inputs,
-          'positions': positions.astype(np.int32),
-          'targets': np.where(picked, np.take_along_axis(
-              windows, positions, axis=1), PAD_ID).astype(np.int32)},
-  }
+  masked_only = data.cloze_batch(windows, masked, num_items + 1, limit)
+  every = dict(masked_only,
+               positions=np.tile(np.arange(max_len, dtype=np.int32),
+                                 (batch, 1)),
+               targets=np.where(masked, windows, PAD_ID).astype(np.int32))
+  return {'all': every, 'masked': masked_only}
 
 
 def main(argv):

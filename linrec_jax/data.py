@@ -293,6 +293,30 @@ def cloze_mask(
   return masked
 
 
+def cloze_batch(window, masked, mask_token, max_predictions):
+  """A cloze training batch from windows and their masks.
+
+  Args:
+    window: int [B, L] item windows.
+    masked: bool [B, L], at most `max_predictions` True per row.
+    mask_token: the id that replaces masked items in `inputs`.
+    max_predictions: T, the positions scored per row.
+
+  Returns:
+    {"inputs": int32 [B, L], "positions": int32 [B, T] (the masked positions
+    in order, then unmasked ones), "targets": int32 [B, T] (their items;
+    PAD_ID after the masked ones)}.
+  """
+  positions = np.argsort(~masked, axis=1, kind="stable")[:, :max_predictions]
+  predicted = np.take_along_axis(masked, positions, axis=1)
+  targets = np.take_along_axis(window, positions, axis=1)
+  return {
+      "inputs": np.where(masked, mask_token, window).astype(np.int32),
+      "positions": positions.astype(np.int32),
+      "targets": np.where(predicted, targets, PAD_ID).astype(np.int32),
+  }
+
+
 def default_max_predictions(mask_prob: float, max_len: int) -> int:
   """RecBole's BERT4Rec cap on masked positions: int(mask_prob * max_len)."""
   return max(1, min(max_len, int(mask_prob * max_len)))
@@ -522,17 +546,7 @@ class TrainBatches:
     window, _ = _gather_windows(
         self._items, self._starts[rows], ends, self.max_len, self.pad_side
     )
-    # Masked positions first, in order; the slots after them point at
-    # unmasked positions and get PAD_ID targets.
-    positions = np.argsort(~masked, axis=1, kind="stable")
-    positions = positions[:, : self.max_predictions]
-    targets = np.take_along_axis(window, positions, axis=1)
-    predicted = np.take_along_axis(masked, positions, axis=1)
-    return {
-        "inputs": np.where(masked, self.mask_token, window).astype(np.int32),
-        "positions": positions.astype(np.int32),
-        "targets": np.where(predicted, targets, PAD_ID).astype(np.int32),
-    }
+    return cloze_batch(window, masked, self.mask_token, self.max_predictions)
 
   def _all_positions(self, size: int) -> np.ndarray:
     positions = np.arange(self.max_len, dtype=np.int32)
