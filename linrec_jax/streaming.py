@@ -1,5 +1,9 @@
 """Recurrent inference for causal LinRec SASRec: O(1) work per interaction.
 
+Covers `linrec` and `linrec_decay` (`RECURRENT_VARIANTS`); with the decay
+the state update is `S = g S + k_hat v^T`, `g` the head's factor
+(`attention.head_decays`), the rest unchanged.
+
 With causal LinRec every layer's memory of a history is, per head, the
 `K x K` matrix `S = sum_j k_hat_j v_j^T` (LINREC_NOTES §2, "Recurrent
 inference"). Everything else in a SASRec block (embedding, LayerNorm, the
@@ -58,13 +62,15 @@ class StreamState:
 
   Attributes:
     kv: float32 `[layers, B, H, K, K]`, per layer and head the running sum
-      `sum_j k_hat_j v_j^T` over the user's items so far.
+      `sum_j k_hat_j v_j^T` over the user's items so far (each term times
+      `g^(items after j)` with `linrec_decay`).
     length: int32 `[B]`, the position counter: real items fed so far (the
       next item takes position `min(length, max_len - 1)`).
     last: `[B, D]`, the top layer's output at the latest item (zeros before
       the first one), which `scores` ranks the items with.
     ln_eps: LayerNorm epsilon of the model (static).
     activation: feed-forward activation name of the model (static).
+    attention: `linrec` or `linrec_decay` (static).
   """
 
   kv: jax.Array
@@ -72,6 +78,11 @@ class StreamState:
   last: jax.Array
   ln_eps: float = flax.struct.field(pytree_node=False, default=1e-12)
   activation: str = flax.struct.field(pytree_node=False, default='gelu')
+  attention: str = flax.struct.field(pytree_node=False, default='linrec')
+
+
+# Attention variants whose per-layer memory is a fixed-size state.
+RECURRENT_VARIANTS = ('linrec', 'linrec_decay')
 
 
 def check_model(model) -> None:
@@ -81,11 +92,11 @@ def check_model(model) -> None:
         f'streaming needs a SASRec model, got {type(model).__name__}: a '
         'bidirectional model has no recurrent form'
     )
-  if model.attention != 'linrec' or not model.causal:
+  if model.attention not in RECURRENT_VARIANTS or not model.causal:
     raise ValueError(
-        'streaming needs causal LinRec attention, got attention='
-        f'{model.attention!r}, causal={model.causal}: only causal LinRec '
-        'keeps a fixed-size state per layer'
+        f'streaming needs causal attention in {RECURRENT_VARIANTS}, got '
+        f'attention={model.attention!r}, causal={model.causal}: only these '
+        'keep a fixed-size state per layer'
     )
 
 
@@ -136,6 +147,7 @@ def init_state(params, batch_size: int, *, model) -> StreamState:
       last=jnp.zeros((batch_size, model.hidden), dtype),
       ln_eps=model.ln_eps,
       activation=model.activation,
+      attention=model.attention,
   )
 
 
@@ -159,13 +171,14 @@ def _norm(p, x, eps):
   return nn.LayerNorm(epsilon=eps).apply({'params': p}, x)
 
 
-def _attend(p, x, kv):
+def _attend(p, x, kv, decay):
   """One token's multi-head causal LinRec step.
 
   Args:
     p: a block's `attention` parameters.
     x: `[B, D]` the token's input.
     kv: `[B, H, K, F]` the layer's state before the token.
+    decay: `[H]` factors applied to the state first, or None.
 
   Returns:
     `([B, D] output after the out projection, [B, H, K, F] new state)`.
@@ -176,22 +189,25 @@ def _attend(p, x, kv):
       split(_dense(p[name], x)) for name in ('query', 'key', 'value')
   )
   q_hat = _unit_elu(query) / math.sqrt(query.shape[-1])
+  if decay is not None:
+    kv = decay.astype(kv.dtype)[:, None, None] * kv
   kv = kv + jnp.einsum('BHK,BHF->BHKF', _unit_elu(key), value)
   out = jnp.einsum('BHK,BHKF->BHF', q_hat, kv).astype(x.dtype)
   return _dense(p['out'], out.reshape(batch, -1)), kv
 
 
-def _block(p, x, kv, *, ln_eps, activation, pre_ln):
+def _block(p, x, kv, *, decay, ln_eps, activation, pre_ln):
   """One `encoder.TransformerBlock` at one position: `[B, D]` -> `[B, D]`."""
   hidden = x.shape[-1]
   ffn = FeedForward(hidden, p['ffn']['dense_in']['kernel'].shape[-1],
                     activation)
   feed_forward = lambda h: ffn.apply({'params': p['ffn']}, h)
   if pre_ln:
-    out, kv = _attend(p['attention'], _norm(p['norm0'], x, ln_eps), kv)
+    out, kv = _attend(p['attention'], _norm(p['norm0'], x, ln_eps), kv,
+                      decay)
     x = x + out
     return x + feed_forward(_norm(p['norm1'], x, ln_eps)), kv
-  out, kv = _attend(p['attention'], x, kv)
+  out, kv = _attend(p['attention'], x, kv, decay)
   x = _norm(p['norm0'], x + out, ln_eps)
   return _norm(p['norm1'], x + feed_forward(x), ln_eps), kv
 
@@ -216,10 +232,13 @@ def update(params, state: StreamState, item_ids) -> StreamState:
   x = embed['items']['embedding'][item_ids] + embed['positions'][position]
   x = _norm(embed['norm'], x, state.ln_eps)
   pre_ln = 'final_norm' in encoder
+  decay = (attention_lib.head_decays(state.kv.shape[2])
+           if state.attention == 'linrec_decay' else None)
   kvs = []
   for layer in range(state.kv.shape[0]):
     x, kv = _block(
-        encoder[f'block{layer}'], x, state.kv[layer], ln_eps=state.ln_eps,
+        encoder[f'block{layer}'], x, state.kv[layer], decay=decay,
+        ln_eps=state.ln_eps,
         activation=state.activation, pre_ln=pre_ln,
     )
     kvs.append(kv)

@@ -21,7 +21,7 @@ VARIANT_MODES = [
     for causal in (False, True)
     if not causal or name in attention.CAUSAL_VARIANTS
 ]
-CHUNKED = ('linrec', 'linear', 'linrec_mean', 'efficient')
+CHUNKED = ('linrec', 'linear', 'linrec_mean', 'linrec_decay', 'efficient')
 
 
 def _eager(name, q, k, v, mask=None, causal=False, chunk_size=CHUNK):
@@ -55,10 +55,20 @@ def _assert_close(actual, expected, tol=TOL):
 def test_registries():
   assert set(attention.VARIANTS) == {
       'softmax', 'linrec', 'linear', 'efficient', 'linrec_seqnorm',
-      'linrec_mean'
+      'linrec_mean', 'linrec_decay'
   }
   assert attention.CAUSAL_VARIANTS == {'softmax', 'linrec', 'linear',
-                                       'linrec_mean', 'efficient'}
+                                       'linrec_mean', 'linrec_decay',
+                                       'efficient'}
+
+
+def test_head_decays_span_the_latest_items_to_the_whole_history():
+  half_lives = np.log(0.5) / np.log(np.asarray(attention.head_decays(4)))
+  # 1 - g = 2^-1.875, 2^-3.625, 2^-5.375, 2^-7.125, by hand.
+  np.testing.assert_allclose(half_lives, [2.178, 8.200, 28.42, 96.41],
+                             rtol=1e-3)
+  np.testing.assert_allclose(attention.head_decays(1), [1 - 2 ** -4.5],
+                             rtol=1e-6)
 
 
 @pytest.mark.parametrize('length, dim', [(5, 4), (9, 8), (13, 3)])

@@ -46,6 +46,13 @@ def np_weights(name, q, k, visible, mask):
   if name == 'linrec_mean':  # LinRec's weights over the visible key count.
     weights = np_weights('linrec', q, k, visible, mask)
     return weights / np.maximum(visible.sum(axis=-1, keepdims=True), 1)
+  if name == 'linrec_decay':  # LinRec's weights times g_h^|l - m|.
+    heads, length = q.shape[2], q.shape[1]
+    rate = 2.0 ** -(1 + 7 * (np.arange(heads) + 0.5) / heads)
+    position = np.arange(length)
+    distance = np.abs(position[:, None] - position[None, :])
+    decay = (1 - rate)[:, None, None] ** distance
+    return np_weights('linrec', q, k, visible, mask) * decay
   if name == 'linear':
     scores = np.einsum('blhd,bmhd->bhlm', np_elu(q) + 1, np_elu(k) + 1)
     scores = np.where(visible, scores, 0)

@@ -39,6 +39,10 @@ def _params(model, seed=0):
 
 MODEL = _model()
 PARAMS = _params(MODEL)
+DECAY_MODEL = _model(attention='linrec_decay')
+# Same parameter tree: the decay has no parameters.
+MODELS = pytest.mark.parametrize('model', [MODEL, DECAY_MODEL],
+                                 ids=['linrec', 'linrec_decay'])
 
 
 def _histories(lengths, width, seed=2):
@@ -67,15 +71,16 @@ def _stream(model, params, inputs):
   return state
 
 
-def test_item_by_item_equals_full_pass_at_several_lengths():
+@MODELS
+def test_item_by_item_equals_full_pass_at_several_lengths(model):
   inputs = _histories([MAX_LEN] * BATCH, MAX_LEN)
-  state = streaming.init_state(PARAMS, BATCH, model=MODEL)
+  state = streaming.init_state(PARAMS, BATCH, model=model)
   for t in range(MAX_LEN):
     state = streaming.update(PARAMS, state, jnp.asarray(inputs[:, t]))
     length = t + 1
     if length in (1, 3, MAX_LEN):
       # No padding: the full pass sees exactly the `length` items.
-      expected = _full_scores(MODEL, PARAMS, inputs[:, :length],
+      expected = _full_scores(model, PARAMS, inputs[:, :length],
                               np.full(BATCH, length))
       np.testing.assert_allclose(
           streaming.scores(PARAMS, state), expected, **TOL
@@ -107,14 +112,15 @@ def test_padding_updates_leave_state_unchanged_and_match_padded_pass(
   np.testing.assert_allclose(streaming.scores(params, state), expected, **TOL)
 
 
-def test_feed_skips_padding_anywhere():
+@MODELS
+def test_feed_skips_padding_anywhere(model):
   lengths = np.array([3, 6, MAX_LEN, 1])
   right = _histories(lengths, MAX_LEN)
   left = np.stack([np.roll(row, MAX_LEN - n) for row, n in zip(right, lengths)])
   holes = right.copy()
   holes[0] = [0, right[0, 0], 0, right[0, 1], right[0, 2], 0, 0, 0]
-  empty = streaming.init_state(PARAMS, BATCH, model=MODEL)
-  expected = _full_scores(MODEL, PARAMS, right, lengths)
+  empty = streaming.init_state(PARAMS, BATCH, model=model)
+  expected = _full_scores(model, PARAMS, right, lengths)
   for inputs in (right, left, holes):
     state = streaming.feed(PARAMS, empty, jnp.asarray(inputs))
     np.testing.assert_array_equal(state.length, lengths)
@@ -123,9 +129,10 @@ def test_feed_skips_padding_anywhere():
 
 
 @pytest.mark.slow
-def test_equals_full_pass_across_scan_chunks():
+@pytest.mark.parametrize('attention', streaming.RECURRENT_VARIANTS)
+def test_equals_full_pass_across_scan_chunks(attention):
   # 80 positions span two chunks of the full pass's causal scan (64 each).
-  model = _model(max_len=80, hidden=8, layers=1)
+  model = _model(max_len=80, hidden=8, layers=1, attention=attention)
   params = _params(model)
   lengths = np.array([80, 65, 7])
   inputs = _histories(lengths, 80)
@@ -197,9 +204,10 @@ def test_empty_users_score_zero():
 
 @pytest.mark.parametrize('model', [
     _model(attention='softmax'),
+    _model(attention='linrec_mean'),
     _model(causal=False),
     models.BERT4Rec(NUM_ITEMS, max_len=MAX_LEN, hidden=16, heads=2, ffn=32),
-], ids=['softmax', 'bidirectional', 'bert4rec'])
+], ids=['softmax', 'linrec_mean', 'bidirectional', 'bert4rec'])
 def test_rejects_models_without_recurrent_form(model):
   params = model.init(jax.random.key(0), jnp.zeros((1, MAX_LEN), jnp.int32))
   with pytest.raises(ValueError, match='streaming needs'):

@@ -105,12 +105,13 @@ def _l2_normalize(x, axis):
   return x * lax.rsqrt(jnp.sum(x * x, axis=axis, keepdims=True) + NORM_EPS)
 
 
-def _causal_linear_scan(q, k, v, chunk_size):
-  """Causal linear attention `out_t = sum_{j<=t} (q_t . k_j) v_j`, chunkwise.
+def _causal_linear_scan(q, k, v, chunk_size, decay=None):
+  """Causal linear attention `out_t = sum_{j<=t} g^(t-j) (q_t . k_j) v_j`.
 
-  Within a chunk of C positions the causal scores are computed
-  quadratically; across chunks a `[B, H, K, F]` state `sum_j k_j v_j^T`
-  is carried by `lax.scan`. Memory is linear in L: no `[.., L, K, F]` or
+  `g` is a per-head decay (1, no decay, when `decay` is None). Within a
+  chunk of C positions the causal scores are computed quadratically;
+  across chunks a `[B, H, K, F]` state `sum_j g^(end-j) k_j v_j^T` is
+  carried by `lax.scan`. Memory is linear in L: no `[.., L, K, F]` or
   `[.., L, L]` tensor exists, and the scan body is rematerialised in the
   backward pass so only one state per chunk is kept.
 
@@ -119,6 +120,7 @@ def _causal_linear_scan(q, k, v, chunk_size):
     k: `[B, L, H, K]` key features (zero at positions to ignore).
     v: `[B, L, H, F]` values.
     chunk_size: positions per chunk (>= 1); clipped to L.
+    decay: optional `[H]` factors in (0, 1], one per head.
 
   Returns:
     `[B, L, H, F]`.
@@ -137,16 +139,28 @@ def _causal_linear_scan(q, k, v, chunk_size):
     x = x.reshape(batch, num_chunks, chunk, heads, x.shape[-1])
     return jnp.moveaxis(x, 1, 0)
 
-  within = jnp.tril(jnp.ones((chunk, chunk), dtype=bool))
+  # Decay powers, all `exp(log g * distance)` with distance >= 0:
+  # within[H, C, T] = g^(c-t) for t <= c (else 0), to_query[C, H] = g^(c+1)
+  # (from the carried state, which ends one before the chunk), to_end[T, H]
+  # = g^(C-1-t) (from key t to the chunk's end), per_chunk[H] = g^C.
+  log_decay = (jnp.zeros((heads,), q.dtype) if decay is None
+               else jnp.log(jnp.asarray(decay, q.dtype)))
+  position = jnp.arange(chunk, dtype=q.dtype)
+  distance = position[:, None] - position[None, :]
+  within = jnp.where(distance >= 0,
+                     jnp.exp(log_decay[:, None, None] * jnp.maximum(distance, 0)),
+                     0)
+  to_query = jnp.exp((position[:, None] + 1) * log_decay)[:, :, None]
+  to_end = jnp.exp((chunk - 1 - position[:, None]) * log_decay)[:, :, None]
+  per_chunk = jnp.exp(chunk * log_decay)[:, None, None]
 
   @jax.checkpoint
   def step(state, chunk_qkv):
     qc, kc, vc = chunk_qkv
-    scores = jnp.einsum('BCHK,BTHK->BHCT', qc, kc)
-    scores = jnp.where(within, scores, 0)
+    scores = jnp.einsum('BCHK,BTHK->BHCT', qc, kc) * within
     out = jnp.einsum('BHCT,BTHF->BCHF', scores, vc)
-    out = out + jnp.einsum('BCHK,BHKF->BCHF', qc, state)
-    state = state + jnp.einsum('BTHK,BTHF->BHKF', kc, vc)
+    out = out + jnp.einsum('BCHK,BHKF->BCHF', qc * to_query, state)
+    state = per_chunk * state + jnp.einsum('BTHK,BTHF->BHKF', kc * to_end, vc)
     return state, out
 
   state = jnp.zeros((batch, heads, k_dim, f_dim), dtype=q.dtype)
@@ -235,6 +249,57 @@ def linrec_mean(
              else jnp.sum(real, axis=1, keepdims=True))
   scale = 1.0 / jnp.maximum(visible, 1).astype(out.dtype)
   return out * scale[:, :, None, None]
+
+
+def head_decays(heads):
+  """Fixed per-head decays `g_h` of `linrec_decay`, `[heads]` float32.
+
+  `1 - g_h` runs geometrically from `2**-1` to `2**-8` across the heads,
+  taken at the centres of `heads` equal steps: `1 - g_h = 2**-(1 + 7 (h +
+  1/2) / heads)`. With 4 heads the half-lives are about 2, 8, 28 and 96
+  positions, so some heads look at the latest items and some at the whole
+  history. One head gets `1 - g = 2**-4.5` (half-life 15).
+  """
+  exponent = 1 + 7 * (jnp.arange(heads, dtype=jnp.float32) + 0.5) / heads
+  return 1 - 2.0 ** -exponent
+
+
+def linrec_decay(
+    query,
+    key,
+    value,
+    *,
+    mask=None,
+    causal=False,
+    chunk_size=DEFAULT_CHUNK_SIZE,
+):
+  """LinRec with a fixed exponential decay per head: a recency ablation.
+
+  Not in the paper. LinRec's weights are cosines bounded by `1 / sqrt(K)`,
+  so no key can outweigh the others and the latest items get about the
+  same share as any other. This multiplies the weight of key j for query
+  t by `g_h^|t-j|` (`head_decays`, positions counted in the padded
+  sequence; padding sits at one end, so the distance between real items
+  is their true distance):
+  `out_t = sum_j g_h^|t-j| (q_hat_t . k_hat_j) v_j / sqrt(K)` over the
+  visible keys. Still linear in L: the causal form is `linrec`'s chunked
+  scan with the decay folded into its state (a recurrent update `S_t =
+  g S_{t-1} + k_hat_t v_t^T`); the non-causal form adds a reversed scan
+  and removes the diagonal counted twice. Arguments and result as in
+  `linrec`.
+  """
+  q, k, v, mask = _prepare(query, key, value, mask)
+  q_hat, k_hat = _linrec_features(q, k, mask)
+  q_hat = q_hat / math.sqrt(q.shape[-1])
+  decay = head_decays(q.shape[2])
+  out = _causal_linear_scan(q_hat, k_hat, v, chunk_size, decay)
+  if not causal:
+    flip = lambda x: jnp.flip(x, axis=1)
+    out = out + flip(_causal_linear_scan(flip(q_hat), flip(k_hat), flip(v),
+                                         chunk_size, decay))
+    diagonal = jnp.einsum('BLHK,BLHK->BLH', q_hat, k_hat)[..., None]
+    out = out - diagonal * v
+  return _finish(out, mask, query, key, value)
 
 
 def linrec_seqnorm(query, key, value, *, mask=None, causal=False):
@@ -403,6 +468,8 @@ VARIANTS = {
     'efficient': efficient,
     'linrec_seqnorm': linrec_seqnorm,
     'linrec_mean': linrec_mean,
+    'linrec_decay': linrec_decay,
 }
 CAUSAL_VARIANTS = frozenset(
-    {'softmax', 'linrec', 'linear', 'linrec_mean', 'efficient'})
+    {'softmax', 'linrec', 'linear', 'linrec_mean', 'linrec_decay',
+     'efficient'})
