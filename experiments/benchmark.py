@@ -41,7 +41,10 @@ VARIANTS = {  # name -> (attention, causal)
     'linrec_causal': ('linrec', True),
     'linear': ('linear', False),
     'efficient': ('efficient', False),
+    'linrec_decay_causal': ('linrec_decay', True),
 }
+DEFAULT_VARIANTS = ['softmax', 'linrec', 'linrec_causal', 'linear',
+                    'efficient']
 NUM_ITEMS, HIDDEN, HEADS, LAYERS, FFN = 3416, 128, 8, 2, 256
 F32 = 4
 # Peak memory model, calibrated on XLA's buffer assignment at N = 500 and
@@ -54,7 +57,8 @@ BASE_BYTES = 0.8 * bench_common.GIB
 QUICK = dict(lengths=['100', '1000'], batches=['16'], repeats=3)
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
-_VARIANTS = flags.DEFINE_list('variants', list(VARIANTS), 'Variants.')
+_VARIANTS = flags.DEFINE_list('variants', DEFAULT_VARIANTS,
+                              f'Variants, of {sorted(VARIANTS)}.')
 _LENGTHS = flags.DEFINE_list(
     'lengths', '50,100,200,500,1000,2000,4000,8000'.split(','), 'N.')
 _BATCHES = flags.DEFINE_list('batches', ['64', '16'], 'Batch sizes.')
@@ -204,6 +208,10 @@ def _grid():
   quick = _QUICK.value
   lengths = QUICK['lengths'] if quick else _LENGTHS.value
   batches = QUICK['batches'] if quick else _BATCHES.value
+  unknown = sorted(set(_VARIANTS.value) - set(VARIANTS))
+  if unknown:
+    raise app.UsageError(f'--variants: unknown {unknown}; valid names: '
+                         f'{sorted(VARIANTS)}')
   return [dict(variant=v, n=int(n), batch=int(b), mode=m)
           for b in batches for n in lengths for v in _VARIANTS.value
           for m in _MODES.value]

@@ -36,6 +36,16 @@ def test_one_cell_end_to_end(tmp_path):
     assert output.with_name(output.stem + suffix).stat().st_size > 0
 
 
+def test_unknown_variant_names_the_flag(tmp_path):
+  run = subprocess.run(
+      [sys.executable, '-m', 'experiments.benchmark', '--variants=linrec,nope',
+       f'--output={tmp_path / "bench.json"}'],
+      cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+  assert run.returncode != 0
+  assert "--variants: unknown ['nope']" in run.stderr
+  assert not (tmp_path / 'bench.json').exists()
+
+
 def test_cloze_benchmark_scores_the_same_loss_both_ways(tmp_path):
   output = tmp_path / 'cloze.json'
   subprocess.run(
