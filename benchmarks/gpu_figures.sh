@@ -63,10 +63,10 @@ conv="--dataset=ml-1m --lr=1e-3 --lr_schedule=constant --warmup_steps=0 \
 official="--dataset=ml-1m --preset=official \
 --time_limit_minutes=$official_minutes"
 pids=()
-for variant in linrec softmax linrec_mean linear; do
+for variant in linrec softmax linrec_decay linear; do
   train "conv_$variant" --attention=$variant $conv & pids+=($!)
 done
-for variant in linrec softmax efficient; do
+for variant in linrec softmax linrec_decay efficient; do
   train "official_$variant" --attention=$variant $official & pids+=($!)
 done
 long="--epochs=200 --patience=10 --lr=1e-3 --lr_schedule=constant --warmup_steps=0"
@@ -95,7 +95,8 @@ wait "${pids[@]}" 2>/dev/null
 echo "phase 1 done at ${SECONDS} s" >> "$out/logs/phases.txt"
 
 timeout "$phase2_s" "$py" -m experiments.benchmark --output="$out/model_gpu.json" \
-  --variants=softmax,linrec,linrec_causal --lengths=500,2000,8000 \
+  --variants=softmax,linrec,linrec_causal,linrec_decay_causal \
+  --lengths=500,2000,8000 \
   --batches=64 --repeats=5 --time_budget_s=5 --timeout_s=60 \
   > "$out/logs/benchmark.log" 2>&1
 timeout 60 "$py" -m experiments.benchmark --output="$out/official_step_gpu.json" \
