@@ -170,10 +170,15 @@ def _causal_linear_scan(q, k, v, chunk_size, decay=None):
 
 
 def _linrec_features(query, key, mask):
-  """LinRec's unit-norm ELU features; keys zeroed at padded positions."""
+  """LinRec's unit-norm ELU features, the queries divided by sqrt(K).
+
+  Returns:
+    `(q_hat / sqrt(K), k_hat)`, both `[B, L, H, K]`, keys zeroed at padded
+    positions.
+  """
   q_hat = _l2_normalize(jax.nn.elu(query), axis=-1)
   k_hat = _zero_masked(_l2_normalize(jax.nn.elu(key), axis=-1), mask)
-  return q_hat, k_hat
+  return q_hat / math.sqrt(query.shape[-1]), k_hat
 
 
 def linrec(
@@ -212,7 +217,6 @@ def linrec(
   """
   q, k, v, mask = _prepare(query, key, value, mask)
   q_hat, k_hat = _linrec_features(q, k, mask)
-  q_hat = q_hat / math.sqrt(q.shape[-1])
   if causal:
     out = _causal_linear_scan(q_hat, k_hat, v, chunk_size)
   else:
@@ -290,7 +294,6 @@ def linrec_decay(
   """
   q, k, v, mask = _prepare(query, key, value, mask)
   q_hat, k_hat = _linrec_features(q, k, mask)
-  q_hat = q_hat / math.sqrt(q.shape[-1])
   decay = head_decays(q.shape[2])
   out = _causal_linear_scan(q_hat, k_hat, v, chunk_size, decay)
   if not causal:
