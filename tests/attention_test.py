@@ -55,11 +55,11 @@ def _assert_close(actual, expected, tol=TOL):
 def test_registries():
   assert set(attention.VARIANTS) == {
       'softmax', 'linrec', 'linear', 'efficient', 'linrec_seqnorm',
-      'linrec_mean', 'linrec_decay'
+      'linrec_mean', 'linrec_decay', 'softmax_decay'
   }
   assert attention.CAUSAL_VARIANTS == {'softmax', 'linrec', 'linear',
                                        'linrec_mean', 'linrec_decay',
-                                       'efficient'}
+                                       'softmax_decay', 'efficient'}
 
 
 def test_head_decays_span_the_latest_items_to_the_whole_history():

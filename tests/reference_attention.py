@@ -31,6 +31,15 @@ def np_visible(mask, length, causal):
   return visible
 
 
+def np_decay(q):
+  """[H, L, L]: g_h^|l - m|, with 1 - g_h = 2^-(1 + 7 (h + 1/2) / H)."""
+  heads, length = q.shape[2], q.shape[1]
+  rate = 2.0 ** -(1 + 7 * (np.arange(heads) + 0.5) / heads)
+  position = np.arange(length)
+  distance = np.abs(position[:, None] - position[None, :])
+  return (1 - rate)[:, None, None] ** distance
+
+
 def np_weights(name, q, k, visible, mask):
   d = q.shape[-1]
   if name == 'softmax':
@@ -47,12 +56,12 @@ def np_weights(name, q, k, visible, mask):
     weights = np_weights('linrec', q, k, visible, mask)
     return weights / np.maximum(visible.sum(axis=-1, keepdims=True), 1)
   if name == 'linrec_decay':  # LinRec's weights times g_h^|l - m|.
-    heads, length = q.shape[2], q.shape[1]
-    rate = 2.0 ** -(1 + 7 * (np.arange(heads) + 0.5) / heads)
-    position = np.arange(length)
-    distance = np.abs(position[:, None] - position[None, :])
-    decay = (1 - rate)[:, None, None] ** distance
-    return np_weights('linrec', q, k, visible, mask) * decay
+    return np_weights('linrec', q, k, visible, mask) * np_decay(q)
+  if name == 'softmax_decay':  # Softmax weights times g_h^|l - m|, renormed.
+    weights = np_weights('softmax', q, k, visible, mask) * np_decay(q)
+    total = weights.sum(axis=-1, keepdims=True)
+    return np.divide(weights, total, out=np.zeros_like(weights),
+                     where=total > 0)
   if name == 'linear':
     scores = np.einsum('blhd,bmhd->bhlm', np_elu(q) + 1, np_elu(k) + 1)
     scores = np.where(visible, scores, 0)

@@ -338,6 +338,22 @@ def linrec_seqnorm(query, key, value, *, mask=None, causal=False):
   return _finish(out, mask, query, key, value)
 
 
+def _softmax_attention(query, key, value, mask, causal, bias=None):
+  """`softmax` with an optional bias `[H, L, L]` added to the scores."""
+  q, k, v, mask = _prepare(query, key, value, mask)
+  length = q.shape[1]
+  scores = jnp.einsum('BLHK,BMHK->BHLM', q, k) / math.sqrt(q.shape[-1])
+  if bias is not None:
+    scores = scores + bias
+  visible = mask[:, None, None, :]
+  if causal:
+    visible = visible & jnp.tril(jnp.ones((length, length), dtype=bool))
+  scores = jnp.where(visible, scores, MASK_VALUE)
+  weights = jnp.where(visible, jax.nn.softmax(scores, axis=-1), 0)
+  out = jnp.einsum('BHLM,BMHF->BLHF', weights, v)
+  return _finish(out, mask, query, key, value)
+
+
 def softmax(query, key, value, *, mask=None, causal=False):
   """Scaled dot-product softmax attention, the quadratic baseline.
 
@@ -355,16 +371,25 @@ def softmax(query, key, value, *, mask=None, causal=False):
   Returns:
     `[B, L, H, F]`, zero at padded positions, in the inputs' dtype.
   """
-  q, k, v, mask = _prepare(query, key, value, mask)
-  length = q.shape[1]
-  scores = jnp.einsum('BLHK,BMHK->BHLM', q, k) / math.sqrt(q.shape[-1])
-  visible = mask[:, None, None, :]
-  if causal:
-    visible = visible & jnp.tril(jnp.ones((length, length), dtype=bool))
-  scores = jnp.where(visible, scores, MASK_VALUE)
-  weights = jnp.where(visible, jax.nn.softmax(scores, axis=-1), 0)
-  out = jnp.einsum('BHLM,BMHF->BLHF', weights, v)
-  return _finish(out, mask, query, key, value)
+  return _softmax_attention(query, key, value, mask, causal)
+
+
+def softmax_decay(query, key, value, *, mask=None, causal=False):
+  """Softmax with `linrec_decay`'s per-head recency decay: its control.
+
+  Not in the paper. Each softmax weight is multiplied by `g_h^|t-j|` (the
+  same `head_decays`) and the weights are renormalised over the visible
+  keys, i.e. `|t-j| log g_h` is added to the scores (an ALiBi-style bias
+  with fixed slopes). Trained beside `linrec_decay` and `softmax`, it
+  separates what a recency prior gives any attention from what it gives
+  LinRec. Quadratic in L, like `softmax`; arguments and result as there.
+  """
+  length, heads = query.shape[1], query.shape[2]
+  position = jnp.arange(length)
+  distance = jnp.abs(position[:, None] - position[None, :])
+  log_decay = jnp.log(head_decays(heads))
+  bias = log_decay[:, None, None] * distance.astype(log_decay.dtype)
+  return _softmax_attention(query, key, value, mask, causal, bias)
 
 
 def linear(
@@ -472,7 +497,8 @@ VARIANTS = {
     'linrec_seqnorm': linrec_seqnorm,
     'linrec_mean': linrec_mean,
     'linrec_decay': linrec_decay,
+    'softmax_decay': softmax_decay,
 }
 CAUSAL_VARIANTS = frozenset(
     {'softmax', 'linrec', 'linear', 'linrec_mean', 'linrec_decay',
-     'efficient'})
+     'softmax_decay', 'efficient'})
