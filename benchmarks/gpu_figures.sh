@@ -63,7 +63,7 @@ conv="--dataset=ml-1m --lr=1e-3 --lr_schedule=constant --warmup_steps=0 \
 official="--dataset=ml-1m --preset=official \
 --time_limit_minutes=$official_minutes"
 pids=()
-for variant in linrec softmax linrec_decay linear; do
+for variant in linrec softmax linrec_decay softmax_decay linear; do
   train "conv_$variant" --attention=$variant $conv & pids+=($!)
 done
 for variant in linrec softmax linrec_decay efficient; do

@@ -1,0 +1,101 @@
+"""Tests for experiments.compare_runs on small hand-written workdirs."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from experiments import compare_runs
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def _workdir(root, name, curve, results=None):
+  """A workdir whose metrics.jsonl holds `curve`: [(epoch, step, ndcg)]."""
+  workdir = root / name
+  workdir.mkdir()
+  lines = [json.dumps({'epoch': epoch, 'step': step, 'train_loss': 5.0,
+                       'valid': {'ndcg@10': value, 'hit@10': 2 * value}})
+           for epoch, step, value in curve]
+  (workdir / 'metrics.jsonl').write_text('\n'.join(lines) + '\n')
+  if results is not None:
+    (workdir / 'results.json').write_text(json.dumps(results))
+  return str(workdir)
+
+
+@pytest.fixture
+def two_runs(tmp_path):
+  base = _workdir(tmp_path, 'base', [(1, 10, 0.05), (2, 20, 0.10),
+                                     (3, 30, 0.08)])
+  other = _workdir(
+      tmp_path, 'other', [(1, 10, 0.06), (2, 20, 0.09)],
+      results={'stop_reason': 'epochs',
+               'test': {'hit@10': 0.25, 'ndcg@10': 0.125, 'mrr@10': 0.1}})
+  return base, other
+
+
+def test_reads_curve_and_results(two_runs):
+  base = compare_runs.read_run(two_runs[0], 'ndcg@10')
+  other = compare_runs.read_run(two_runs[1], 'hit@10', name='label')
+  assert base.name == 'base' and base.results is None
+  assert base.curve == {1: (10, 0.05), 2: (20, 0.10), 3: (30, 0.08)}
+  assert other.name == 'label' and other.curve == {1: (10, 0.12),
+                                                   2: (20, 0.18)}
+  assert other.results['test']['ndcg@10'] == 0.125
+
+
+def test_first_reached_takes_the_first_epoch_at_or_above():
+  curve = {1: (10, 0.05), 2: (20, 0.10), 3: (30, 0.12), 4: (40, 0.11)}
+  assert compare_runs.first_reached(curve, 0.10) == (20, 2)
+  assert compare_runs.first_reached(curve, 0.11) == (30, 3)
+  assert compare_runs.first_reached(curve, 0.13) is None
+
+
+def test_tables_by_hand(two_runs):
+  runs = [compare_runs.read_run(w, 'ndcg@10') for w in two_runs]
+  text = compare_runs.report(runs, 'ndcg@10', every=2, thresholds=[0.06, 0.1])
+  # Rows 1 and 3 (every 2), plus the other run's last epoch, 2.
+  assert '| 1 | 0.0500 | 0.0600 | +20.0 % |' in text
+  assert '| 2 | 0.1000 | 0.0900 | -10.0 % |' in text
+  assert '| 3 | 0.0800 |  |  |' in text
+  assert '| base | 20 (2) | 20 (2) |' in text
+  assert '| other | 10 (1) | not yet |' in text
+  assert '| base | 0.1000 (2) | 3 | running |  |  |  |' in text
+  assert '| other | 0.0900 (2) | 2 | epochs | 0.2500 | 0.1250 | 0.1000 |' \
+      in text
+
+
+def test_missing_metrics_file_is_named(tmp_path):
+  with pytest.raises(FileNotFoundError, match='metrics.jsonl'):
+    compare_runs.read_run(str(tmp_path), 'ndcg@10')
+
+
+def test_bad_line_names_file_line_and_field(tmp_path):
+  workdir = _workdir(tmp_path, 'run', [(1, 10, 0.05)])
+  path = pathlib.Path(workdir) / 'metrics.jsonl'
+  good = path.read_text()
+  path.write_text(good + '{"epoch": 2\n')
+  with pytest.raises(ValueError, match=r'metrics.jsonl:2: not JSON'):
+    compare_runs.read_run(workdir, 'ndcg@10')
+  path.write_text(good + '{"epoch": 2, "valid": {}}\n')
+  with pytest.raises(ValueError, match=r'metrics.jsonl:2: field "step"'):
+    compare_runs.read_run(workdir, 'ndcg@10')
+  with pytest.raises(ValueError, match=r':1: field "valid.mrr@10" missing'):
+    compare_runs.read_run(workdir, 'mrr@10')
+
+
+def test_command_line_writes_output_and_checks_flags(two_runs, tmp_path):
+  output = tmp_path / 'report.md'
+  command = [sys.executable, '-m', 'experiments.compare_runs',
+             f'--workdirs={",".join(two_runs)}']
+  subprocess.run(command + ['--names=a,b', f'--output={output}'],
+                 cwd=REPO_ROOT, check=True, capture_output=True, timeout=60)
+  assert '| b / a |' in output.read_text()
+  for flag, message in [('--names=a', '--names has 1 labels for 2'),
+                        ('--every=0', '--every must be positive'),
+                        ('--thresholds=x', '--thresholds must be numbers')]:
+    run = subprocess.run(command + [flag], cwd=REPO_ROOT, capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode != 0 and message in run.stderr, run.stderr
