@@ -71,6 +71,36 @@ def test_head_decays_span_the_latest_items_to_the_whole_history():
                              rtol=1e-6)
 
 
+@pytest.mark.parametrize('name', ['linrec_decay', 'softmax_decay'])
+@pytest.mark.parametrize('causal', [False, True])
+def test_given_decay_matches_numpy_reference(name, causal):
+  q, k, v = _inputs(3, 11)
+  mask = np.arange(11)[None, :] < np.array([[11], [7]])
+  decay = np.array([0.9, 0.3], np.float32)  # One per head (HEADS = 2).
+  extra = {'chunk_size': CHUNK} if name in CHUNKED else {}
+  out = attention.VARIANTS[name](q, k, v, mask=mask, causal=causal,
+                                 decay=decay, **extra)
+  _assert_close(out, reference_attention.np_attention(
+      name, q, k, v, mask=mask, causal=causal, decay=decay))
+
+
+@pytest.mark.parametrize('name, plain', [('linrec_decay', 'linrec'),
+                                         ('softmax_decay', 'softmax')])
+@pytest.mark.parametrize('causal', [False, True])
+def test_unit_decay_is_the_plain_variant(name, plain, causal):
+  q, k, v = _inputs(4, 9)
+  ones = np.ones(HEADS, np.float32)
+  _assert_close(attention.VARIANTS[name](q, k, v, causal=causal, decay=ones),
+                _eager(plain, q, k, v, causal=causal))
+
+
+@pytest.mark.parametrize('name', ['linrec_decay', 'softmax_decay'])
+def test_decay_of_the_wrong_shape_raises(name):
+  q, k, v = _inputs(0, 4)
+  with pytest.raises(ValueError, match=r'decay must have shape \[heads\]'):
+    attention.VARIANTS[name](q, k, v, decay=np.ones(HEADS + 1))
+
+
 @pytest.mark.parametrize('length, dim', [(5, 4), (9, 8), (13, 3)])
 def test_linrec_equals_quadratic_form(length, dim):
   q, k, v = _inputs(0, length, dim=dim)

@@ -1,4 +1,4 @@
-"""Tests for experiments.compare_runs on small hand-written workdirs."""
+"""Tests for linrec_jax.run_comparison and experiments.compare_runs."""
 
 import json
 import pathlib
@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from experiments import compare_runs
+from linrec_jax import run_comparison
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -37,8 +37,8 @@ def two_runs(tmp_path):
 
 
 def test_reads_curve_and_results(two_runs):
-  base = compare_runs.read_run(two_runs[0], 'ndcg@10')
-  other = compare_runs.read_run(two_runs[1], 'hit@10', name='label')
+  base = run_comparison.read_run(two_runs[0], 'ndcg@10')
+  other = run_comparison.read_run(two_runs[1], 'hit@10', name='label')
   assert base.name == 'base' and base.results is None
   assert base.curve == {1: (10, 0.05), 2: (20, 0.10), 3: (30, 0.08)}
   assert other.name == 'label' and other.curve == {1: (10, 0.12),
@@ -48,14 +48,14 @@ def test_reads_curve_and_results(two_runs):
 
 def test_first_reached_takes_the_first_epoch_at_or_above():
   curve = {1: (10, 0.05), 2: (20, 0.10), 3: (30, 0.12), 4: (40, 0.11)}
-  assert compare_runs.first_reached(curve, 0.10) == (20, 2)
-  assert compare_runs.first_reached(curve, 0.11) == (30, 3)
-  assert compare_runs.first_reached(curve, 0.13) is None
+  assert run_comparison.first_reached(curve, 0.10) == (20, 2)
+  assert run_comparison.first_reached(curve, 0.11) == (30, 3)
+  assert run_comparison.first_reached(curve, 0.13) is None
 
 
 def test_tables_by_hand(two_runs):
-  runs = [compare_runs.read_run(w, 'ndcg@10') for w in two_runs]
-  text = compare_runs.report(runs, 'ndcg@10', every=2, thresholds=[0.06, 0.1])
+  runs = [run_comparison.read_run(w, 'ndcg@10') for w in two_runs]
+  text = run_comparison.report(runs, 'ndcg@10', every=2, thresholds=[0.06, 0.1])
   # Rows 1 and 3 (every 2), plus the other run's last epoch, 2.
   assert '| 1 | 0.0500 | 0.0600 | +20.0 % |' in text
   assert '| 2 | 0.1000 | 0.0900 | -10.0 % |' in text
@@ -69,7 +69,7 @@ def test_tables_by_hand(two_runs):
 
 def test_missing_metrics_file_is_named(tmp_path):
   with pytest.raises(FileNotFoundError, match='metrics.jsonl'):
-    compare_runs.read_run(str(tmp_path), 'ndcg@10')
+    run_comparison.read_run(str(tmp_path), 'ndcg@10')
 
 
 def test_bad_line_names_file_line_and_field(tmp_path):
@@ -78,12 +78,12 @@ def test_bad_line_names_file_line_and_field(tmp_path):
   good = path.read_text()
   path.write_text(good + '{"epoch": 2\n')
   with pytest.raises(ValueError, match=r'metrics.jsonl:2: not JSON'):
-    compare_runs.read_run(workdir, 'ndcg@10')
+    run_comparison.read_run(workdir, 'ndcg@10')
   path.write_text(good + '{"epoch": 2, "valid": {}}\n')
   with pytest.raises(ValueError, match=r'metrics.jsonl:2: field "step"'):
-    compare_runs.read_run(workdir, 'ndcg@10')
+    run_comparison.read_run(workdir, 'ndcg@10')
   with pytest.raises(ValueError, match=r':1: field "valid.mrr@10" missing'):
-    compare_runs.read_run(workdir, 'mrr@10')
+    run_comparison.read_run(workdir, 'mrr@10')
 
 
 def test_command_line_writes_output_and_checks_flags(two_runs, tmp_path):

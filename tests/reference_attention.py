@@ -31,16 +31,17 @@ def np_visible(mask, length, causal):
   return visible
 
 
-def np_decay(q):
-  """[H, L, L]: g_h^|l - m|, with 1 - g_h = 2^-(1 + 7 (h + 1/2) / H)."""
+def np_decay(q, decay=None):
+  """[H, L, L]: g_h^|l - m|; by default 1 - g_h = 2^-(1 + 7 (h + 1/2) / H)."""
   heads, length = q.shape[2], q.shape[1]
-  rate = 2.0 ** -(1 + 7 * (np.arange(heads) + 0.5) / heads)
+  if decay is None:
+    decay = 1 - 2.0 ** -(1 + 7 * (np.arange(heads) + 0.5) / heads)
   position = np.arange(length)
   distance = np.abs(position[:, None] - position[None, :])
-  return (1 - rate)[:, None, None] ** distance
+  return np.asarray(decay, np.float64)[:, None, None] ** distance
 
 
-def np_weights(name, q, k, visible, mask):
+def np_weights(name, q, k, visible, mask, decay=None):
   d = q.shape[-1]
   if name == 'softmax':
     scores = np.einsum('blhd,bmhd->bhlm', q, k) / np.sqrt(d)
@@ -56,9 +57,9 @@ def np_weights(name, q, k, visible, mask):
     weights = np_weights('linrec', q, k, visible, mask)
     return weights / np.maximum(visible.sum(axis=-1, keepdims=True), 1)
   if name == 'linrec_decay':  # LinRec's weights times g_h^|l - m|.
-    return np_weights('linrec', q, k, visible, mask) * np_decay(q)
+    return np_weights('linrec', q, k, visible, mask) * np_decay(q, decay)
   if name == 'softmax_decay':  # Softmax weights times g_h^|l - m|, renormed.
-    weights = np_weights('softmax', q, k, visible, mask) * np_decay(q)
+    weights = np_weights('softmax', q, k, visible, mask) * np_decay(q, decay)
     total = weights.sum(axis=-1, keepdims=True)
     return np.divide(weights, total, out=np.zeros_like(weights),
                      where=total > 0)
@@ -83,10 +84,10 @@ def np_weights(name, q, k, visible, mask):
   return np.einsum('blhd,bmhd->bhlm', unit_q, unit_k) / np.sqrt(d)
 
 
-def np_attention(name, q, k, v, mask=None, causal=False):
+def np_attention(name, q, k, v, mask=None, causal=False, decay=None):
   q, k, v = (np.asarray(x, np.float64) for x in (q, k, v))
   b, l = q.shape[:2]
   mask = np.ones((b, l), bool) if mask is None else np.asarray(mask)
-  weights = np_weights(name, q, k, np_visible(mask, l, causal), mask)
+  weights = np_weights(name, q, k, np_visible(mask, l, causal), mask, decay)
   out = np.einsum('bhlm,bmhd->blhd', weights, v)
   return np.where(mask[:, :, None, None], out, 0)

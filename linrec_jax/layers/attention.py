@@ -268,6 +268,17 @@ def head_decays(heads):
   return 1 - 2.0 ** -exponent
 
 
+def _decays(decay, heads):
+  """`decay` as a `[heads]` float32 array; None gives `head_decays(heads)`."""
+  if decay is None:
+    return head_decays(heads)
+  decay = jnp.asarray(decay, jnp.float32)
+  if decay.shape != (heads,):
+    raise ValueError(f'decay must have shape [heads] = ({heads},); got '
+                     f'{decay.shape}.')
+  return decay
+
+
 def linrec_decay(
     query,
     key,
@@ -276,6 +287,7 @@ def linrec_decay(
     mask=None,
     causal=False,
     chunk_size=DEFAULT_CHUNK_SIZE,
+    decay=None,
 ):
   """LinRec with a fixed exponential decay per head: a recency ablation.
 
@@ -289,12 +301,13 @@ def linrec_decay(
   visible keys. Still linear in L: the causal form is `linrec`'s chunked
   scan with the decay folded into its state (a recurrent update `S_t =
   g S_{t-1} + k_hat_t v_t^T`); the non-causal form adds a reversed scan
-  and removes the diagonal counted twice. Arguments and result as in
-  `linrec`.
+  and removes the diagonal counted twice. `decay`: optional `[H]` factors in
+  (0, 1], one per head, instead of `head_decays(H)` (all 1 gives `linrec`);
+  other arguments and the result as in `linrec`.
   """
   q, k, v, mask = _prepare(query, key, value, mask)
   q_hat, k_hat = _linrec_features(q, k, mask)
-  decay = head_decays(q.shape[2])
+  decay = _decays(decay, q.shape[2])
   out = _causal_linear_scan(q_hat, k_hat, v, chunk_size, decay)
   if not causal:
     flip = lambda x: jnp.flip(x, axis=1)
@@ -374,7 +387,7 @@ def softmax(query, key, value, *, mask=None, causal=False):
   return _softmax_attention(query, key, value, mask, causal)
 
 
-def softmax_decay(query, key, value, *, mask=None, causal=False):
+def softmax_decay(query, key, value, *, mask=None, causal=False, decay=None):
   """Softmax with `linrec_decay`'s per-head recency decay: its control.
 
   Not in the paper. Each softmax weight is multiplied by `g_h^|t-j|` (the
@@ -382,12 +395,14 @@ def softmax_decay(query, key, value, *, mask=None, causal=False):
   keys, i.e. `|t-j| log g_h` is added to the scores (an ALiBi-style bias
   with fixed slopes). Trained beside `linrec_decay` and `softmax`, it
   separates what a recency prior gives any attention from what it gives
-  LinRec. Quadratic in L, like `softmax`; arguments and result as there.
+  LinRec. Quadratic in L, like `softmax`. `decay`: optional `[H]` factors
+  in (0, 1], one per head, instead of `head_decays(H)` (all 1 gives
+  `softmax`); other arguments and the result as in `softmax`.
   """
   length, heads = query.shape[1], query.shape[2]
   position = jnp.arange(length)
   distance = jnp.abs(position[:, None] - position[None, :])
-  log_decay = jnp.log(head_decays(heads))
+  log_decay = jnp.log(_decays(decay, heads))
   bias = log_decay[:, None, None] * distance.astype(log_decay.dtype)
   return _softmax_attention(query, key, value, mask, causal, bias)
 

@@ -1,0 +1,161 @@
+"""Training runs side by side: learning curves, time to quality, test metrics.
+
+Reads what the training loop leaves in a workdir, `metrics.jsonl` (one record
+per epoch, rewritten at every epoch end, so a running or resumed run can be
+read at any time) and, once the run has ended, `results.json`, and formats
+Markdown tables that compare several runs (`experiments/compare_runs.py`).
+"""
+
+import dataclasses
+import json
+import os
+
+TEST_METRICS = ('hit@10', 'ndcg@10', 'mrr@10')
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """What one workdir says about its run.
+
+  Attributes:
+    name: the run's label (default: the workdir's base name).
+    curve: epoch -> (updates so far, validation metric), epochs in order.
+    results: the parsed `results.json`, or None while the run has not ended.
+  """
+  name: str
+  curve: dict
+  results: dict | None
+
+
+def read_run(workdir, metric, name=None):
+  """Reads `metrics.jsonl` (and `results.json` if present) of a workdir.
+
+  Args:
+    workdir: a training workdir.
+    metric: the validation metric to read, e.g. `ndcg@10`.
+    name: the run's label; None takes the workdir's base name.
+
+  Raises:
+    FileNotFoundError: naming the missing `metrics.jsonl`.
+    ValueError: naming the file, line and field at fault.
+  """
+  path = os.path.join(workdir, 'metrics.jsonl')
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{path}: no such file (not a training workdir, '
+                            'or no epoch has ended yet)')
+  curve = {}
+  with open(path) as f:
+    for number, line in enumerate(f, 1):
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError as error:
+        raise ValueError(f'{path}:{number}: not JSON ({error})') from None
+      for field in ('epoch', 'step'):
+        if not isinstance(record.get(field), int):
+          raise ValueError(f'{path}:{number}: field "{field}" missing or '
+                           'not an integer')
+      if 'valid' not in record:  # An epoch without validation.
+        continue
+      if metric not in record['valid']:
+        raise ValueError(f'{path}:{number}: field "valid.{metric}" missing; '
+                         f'has {sorted(record["valid"])}')
+      curve[record['epoch']] = (record['step'], record['valid'][metric])
+  results_path = os.path.join(workdir, 'results.json')
+  results = None
+  if os.path.exists(results_path):
+    with open(results_path) as f:
+      results = json.load(f)
+  name = name or os.path.basename(os.path.normpath(workdir))
+  return Run(name, dict(sorted(curve.items())), results)
+
+
+def relative(value, baseline):
+  """`value / baseline - 1`, or None when either is missing."""
+  if value is None or baseline is None:
+    return None
+  return value / baseline - 1
+
+
+def first_reached(curve, threshold):
+  """`(updates, epoch)` of the first epoch with value >= threshold, or None."""
+  for epoch, (step, value) in curve.items():
+    if value >= threshold:
+      return step, epoch
+  return None
+
+
+def curve_rows(runs, every):
+  """Epochs shown in the curve table: 1 + k * every, and each run's last."""
+  last = max((max(run.curve) for run in runs if run.curve), default=0)
+  epochs = set(range(1, last + 1, every))
+  epochs.update(max(run.curve) for run in runs if run.curve)
+  return sorted(epochs)
+
+
+def _cell(value, fmt):
+  return '' if value is None else format(value, fmt)
+
+
+def _percent(value):
+  return '' if value is None else f'{100 * value:+.1f} %'
+
+
+def _table(header, rows):
+  lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+  lines += ['| ' + ' | '.join(row) + ' |' for row in rows]
+  return '\n'.join(lines)
+
+
+def curve_table(runs, metric, every):
+  """Validation `metric` by epoch with differences to the first run."""
+  base, others = runs[0], runs[1:]
+  header = (['epoch'] + [run.name for run in runs]
+            + [f'{run.name} / {base.name}' for run in others])
+  rows = []
+  for epoch in curve_rows(runs, every):
+    values = [run.curve.get(epoch, (None, None))[1] for run in runs]
+    rows.append([str(epoch)] + [_cell(v, '.4f') for v in values]
+                + [_percent(relative(v, values[0])) for v in values[1:]])
+  return f'Validation {metric} by epoch\n\n' + _table(header, rows)
+
+
+def threshold_table(runs, metric, thresholds):
+  """Updates (epoch) to first reach each threshold."""
+  header = [f'valid {metric} reached'] + [f'{t:g}' for t in thresholds]
+  rows = []
+  for run in runs:
+    cells = []
+    for threshold in thresholds:
+      reached = first_reached(run.curve, threshold)
+      cells.append('not yet' if reached is None
+                   else f'{reached[0]:,} ({reached[1]})')
+    rows.append([run.name] + cells)
+  return 'Updates to first reach (epoch)\n\n' + _table(header, rows)
+
+
+def summary_table(runs, metric):
+  """Best validation value, epochs run and test metrics of each run."""
+  header = (['run', f'best valid {metric} (epoch)', 'epochs', 'state']
+            + [f'test {name}' for name in TEST_METRICS])
+  rows = []
+  for run in runs:
+    if run.curve:
+      best = max(run.curve, key=lambda epoch: run.curve[epoch][1])
+      best_cell = f'{run.curve[best][1]:.4f} ({best})'
+    else:
+      best_cell = ''
+    if run.results is None:
+      state, tests = 'running', [''] * len(TEST_METRICS)
+    else:
+      state = run.results.get('stop_reason', 'ended')
+      tests = [_cell(run.results['test'].get(name), '.4f')
+               for name in TEST_METRICS]
+    rows.append([run.name, best_cell, str(len(run.curve)), state] + tests)
+  return 'Runs\n\n' + _table(header, rows)
+
+
+def report(runs, metric, every, thresholds):
+  """The three tables, as one Markdown string."""
+  return '\n\n'.join([curve_table(runs, metric, every),
+                      threshold_table(runs, metric, thresholds),
+                      summary_table(runs, metric)]) + '\n'
