@@ -12,6 +12,9 @@ except ImportError:  # An optional dependency: the JSON files carry the same.
   SummaryWriter = None
 
 HEADLINE = ("hit@10", "ndcg@10", "mrr@10")
+# What a run leaves in its workdir (read back by `run_comparison`).
+METRICS_FILE = "metrics.jsonl"
+RESULTS_FILE = "results.json"
 
 
 def format_metrics(metrics: dict[str, float],
@@ -79,7 +82,7 @@ class Reporter:
     self._report(line)
     if not self._enabled:
       return
-    _write_atomic(os.path.join(self._workdir, "metrics.jsonl"),
+    _write_atomic(os.path.join(self._workdir, METRICS_FILE),
                   "".join(json.dumps(r) + "\n" for r in history))
     if self._writer:
       self._write_epoch_events(record)
@@ -102,7 +105,7 @@ class Reporter:
       self._report(f"{stage}: " + format_metrics(results[stage], names))
     if not self._enabled:
       return
-    _write_atomic(os.path.join(self._workdir, "results.json"),
+    _write_atomic(os.path.join(self._workdir, RESULTS_FILE),
                   json.dumps(results, indent=2, sort_keys=True))
     if self._writer:
       self._writer.close()

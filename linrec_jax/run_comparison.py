@@ -10,7 +10,7 @@ import dataclasses
 import json
 import os
 
-TEST_METRICS = ('hit@10', 'ndcg@10', 'mrr@10')
+from linrec_jax import reporting
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,10 +19,12 @@ class Run:
 
   Attributes:
     name: the run's label (default: the workdir's base name).
+    epochs: epochs ended so far (validated or not).
     curve: epoch -> (updates so far, validation metric), epochs in order.
     results: the parsed `results.json`, or None while the run has not ended.
   """
   name: str
+  epochs: int
   curve: dict
   results: dict | None
 
@@ -39,11 +41,11 @@ def read_run(workdir, metric, name=None):
     FileNotFoundError: naming the missing `metrics.jsonl`.
     ValueError: naming the file, line and field at fault.
   """
-  path = os.path.join(workdir, 'metrics.jsonl')
+  path = os.path.join(workdir, reporting.METRICS_FILE)
   if not os.path.exists(path):
     raise FileNotFoundError(f'{path}: no such file (not a training workdir, '
                             'or no epoch has ended yet)')
-  curve = {}
+  curve, epochs = {}, 0
   with open(path) as f:
     for number, line in enumerate(f, 1):
       try:
@@ -54,19 +56,20 @@ def read_run(workdir, metric, name=None):
         if not isinstance(record.get(field), int):
           raise ValueError(f'{path}:{number}: field "{field}" missing or '
                            'not an integer')
+      epochs = max(epochs, record['epoch'])
       if 'valid' not in record:  # An epoch without validation.
         continue
       if metric not in record['valid']:
         raise ValueError(f'{path}:{number}: field "valid.{metric}" missing; '
                          f'has {sorted(record["valid"])}')
       curve[record['epoch']] = (record['step'], record['valid'][metric])
-  results_path = os.path.join(workdir, 'results.json')
+  results_path = os.path.join(workdir, reporting.RESULTS_FILE)
   results = None
   if os.path.exists(results_path):
     with open(results_path) as f:
       results = json.load(f)
   name = name or os.path.basename(os.path.normpath(workdir))
-  return Run(name, dict(sorted(curve.items())), results)
+  return Run(name, epochs, dict(sorted(curve.items())), results)
 
 
 def relative(value, baseline):
@@ -86,10 +89,8 @@ def first_reached(curve, threshold):
 
 def curve_rows(runs, every):
   """Epochs shown in the curve table: 1 + k * every, and each run's last."""
-  last = max((max(run.curve) for run in runs if run.curve), default=0)
-  epochs = set(range(1, last + 1, every))
-  epochs.update(max(run.curve) for run in runs if run.curve)
-  return sorted(epochs)
+  lasts = {max(run.curve) for run in runs if run.curve}
+  return sorted(lasts.union(range(1, max(lasts, default=0) + 1, every)))
 
 
 def _cell(value, fmt):
@@ -136,7 +137,7 @@ def threshold_table(runs, metric, thresholds):
 def summary_table(runs, metric):
   """Best validation value, epochs run and test metrics of each run."""
   header = (['run', f'best valid {metric} (epoch)', 'epochs', 'state']
-            + [f'test {name}' for name in TEST_METRICS])
+            + [f'test {name}' for name in reporting.HEADLINE])
   rows = []
   for run in runs:
     if run.curve:
@@ -145,12 +146,12 @@ def summary_table(runs, metric):
     else:
       best_cell = ''
     if run.results is None:
-      state, tests = 'running', [''] * len(TEST_METRICS)
+      state, tests = 'running', [''] * len(reporting.HEADLINE)
     else:
       state = run.results.get('stop_reason', 'ended')
       tests = [_cell(run.results['test'].get(name), '.4f')
-               for name in TEST_METRICS]
-    rows.append([run.name, best_cell, str(len(run.curve)), state] + tests)
+               for name in reporting.HEADLINE]
+    rows.append([run.name, best_cell, str(run.epochs), state] + tests)
   return 'Runs\n\n' + _table(header, rows)
 
 

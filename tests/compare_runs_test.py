@@ -39,11 +39,19 @@ def two_runs(tmp_path):
 def test_reads_curve_and_results(two_runs):
   base = run_comparison.read_run(two_runs[0], 'ndcg@10')
   other = run_comparison.read_run(two_runs[1], 'hit@10', name='label')
-  assert base.name == 'base' and base.results is None
+  assert base.name == 'base' and base.results is None and base.epochs == 3
   assert base.curve == {1: (10, 0.05), 2: (20, 0.10), 3: (30, 0.08)}
   assert other.name == 'label' and other.curve == {1: (10, 0.12),
                                                    2: (20, 0.18)}
   assert other.results['test']['ndcg@10'] == 0.125
+
+
+def test_epochs_without_validation_count_as_run(tmp_path):
+  workdir = _workdir(tmp_path, 'run', [(1, 10, 0.05)])
+  with open(pathlib.Path(workdir) / 'metrics.jsonl', 'a') as f:
+    f.write(json.dumps({'epoch': 2, 'step': 20, 'train_loss': 4.0}) + '\n')
+  run = run_comparison.read_run(workdir, 'ndcg@10')
+  assert run.epochs == 2 and run.curve == {1: (10, 0.05)}
 
 
 def test_first_reached_takes_the_first_epoch_at_or_above():
