@@ -25,7 +25,7 @@ from absl import flags
 import jax
 import numpy as np
 
-from experiments import bench_common
+from linrec_jax.cli import bench_common
 from linrec_jax import data
 from linrec_jax import optimizer
 from linrec_jax import steps

@@ -2,20 +2,47 @@
 
 The functional API:
   attention   pure attention functions (softmax, linrec, linear, efficient,
-              linrec_seqnorm) over `[batch, length, heads, head_dim]`
+              linrec_seqnorm, ...) over `[batch, length, heads, head_dim]`
   models      Flax linen SASRec and BERT4Rec (`init` / `apply`)
   losses, metrics, negatives   pure functions
   data        prepared arrays, leave-one-out splits, fixed-shape batches
   train       `train_and_evaluate(config, data_dir, workdir)`
+  configs     the presets, as ml_collections config files
+  run         `run(dataset=..., model=..., attention=..., preset=...,
+              workdir=...)`: one call from a name to test metrics
+
+Submodules load on first use, so that `import linrec_jax` (and the command
+line's flag checks) do not start JAX.
 """
 
-from linrec_jax import losses
-from linrec_jax import metrics
-from linrec_jax import models
-from linrec_jax import negatives
-from linrec_jax.layers import attention
-from linrec_jax.models import BERT4Rec
-from linrec_jax.models import SASRec
+import importlib
+
+_LAZY = {
+    "attention": "linrec_jax.layers.attention",
+    "losses": "linrec_jax.losses",
+    "metrics": "linrec_jax.metrics",
+    "models": "linrec_jax.models",
+    "negatives": "linrec_jax.negatives",
+    "configs": "linrec_jax.configs",
+}
+_LAZY_ATTRIBUTES = {
+    "SASRec": ("linrec_jax.models", "SASRec"),
+    "BERT4Rec": ("linrec_jax.models", "BERT4Rec"),
+    "run": ("linrec_jax.quickstart", "run"),
+}
 
 __all__ = ["attention", "losses", "metrics", "models", "negatives", "SASRec",
-           "BERT4Rec"]
+           "BERT4Rec", "configs", "run"]
+
+
+def __getattr__(name: str):
+  if name in _LAZY:
+    return importlib.import_module(_LAZY[name])
+  if name in _LAZY_ATTRIBUTES:
+    module, attribute = _LAZY_ATTRIBUTES[name]
+    return getattr(importlib.import_module(module), attribute)
+  raise AttributeError(f"module 'linrec_jax' has no attribute {name!r}")
+
+
+def __dir__():
+  return sorted(set(globals()) | set(__all__))

@@ -63,7 +63,8 @@ class _Progress:
 
 def train_and_evaluate(config: TrainConfig, data_dir: str, workdir: str, *,
                        report: Callable[[str], None] = print,
-                       run_info: dict | None = None) -> dict:
+                       run_info: dict | None = None,
+                       on_epoch: Callable[[dict], None] | None = None) -> dict:
   """Trains with early stopping on validation NDCG@10, then tests the best.
 
   Args:
@@ -75,6 +76,8 @@ def train_and_evaluate(config: TrainConfig, data_dir: str, workdir: str, *,
     run_info: what the caller adds to `workdir/config.json` beside the
       configuration (e.g. the dataset and preset names). The file is written
       once the workdir is known to hold this run's checkpoints or none.
+    on_epoch: called with each epoch's record (as in `metrics.jsonl`); an
+      exception it raises ends the run (a search pruning a trial does so).
 
   Returns:
     The content of `results.json`.
@@ -135,7 +138,11 @@ def train_and_evaluate(config: TrainConfig, data_dir: str, workdir: str, *,
     arrays, meta = restored
     progress = _Progress(**meta["progress"])
   reporter = Reporter(workdir, total_steps=total_steps, report=report,
-                      enabled=jax.process_index() == 0)
+                      enabled=jax.process_index() == 0,
+                      steps_per_epoch=steps_per_epoch, on_epoch=on_epoch,
+                      learning_rate=optimizer.learning_rate_schedule(
+                          config.lr, config.lr_schedule, config.warmup_steps,
+                          total_steps))
   reporter.config({**(run_info or {}), "data_dir": os.path.abspath(data_dir),
                    "config": dataclasses.asdict(config)})
   if restored is not None:
@@ -158,6 +165,8 @@ def train_and_evaluate(config: TrainConfig, data_dir: str, workdir: str, *,
   step = int(jax.device_get(launcher.get_state(state.step)))
   epoch_start = time.perf_counter() - progress.epoch_seconds
   loss_sum, loss_steps = jnp.zeros(()), 0
+  if not progress.finished:
+    reporter.start_training(step)
   while step < total_steps and not progress.finished:
     epoch, index = divmod(step, steps_per_epoch)
     batch = loader.batch(epoch, index, shard=shard)
@@ -166,6 +175,7 @@ def train_and_evaluate(config: TrainConfig, data_dir: str, workdir: str, *,
     loss_sum = loss_sum + launcher.unreplicate(step_metrics["loss"])
     loss_steps += 1
     step += 1
+    reporter.advance(step)
     if step % config.log_every_steps == 0:
       mean_loss = ((progress.epoch_loss_sum + float(loss_sum)) /
                    (progress.epoch_loss_steps + loss_steps))

@@ -2,7 +2,7 @@
 
 import os
 
-from experiments import presets
+from linrec_jax import configs
 from linrec_jax import data
 
 DEFAULT_DATA_ROOT = "../shared/data"
@@ -17,7 +17,7 @@ def prepared_dir(dataset: str, root: str | None, prepared_root: str) -> str:
   """The prepared directory of `dataset`, preparing it on first use.
 
   Args:
-    dataset: a name of `presets.DATASETS`, or a directory already prepared
+    dataset: a name of `configs.DATASETS`, or a directory already prepared
       by `data_prep` (holding meta.json).
     root: where the raw datasets lie (see `data_root`).
     prepared_root: prepared datasets are cached in `prepared_root/<name>`.
@@ -27,18 +27,18 @@ def prepared_dir(dataset: str, root: str | None, prepared_root: str) -> str:
   """
   if os.path.isfile(os.path.join(dataset, data.META_FILE)):
     return dataset
-  if dataset not in presets.DATASETS:
+  if dataset not in configs.DATASETS:
     raise ValueError(
         f"--dataset={dataset!r} is neither one of "
-        f"{', '.join(presets.DATASETS)} nor a prepared directory "
+        f"{', '.join(configs.DATASETS)} nor a prepared directory "
         f"(no {data.META_FILE} there; prepare one with data_prep.prepare)")
-  raw = os.path.join(data_root(root), presets.DATASETS[dataset])
+  raw = os.path.join(data_root(root), configs.DATASETS[dataset])
   output = os.path.join(prepared_root, dataset)
   if not os.path.isfile(os.path.join(output, data.META_FILE)):
     if not os.path.exists(raw):
       raise ValueError(
           f"--data_root: {raw} not found; point --data_root (or "
-          f"LINREC_DATA_DIR) at the folder holding {presets.DATASETS[dataset]}")
+          f"LINREC_DATA_DIR) at the folder holding {configs.DATASETS[dataset]}")
     print(f"preparing {dataset} from {raw} into {output}", flush=True)
   return str(data.prepare_if_needed(dataset.removesuffix("-sample"), raw,
                                     output))

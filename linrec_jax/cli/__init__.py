@@ -1,0 +1,2 @@
+"""The command-line programs: `linrec-prepare`, `linrec-train`,
+`linrec-recommend` and `linrec-benchmark` (see pyproject.toml)."""

@@ -1,0 +1,14 @@
+"""`linrec-prepare`: raw dataset files to the arrays training reads.
+
+The same program as `python -m data_prep.prepare` (see its --help).
+"""
+
+from absl import app
+
+from data_prep import prepare
+
+
+def run() -> None:
+  """The `linrec-prepare` command."""
+  prepare._define_flags()  # pylint: disable=protected-access
+  app.run(prepare.main)

@@ -1,0 +1,211 @@
+r"""Prints the top-K items of users from a trained model's best checkpoint.
+
+  linrec-recommend --workdir=runs/ml1m_linrec --users=1,2,3
+  linrec-recommend --workdir=runs/ml1m_linrec \
+      --history=2858,260,1196 --k=5
+
+Users (--users) and items (--history) are the dataset's original ids, as in
+the prepared `user_ids.txt` and `item_ids.txt` (for the SASRec ML-1M file
+these are SASRec's item ids, not MovieLens MovieIDs). A known user is scored
+from their whole history (train + valid + test), cut to the last max_len
+items as the model was trained; --history scores a user the model has never
+seen, oldest item first. Items already in the history are left out of the
+ranking unless --keep_history. For ML-1M the titles come from movies.dat via
+SASRec's item map (--titles, --item_map; defaults under $LINREC_DATA_DIR).
+
+--engine=streaming scores causal LinRec SASRec models with
+`linrec_jax.streaming` (one O(1) update per item) instead of the full
+forward pass; both give the same scores up to float32 rounding.
+"""
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+import numpy as np
+
+from linrec_jax.cli import datasets
+from linrec_jax import data
+from linrec_jax import ranking
+from linrec_jax import restore
+
+flags.DEFINE_string("workdir", None, "a training run's --workdir")
+flags.DEFINE_list("users", [], "original user ids, comma-separated")
+flags.DEFINE_list("history", [], "original item ids of a new user, oldest "
+                  "first, comma-separated")
+flags.DEFINE_integer("k", 10, "items to print per user")
+flags.DEFINE_bool("keep_history", False, "rank items the user already has")
+flags.DEFINE_string("titles", None, "`id::title::...` file (MovieLens "
+                    "movies.dat); default for ML-1M: $LINREC_DATA_DIR/"
+                    "ml-1m/movies.dat; '' for none")
+flags.DEFINE_string("item_map", None, "`<dataset item id> <title file id>` "
+                    "lines; default for the SASRec ML-1M file: "
+                    "$LINREC_DATA_DIR/ml-1m/sas_to_original_items.txt; '' "
+                    "when the ids match")
+flags.DEFINE_string("data_dir", None, "the prepared dataset (default: the "
+                    "data_dir in the workdir's config.json)")
+flags.DEFINE_enum("engine", "full", ["full", "streaming"], "full forward "
+                  "pass, or linrec_jax.streaming (causal LinRec only)")
+flags.mark_flag_as_required("workdir")
+FLAGS = flags.FLAGS
+
+ML1M_TITLES = "ml-1m/movies.dat"
+ML1M_ITEM_MAP = "ml-1m/sas_to_original_items.txt"
+BATCH_SIZE = 256
+# History items shown above each ranking, most recent last.
+RECENT = 3
+
+
+def _read_ids(directory, name) -> dict[str, int]:
+  """Original id -> internal id (line i holds internal id i + 1)."""
+  with open(os.path.join(directory, name), encoding="utf-8") as f:
+    return {line.strip(): i + 1 for i, line in enumerate(f)}
+
+
+def _internal(ids, known, what, file_name):
+  unknown = [i for i in ids if i not in known]
+  if unknown:
+    raise ValueError(
+        f"unknown {what} id(s) {', '.join(unknown)}: not in the dataset's "
+        f"{file_name} ({len(known)} {what}s, e.g. "
+        f"{', '.join(list(known)[:3])})")
+  return [known[i] for i in ids]
+
+
+def _title_paths(trained, titles, item_map):
+  """The --titles and --item_map to use: given, ML-1M defaults, or None."""
+  meta = trained.seqs.meta
+  if titles is None and meta.get("dataset") == "ml-1m":
+    root = datasets.data_root(None)
+    titles = os.path.join(root, ML1M_TITLES)
+    if item_map is None and meta.get("source", {}).get("format") == "sasrec":
+      item_map = os.path.join(root, ML1M_ITEM_MAP)
+    if not all(os.path.isfile(p) for p in (titles, item_map) if p):
+      logging.warning("no titles: %s or %s not found", titles, item_map)
+      return None, None
+  return titles or None, item_map or None
+
+
+def load_titles(trained, item_ids, titles, item_map) -> dict[int, str]:
+  """Internal item id -> title, from the title file and the item map."""
+  titles, item_map = _title_paths(trained, titles, item_map)
+  if titles is None:
+    return {}
+  by_id = {}
+  with open(titles, encoding="utf-8", errors="replace") as f:
+    for line in f:
+      fields = line.rstrip("\n").split("::")
+      if len(fields) >= 2:
+        by_id[fields[0]] = fields[1]
+  mapping = {}
+  if item_map:
+    with open(item_map, encoding="utf-8") as f:
+      mapping = dict(line.split()[:2] for line in f if line.strip())
+  return {internal: by_id[mapping.get(original, original)]
+          for original, internal in item_ids.items()
+          if mapping.get(original, original) in by_id}
+
+
+def recommend(workdir, *, users=(), history=(), k=10, keep_history=False,
+              titles=None, item_map=None, data_dir=None, engine="full"):
+  """Top-k items for known users and one new history.
+
+  Args:
+    workdir: a training run's workdir.
+    users: original user ids (`user_ids.txt`).
+    history: original item ids (`item_ids.txt`) of a new user, oldest first.
+    k: items per user.
+    keep_history: rank the items of the history too.
+    titles: a `id::title::...` file; None: ML-1M default; '': none.
+    item_map: `<dataset id> <title file id>` lines; None: ML-1M default.
+    data_dir: the prepared dataset; None: the one in config.json.
+    engine: "full" or "streaming".
+
+  Returns:
+    `(trained, results)`: the `restore.Trained` and, per user (then the new
+    history), {"name", "history_length", "recent", "items"}, each item a
+    {"item" (original id), "score", "title" (or None)}.
+
+  Raises:
+    ValueError: an unknown user or item id, or an engine the model lacks.
+    FileNotFoundError: no checkpoint, data or title file.
+  """
+  trained = restore.load_trained(workdir, data_dir=data_dir)
+  directory = trained.data_dir
+  item_ids = _read_ids(directory, data.ITEM_IDS_FILE)
+  rows = _internal(users, _read_ids(directory, data.USER_IDS_FILE), "user",
+                   data.USER_IDS_FILE)
+  histories = [trained.seqs.user_items(r - 1) for r in rows]
+  names = [f"user {u}" for u in users]
+  if history:
+    histories.append(np.array(_internal(history, item_ids, "item",
+                                        data.ITEM_IDS_FILE)))
+    names.append("new user (--history)")
+  original = {internal: original for original, internal in item_ids.items()}
+  title_of = load_titles(trained, item_ids, titles, item_map)
+  results = []
+  for start in range(0, len(histories), BATCH_SIZE):
+    batch = histories[start:start + BATCH_SIZE]
+    scores = ranking.score_histories(trained, batch, engine)
+    ranked = ranking.top_items(scores, k, None if keep_history else batch)
+    for name, items, (row_ids, row_scores) in zip(names[start:], batch,
+                                                  ranked):
+      describe = lambda i, s=None: {"item": original[i], "score": s,
+                                    "title": title_of.get(i)}
+      results.append({
+          "name": name, "history_length": len(items),
+          "recent": [describe(i) for i in items[-RECENT:].tolist()],
+          "items": [describe(i, float(s))
+                    for i, s in zip(row_ids.tolist(), row_scores)]})
+  return trained, results
+
+
+def format_results(trained, results, *, keep_history, engine) -> str:
+  """The results of `recommend` as text, one block per user."""
+  epoch = (f" (epoch {trained.best_epoch})" if trained.best_epoch > 0
+           else "")
+  lines = [f"{trained.config.model} ({trained.config.attention}) of "
+           f"{trained.dataset}: best parameters{epoch} from checkpoint step "
+           f"{trained.step}, {engine} engine; the last "
+           f"{trained.config.max_len} items of each history are used; "
+           f"history items {'kept' if keep_history else 'excluded'}"]
+  name = lambda item: item["title"] or f"item {item['item']}"
+  for result in results:
+    recent = "; ".join(name(item) for item in result["recent"])
+    lines.append(f"{result['name']} ({result['history_length']} items, "
+                 f"latest: {recent}):")
+    for rank, item in enumerate(result["items"], 1):
+      title = f"  {item['title']}" if item["title"] else ""
+      lines.append(f"  {rank:2d}. item {item['item']:>6}  score "
+                   f"{item['score']:8.4f}{title}")
+  return "\n".join(lines)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not FLAGS.users and not FLAGS.history:
+    raise app.UsageError("give --users and/or --history")
+  if FLAGS.k < 1:
+    raise app.UsageError("--k must be >= 1")
+  logging.set_verbosity(logging.ERROR)  # Orbax is chatty.
+  try:
+    trained, results = recommend(
+        FLAGS.workdir, users=FLAGS.users, history=FLAGS.history, k=FLAGS.k,
+        keep_history=FLAGS.keep_history, titles=FLAGS.titles,
+        item_map=FLAGS.item_map, data_dir=FLAGS.data_dir, engine=FLAGS.engine)
+  except (ValueError, FileNotFoundError) as error:
+    sys.exit(f"error: {error}")
+  print(format_results(trained, results, keep_history=FLAGS.keep_history,
+                       engine=FLAGS.engine))
+
+
+def run():
+  """The `linrec-recommend` command."""
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()
