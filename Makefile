@@ -8,21 +8,32 @@ LINREC_DATA_DIR ?= ../shared/data
 export LINREC_DATA_DIR
 WORKDIR ?= runs/ml-1m_sasrec_linrec
 
-.PHONY: setup train test test-slow
+.PHONY: setup setup-search train test test-slow
 
-$(VENV)/installed.stamp: requirements.txt
+# The pinned dependencies, then this project itself (editable: the commands
+# linrec-train, linrec-prepare, linrec-recommend, linrec-benchmark and
+# linrec-search, and `import linrec_jax` from any directory).
+$(VENV)/installed.stamp: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q -e .
+	touch $@
+
+# Optuna, for the hyperparameter search and its test.
+$(VENV)/search.stamp: $(VENV)/installed.stamp requirements-search.txt
+	$(PY) -m pip install -q -r requirements-search.txt
 	touch $@
 
 setup: $(VENV)/installed.stamp
 
-train: setup
-	$(PY) -m experiments.train --dataset=ml-1m --model=sasrec --attention=linrec --workdir=$(WORKDIR)
+setup-search: $(VENV)/search.stamp
 
-test: setup
+train: setup
+	$(VENV)/bin/linrec-train --dataset=ml-1m --model=sasrec --attention=linrec --workdir=$(WORKDIR)
+
+test: setup-search
 	$(PY) -m pytest -q
 
-test-slow: setup
+test-slow: setup-search
 	$(PY) -m pytest -q -m slow

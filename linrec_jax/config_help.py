@@ -19,7 +19,7 @@ FIELD_HELP = {
                     "do.",
     "max_len": "Items of history the model sees (older items are cut).",
     "hidden": "Width of the item embeddings and of every layer.",
-    "layers": "Number of Transformer blocks.",
+    "layers": "Number of Transformer blocks stacked in the encoder.",
     "heads": "Attention heads per block; they must divide --hidden.",
     "ffn": "Inner width of each block's feed-forward network.",
     "dropout": "Dropout rate on embeddings, attention outputs and "

@@ -36,6 +36,7 @@ import time
 from absl import app
 from absl import flags
 
+from linrec_jax import cli
 from linrec_jax.cli import bench_common
 
 VARIANTS = {  # name -> (attention, causal)
@@ -359,6 +360,7 @@ def main(argv):
 
 def run():
   """The `linrec-benchmark` command."""
+  cli.show_flags_in_help(__name__)
   app.run(main)
 
 

@@ -26,8 +26,9 @@ from absl import flags
 from absl import logging
 import numpy as np
 
-from linrec_jax.cli import datasets
+from linrec_jax import cli
 from linrec_jax import data
+from linrec_jax import datasets
 from linrec_jax import ranking
 from linrec_jax import restore
 
@@ -204,6 +205,7 @@ def main(argv):
 
 def run():
   """The `linrec-recommend` command."""
+  cli.show_flags_in_help(__name__)
   app.run(main)
 
 

@@ -56,7 +56,7 @@ def main(argv):
   from linrec_jax import checkpointing  # pylint: disable=import-outside-toplevel
   from linrec_jax import sharding  # pylint: disable=import-outside-toplevel
   from linrec_jax import train  # pylint: disable=import-outside-toplevel
-  from linrec_jax.cli import datasets  # pylint: disable=import-outside-toplevel
+  from linrec_jax import datasets  # pylint: disable=import-outside-toplevel
 
   logging.set_verbosity(logging.WARNING)  # Orbax is chatty at INFO.
   if FLAGS.coordinator_address:

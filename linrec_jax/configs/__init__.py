@@ -18,6 +18,7 @@ From Python:
 import dataclasses
 import importlib
 
+from absl import flags
 from ml_collections import config_dict
 from ml_collections import config_flags
 
@@ -69,11 +70,17 @@ def load_file(path: str) -> dict:
   Raises:
     ValueError: naming --config when the file cannot be loaded.
   """
-  parser = config_flags.ConfigFileFlagParser(name="config", lock_config=False)
+  # ml_collections' own loader, on a private set of flags (it splits off
+  # `:arg` and calls `get_config(arg)`).
+  argv = ["linrec", f"--config={path}"]
+  private = flags.FlagValues()
+  holder = config_flags.DEFINE_config_file(
+      "config", None, flag_values=private, lock_config=False, sys_argv=argv)
   try:
-    loaded = parser.parse(path)
+    private(argv)
+    loaded = holder.value
     values = loaded.to_dict() if hasattr(loaded, "to_dict") else dict(loaded)
-  except (OSError, TypeError, ValueError, SyntaxError) as error:
+  except (OSError, TypeError, ValueError, SyntaxError, flags.Error) as error:
     first = str(error).strip().splitlines()
     raise ValueError(f"--config={path}: cannot load it"
                      f"{': ' + first[-1] if first else ''}") from error
