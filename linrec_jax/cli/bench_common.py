@@ -20,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import textwrap
 import time
 
 GIB = 2**30
@@ -166,7 +167,11 @@ def write_json(path, report):
 
 def plot_grid(records, *, value, ylabel, title, path, series, panels,
               hline=None):
-  """Log-log plots of `value` against N, one line per series, per panel.
+  """Plots of `value` against N (log x), one line per series, per panel.
+
+  The y axis is logarithmic when the values span a decade or more, linear
+  from 0 otherwise; ticks are plain numbers at the measured lengths; the
+  title is wrapped to the figure's width.
 
   Args:
     records: measured records (dicts with 'n' and `value`).
@@ -183,26 +188,48 @@ def plot_grid(records, *, value, ylabel, title, path, series, panels,
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  from matplotlib import ticker  # pylint: disable=g-import-not-at-top
 
   cols = min(2, len(panels))
   rows = -(-len(panels) // cols)
-  fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 4.5 * rows),
+  fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 4.5 * rows),
                            squeeze=False)
+  plain = ticker.FuncFormatter(lambda v, _: f'{v:g}')
   for ax, (label, accept) in zip(axes.flat, panels):
+    shown = [r for r in records if accept(r)]
     for name in series:
-      points = sorted((r['n'], r[value]) for r in records
-                      if r['variant'] == name and accept(r))
+      points = sorted((r['n'], r[value]) for r in shown
+                      if r['variant'] == name)
       if points:
         ax.plot(*zip(*points), marker='o', label=name)
     if hline:
       ax.axhline(hline[0], color='gray', linestyle='--', label=hline[1])
-    ax.set(xscale='log', yscale='log', xlabel='sequence length N',
-           ylabel=ylabel, title=label)
+    ax.set(xscale='log', xlabel='sequence length N', ylabel=ylabel,
+           title=label)
+    lengths = sorted({r['n'] for r in shown})
+    if lengths:
+      # Ticks at the measured lengths, written as plain numbers.
+      ax.set_xticks(lengths)
+      ax.xaxis.set_major_formatter(plain)
+      ax.xaxis.set_minor_locator(ticker.NullLocator())
+      ax.tick_params(axis='x', labelrotation=45 if len(lengths) > 5 else 0)
+    values = [r[value] for r in shown] + ([hline[0]] if hline else [])
+    values = [v for v in values if v and v > 0]
+    if values and max(values) / min(values) >= 10:
+      ax.set_yscale('log')
+      ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+      ax.yaxis.set_major_formatter(plain)
+      ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+    else:
+      # Less than a decade: a linear axis reads better than log minor ticks.
+      ax.set_ylim(0, max(values, default=1) * 1.15)
+      ax.yaxis.set_major_formatter(plain)
     ax.grid(True, which='both', alpha=0.3)
     ax.legend(fontsize='small')
   for ax in list(axes.flat)[len(panels):]:
     ax.axis('off')
-  fig.suptitle(title)
+  fig.suptitle(textwrap.fill(title, width=int(15 * 6.5 * cols / 1.2)),
+               fontsize=10)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)

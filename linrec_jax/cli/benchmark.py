@@ -282,16 +282,27 @@ def _plot(results, idle, output):
           f'--replot --output={output}', flush=True)
     return
   ok = [r for r in results if r['status'] == 'ok']
-  batches = sorted({r['batch'] for r in results}, reverse=True)
+  # The modes, batches and variants the report holds (so --replot draws a
+  # report made with other flags as it was measured).
+  batches = sorted({r['batch'] for r in ok}, reverse=True)
+  modes = [m for m in ('train', 'infer') if any(r['mode'] == m for r in ok)]
+  series = [v for v in VARIANTS if any(r['variant'] == v for r in ok)]
   panels = [(f'{m}, batch {b}', lambda r, m=m, b=b: (r['mode'], r['batch'])
-             == (m, b)) for m in _MODES.value for b in batches]
-  common = dict(series=_VARIANTS.value, panels=panels)
+             == (m, b)) for m in modes for b in batches
+            if any((r['mode'], r['batch']) == (m, b) for r in ok)]
+  common = dict(series=series, panels=panels)
+  train = [r for r in ok if r['mode'] == 'train']
+  positions = '/'.join(sorted({r.get('loss_positions', 'last')
+                               for r in train})) or _LOSS_POSITIONS.value
+  chunks = sorted({r.get('microbatches', 1) for r in train})
+  accumulated = (f', {"/".join(map(str, chunks))} accumulated micro-batches'
+                 if chunks and chunks != [1] else '')
   bench_common.plot_grid(
-      ok, value='seconds', ylabel='seconds (median)', path=output.with_name(
-          output.stem + '_time.png'),
+      ok, value='seconds', ylabel='seconds per step (median of runs)',
+      path=output.with_name(output.stem + '_time.png'),
       title='SASRec time (train: fwd+bwd+Adam, loss at the '
-      f'{_LOSS_POSITIONS.value} position(s); infer: last-position scores); '
-      'missing points did not fit in memory',
+      f'{positions} position(s){accumulated}; infer: last-position scores);'
+      ' missing points did not fit in memory',
       **common)
   if _memory_key(results) == 'peak_device_gib':
     memory = dict(value='peak_device_gib', ylabel='device peak (GiB)',
