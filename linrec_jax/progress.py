@@ -70,7 +70,14 @@ class Progress:
       if self._loss is not None:
         postfix["train loss"] = f"{self._loss:.4f}"
       self._bar.set_postfix(postfix, refresh=False)
+      if self.is_epoch_end(step):
+        self._bar.set_description(
+            f"epoch {self.epoch_of(step - 1)}/{self.epochs()} validating",
+            refresh=False)
       self._bar.update(step - self._bar.n)
+
+  def is_epoch_end(self, step: int) -> bool:
+    return step % self._per_epoch == 0 or step == self._total
 
   def advance_loss(self, loss: float) -> None:
     """The running train loss, shown on the bar."""

@@ -65,6 +65,7 @@ class Reporter:
     self._writer = None
     self._console = None
     self._config = {}
+    self._announced_validation = False
     self._steps_per_epoch = steps_per_epoch or total_steps
     self._progress = progress_lib.Progress(
         total_steps=total_steps, steps_per_epoch=self._steps_per_epoch,
@@ -118,6 +119,10 @@ class Reporter:
   def advance(self, step: int) -> None:
     """Step `step` has finished (every step: the bar and the time left)."""
     self._progress.advance(step)
+    if self._progress.is_epoch_end(step) and not self._announced_validation:
+      self._announced_validation = True
+      self.line(f"validating after epoch {self._progress.epoch_of(step - 1)} "
+                "(the first validation also compiles the scoring step)")
 
   def step(self, step: int, train_loss: float) -> None:
     """A periodic line: step, epoch, loss, steps per second, time left."""
@@ -163,7 +168,11 @@ class Reporter:
       if self._writer:
         self._write_epoch_events(record)
     if self._on_epoch is not None:
-      self._on_epoch(record)
+      try:
+        self._on_epoch(record)
+      except BaseException:
+        self.close()  # the run ends here (e.g. a pruned search trial)
+        raise
 
   def _write_epoch_events(self, record: dict) -> None:
     step = record["step"]
@@ -192,15 +201,23 @@ class Reporter:
       self._draw_curve(results)
       if self._writer:
         self._write_final_events(results)
-        self._writer.close()
+        self._writer.flush()
       self.line(self._outputs_line())
     for stage in ("valid", "test"):
       flat = learning_curve.numeric_metrics(results[stage])
       names = tuple(sorted(flat, key=_metric_order))
       self.line(f"{stage}: " + format_metrics(flat, names))
+    self.close()
+
+  def close(self) -> None:
+    """Closes the bar, console.log and the event writer (idempotent)."""
+    self._progress.close()
     if self._console:
       self._console.close()
       self._console = None
+    if self._writer:
+      self._writer.close()
+      self._writer = None
 
   def _outputs_line(self) -> str:
     workdir = os.path.abspath(self._workdir)

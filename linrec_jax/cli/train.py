@@ -83,8 +83,7 @@ def _run_info() -> dict:
   """What config.json records beside the configuration."""
   return {"dataset": FLAGS.dataset,
           "preset": FLAGS.config or FLAGS.preset,
-          "flags": config_flags.explicit_values(FLAGS),
-          "command": sys.argv}
+          "flags": config_flags.explicit_values(FLAGS)}
 
 
 def parse_flags(argv: list[str]) -> list[str]:
