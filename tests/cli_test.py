@@ -4,6 +4,7 @@ The programs run as subprocesses (their flags are global to a process);
 resolution against presets is checked in this process with fresh flags.
 """
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -15,6 +16,7 @@ from absl import flags
 import pytest
 
 from linrec_jax import config as config_lib
+from linrec_jax import config_help
 from linrec_jax import configs
 from linrec_jax.cli import config_flags
 
@@ -136,6 +138,20 @@ def test_every_field_is_a_flag():
   config_flags.define_flags(values)
   for name in FIELDS:
     assert name in values and f"config.{name}" in values, name
+
+
+def test_a_new_train_config_field_becomes_a_flag_by_itself(monkeypatch):
+  @dataclasses.dataclass(frozen=True)
+  class WithNewField(config_lib.TrainConfig):
+    attention_dropout: float = 0.0
+
+  monkeypatch.setattr(config_lib, "TrainConfig", WithNewField)
+  monkeypatch.setitem(config_help.FIELD_HELP, "attention_dropout",
+                      "Dropout on the attention weights during training.")
+  config = _resolve("--preset=tiny", "--config.attention_dropout=0.25")
+  assert isinstance(config, WithNewField)
+  assert (config.attention_dropout, config.hidden) == (0.25, 16)
+  assert _resolve("--preset=tiny").attention_dropout == 0.0
 
 
 def test_config_file_takes_the_place_of_the_preset(tmp_path):

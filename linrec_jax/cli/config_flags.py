@@ -86,8 +86,10 @@ def resolve(values=flags.FLAGS) -> tuple[dict, dict]:
 
   Returns:
     `(fields, sources)`: `fields` maps each `TrainConfig` field to its
-    value; `sources` maps it to "flag", "preset NAME", "preset NAME for
-    DATASET/MODEL", "--config file" or "default".
+    value; `sources` maps it to "flag", "preset NAME", "preset NAME with
+    --dataset=D [--model=M] [--attention=A]" (the preset's values for them),
+    "--config file" or "default" (the TrainConfig default, also where a
+    preset sets the same value).
 
   Raises:
     ValueError: naming --config when its file is unusable.
