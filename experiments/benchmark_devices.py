@@ -82,7 +82,7 @@ def run_cell(kind, num_devices, model, seqs, loader):
   evaluator = evaluation.Evaluator(
       launcher, seqs, stage="test", protocol="full", max_len=_MAX_LEN.value,
       batch_size=_BATCH.value, pad_side="right", mask_token=None,
-      exclude_history=False, seed=0)
+      seed=0)
   evaluator(state.params)  # Compiles.
   start = time.perf_counter()
   evaluator(state.params)

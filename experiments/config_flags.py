@@ -24,7 +24,9 @@ _HELP = {
                       "(BERT4Rec's fine-tuning samples)",
     "loss": "ce (softmax over all items) or sampled (--num_negatives)",
     "eval_protocol": "full (all items), uni100 or pop100 (sampled)",
-    "exclude_history": "remove a user's past items from the ranking",
+    "exclude_history": "select the best epoch by NDCG@10 with the user's "
+                       "history excluded from the ranking (both protocols "
+                       "are always reported)",
     "lr_schedule": "constant, cosine or linear decay after --warmup_steps",
     "max_steps": "stop after this many steps (0: --epochs decides)",
     "time_limit_minutes": "end training at the first epoch end after this "

@@ -168,9 +168,11 @@ def make_eval_step(model, *, protocol: str, ks: tuple[int, ...],
 
   Args:
     model: the model.
-    protocol: "full" ranks the target among all items (minus `history` when
-      the batch carries it); "uni100"/"pop100" rank it among the batch's
-      `negatives` `[B, S]`.
+    protocol: "full" ranks the target among all items; when the batch
+      carries `history` `[B, M]` it adds, from the same scores, the metrics
+      with the history excluded (names ending in
+      `metrics.HISTORY_EXCLUDED`) and `metrics.SEEN_AT_10`;
+      "uni100"/"pop100" rank it among the batch's `negatives` `[B, S]`.
     ks: cut-offs of the metrics.
     axis_name: the pmap axis, or None under jit.
 
@@ -185,12 +187,15 @@ def make_eval_step(model, *, protocol: str, ks: tuple[int, ...],
     picked = gather_positions(states, batch["positions"])
     scores = model.apply(variables, picked, method="logits")
     if protocol == "full":
-      ranks = metrics.target_ranks(scores, batch["targets"],
-                                   exclude=batch.get("history"))
+      per_example = metrics.rank_metrics(
+          metrics.target_ranks(scores, batch["targets"]), ks)
+      if "history" in batch:
+        per_example.update(metrics.history_excluded_metrics(
+            scores, batch["targets"], batch["history"], ks))
     else:
-      ranks = metrics.sampled_ranks(scores, batch["targets"],
-                                    batch["negatives"])
-    per_example = metrics.rank_metrics(ranks, ks)
+      per_example = metrics.rank_metrics(
+          metrics.sampled_ranks(scores, batch["targets"], batch["negatives"]),
+          ks)
     sums, count = metrics.summarize(per_example, batch["valid"])
     sums["count"] = count.astype(jnp.float32)
     if axis_name is not None:

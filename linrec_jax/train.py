@@ -19,6 +19,7 @@ import numpy as np
 
 from linrec_jax import checkpointing
 from linrec_jax import data
+from linrec_jax import metrics
 from linrec_jax import models
 from linrec_jax import optimizer
 from linrec_jax import sharding
@@ -28,7 +29,14 @@ from linrec_jax.evaluation import Evaluator
 from linrec_jax.reporting import Reporter
 
 KS = (5, 10, 20)
-EARLY_STOP_METRIC = "ndcg@10"
+
+
+def early_stop_metric(config: TrainConfig) -> str:
+  """The validation metric that selects the best epoch: NDCG@10, history
+  kept (RecBole's protocol), or excluded with `--exclude_history`."""
+  if config.exclude_history and config.eval_protocol == "full":
+    return "ndcg@10" + metrics.HISTORY_EXCLUDED
+  return "ndcg@10"
 
 
 def make_model(config: TrainConfig, num_items: int):
@@ -119,7 +127,6 @@ def train_and_evaluate(config: TrainConfig, data_dir: str, workdir: str, *,
                        protocol=config.eval_protocol, max_len=config.max_len,
                        batch_size=config.eval_batch_size,
                        pad_side=config.pad_side, mask_token=_mask_token(model),
-                       exclude_history=config.exclude_history,
                        seed=config.seed + 1)
       for stage in ("valid", "test")}
 
@@ -178,8 +185,8 @@ def train_and_evaluate(config: TrainConfig, data_dir: str, workdir: str, *,
                               max(progress.epoch_loss_steps, 1)}
       if (epoch + 1) % config.eval_every_epochs == 0 or step == total_steps:
         record["valid"] = evaluators["valid"](state.params)
-        if record["valid"][EARLY_STOP_METRIC] > progress.best_metric:
-          progress.best_metric = record["valid"][EARLY_STOP_METRIC]
+        if record["valid"][early_stop_metric(config)] > progress.best_metric:
+          progress.best_metric = record["valid"][early_stop_metric(config)]
           progress.best_epoch = epoch + 1
           progress.bad_epochs = 0
           best_params = launcher.get_state(state).params
@@ -227,7 +234,7 @@ def _stop_reason(config: TrainConfig, progress: _Progress, step: int,
   """Why training ends after this epoch ("" while it goes on)."""
   if progress.bad_epochs >= config.patience:
     return (f"early stopping: {config.patience} epochs without a better "
-            f"{EARLY_STOP_METRIC}")
+            f"{early_stop_metric(config)}")
   if step == total_steps:
     return "max_steps" if total_steps == config.max_steps else "epochs"
   if config.time_limit_minutes and seconds >= 60 * config.time_limit_minutes:
@@ -253,7 +260,12 @@ def _protocol_description(config: TrainConfig) -> str:
   ranking = {"full": "full ranking over all items",
              "uni100": "sampled: target vs 100 uniform negatives",
              "pop100": "sampled: target vs 100 popularity negatives"}
-  history = ("user history excluded" if config.exclude_history
-             else "user history not excluded")
-  return (f"{ranking[config.eval_protocol]}, leave-one-out, {history}, "
-          f"ties count against the target")
+  if config.eval_protocol == "full":
+    history = (f"both protocols: user history kept (metric names as is) and "
+               f"excluded (names ending in {metrics.HISTORY_EXCLUDED}), "
+               f"{metrics.SEEN_AT_10} = seen items in the top 10 with the "
+               f"history kept; best epoch by {early_stop_metric(config)}")
+  else:
+    history = "user history kept"
+  return (f"{ranking[config.eval_protocol]}, leave-one-out, ties count "
+          f"against the target, {history}")

@@ -36,7 +36,9 @@ FINAL_STEP = 30
 STEPS_PER_EPOCH = 12
 # First bytes of a pickle of protocol 2 or newer: PROTO opcode, version.
 _PICKLE_HEADS = tuple(bytes([0x80, v]) for v in range(2, 6))
-METRICS = {f"{m}@{k}" for m in ("hit", "ndcg", "mrr") for k in (5, 10, 20)}
+_KEPT = {f"{m}@{k}" for m in ("hit", "ndcg", "mrr") for k in (5, 10, 20)}
+# Both protocols: history kept, history excluded, and seen items in the top 10.
+METRICS = _KEPT | {name + "_nohist" for name in _KEPT} | {"seen@10"}
 
 
 def _env(**extra) -> dict[str, str]:
@@ -96,8 +98,11 @@ def _history(workdir) -> list[dict]:
 
 def _assert_metrics_in_range(metrics: dict[str, float]):
   assert set(metrics) == METRICS
-  for name, value in metrics.items():
-    assert 0.0 <= value <= 1.0, (name, value)
+  assert 0.0 <= metrics["seen@10"] <= 10.0
+  for name in _KEPT:
+    # Taking seen items out of the ranking can only lift each target.
+    assert 0.0 <= metrics[name] <= metrics[name + "_nohist"] + 1e-6, name
+    assert metrics[name + "_nohist"] <= 1.0, name
   for k in (5, 10, 20):
     assert metrics[f"mrr@{k}"] <= metrics[f"ndcg@{k}"] <= metrics[f"hit@{k}"]
   assert metrics["hit@5"] <= metrics["hit@10"] <= metrics["hit@20"]

@@ -212,3 +212,36 @@ def test_sampled_loss_shares_negatives_per_example_and_drops_hits():
       count += 1
   assert float(metrics["count"]) == count
   np.testing.assert_allclose(float(metrics["loss"]), total / count, rtol=1e-5)
+
+
+def test_eval_step_reports_both_protocols_from_the_same_scores():
+  model = _model()
+  params = _state(model, optax.sgd(1.0)).params
+  batch = dict(_eval_batch())
+  history = np.array(batch["inputs"])  # the inputs are each row's history
+  batch["history"] = jnp.asarray(history)
+  sums = jax.jit(steps.make_eval_step(model, protocol="full", ks=(5,)))(
+      params, batch)
+  # NumPy reference from the model's scores: ranks with ties against the
+  # target, padding column out, history dropped or kept.
+  states = model.apply({"params": params}, batch["inputs"])
+  picked = states[jnp.arange(BATCH), batch["positions"]]
+  scores = np.asarray(model.apply({"params": params}, picked,
+                                  method="logits"))
+  expected = {"ndcg@5": 0.0, "ndcg@5_nohist": 0.0, "seen@10": 0.0}
+  for row in np.flatnonzero(np.asarray(batch["valid"])):
+    target = int(batch["targets"][row])
+    seen = set(history[row][history[row] != PAD_ID]) - {target}
+    above = [i for i in range(1, NUM_ITEMS + 1)
+             if i != target and scores[row, i] >= scores[row, target]]
+    for name, competing in (("ndcg@5", above),
+                            ("ndcg@5_nohist", [i for i in above
+                                               if i not in seen])):
+      rank = 1 + len(competing)
+      expected[name] += 1 / np.log2(rank + 1) if rank <= 5 else 0.0
+    top10 = np.argsort(-scores[row, 1:], kind="stable")[:10] + 1
+    expected["seen@10"] += len(set(top10) & set(history[row]) - {PAD_ID})
+  for name, value in expected.items():
+    np.testing.assert_allclose(float(sums[name]), value, rtol=1e-5,
+                               err_msg=name)
+  assert float(sums["ndcg@5_nohist"]) >= float(sums["ndcg@5"])

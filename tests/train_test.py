@@ -54,7 +54,7 @@ def _evaluate(seqs, stage, protocol, batch_size, seed=7):
   evaluator = evaluation.Evaluator(
       launcher, seqs, stage=stage, protocol=protocol, max_len=8,
       batch_size=batch_size, pad_side="right", mask_token=None,
-      exclude_history=False, seed=seed)
+      seed=seed)
   params = object()
   means = evaluator(params)
   assert all(p is params for p in launcher.params_seen)
@@ -173,13 +173,25 @@ def _tiny(**fields) -> TrainConfig:
   return TrainConfig(**values)
 
 
-def _assert_metrics_in_range(metrics):
-  assert set(metrics) == {f"{m}@{k}" for m in ("hit", "ndcg", "mrr")
-                          for k in train.KS}
+def _assert_metrics_in_range(metrics, both_protocols=True):
+  """Full ranking gives both protocols (history kept, then excluded) and
+  seen@10; the sampled protocols give the first set only."""
+  metrics = dict(metrics)
+  names = {f"{m}@{k}" for m in ("hit", "ndcg", "mrr") for k in train.KS}
+  suffixes = ("", "_nohist") if both_protocols else ("",)
+  if both_protocols:
+    names |= {n + "_nohist" for n in names} | {"seen@10"}
+    assert 0.0 <= metrics.pop("seen@10") <= 10.0
+  assert set(metrics) | ({"seen@10"} if both_protocols else set()) == names
   for name, value in metrics.items():
     assert 0.0 <= value <= 1.0, (name, value)
-  for k in train.KS:
-    assert metrics[f"mrr@{k}"] <= metrics[f"ndcg@{k}"] <= metrics[f"hit@{k}"]
+  for suffix in suffixes:
+    for k in train.KS:
+      assert (metrics[f"mrr@{k}{suffix}"] <= metrics[f"ndcg@{k}{suffix}"]
+              <= metrics[f"hit@{k}{suffix}"])
+      if suffix:  # Taking seen items out can only lift each target.
+        for m in ("hit", "ndcg", "mrr"):
+          assert (metrics[f"{m}@{k}{suffix}"] + 1e-6 >= metrics[f"{m}@{k}"])
 
 
 @pytest.mark.parametrize("protocol, described", [
@@ -193,7 +205,7 @@ def test_sampled_protocols_run_end_to_end(sample_dir, tmp_path, protocol,
                                      report=lines.append)
   assert json.loads((tmp_path / "results.json").read_text()) == results
   for stage in ("valid", "test"):
-    _assert_metrics_in_range(results[stage])
+    _assert_metrics_in_range(results[stage], both_protocols=False)
   assert described in results["eval_protocol"]
   assert results["steps"] == 3
   assert results["config"]["eval_protocol"] == protocol
