@@ -22,6 +22,8 @@ _HELP = {
                        "int(mask_prob * max_len))",
     "mask_last_prob": "share of cloze windows that mask only their last item "
                       "(BERT4Rec's fine-tuning samples)",
+    "attention_dropout": "dropout on the attention weights (RecBole's "
+                         "attn_dropout_prob; softmax variants only)",
     "loss": "ce (softmax over all items) or sampled (--num_negatives)",
     "eval_protocol": "full (all items), uni100 or pop100 (sampled)",
     "exclude_history": "select the best epoch by NDCG@10 with the user's "
@@ -79,4 +81,5 @@ def config_from_flags(values=flags.FLAGS) -> config_lib.TrainConfig:
   config = config_lib.TrainConfig(**resolved)
   return config_lib.validate(
       config, attention_variants=attention.VARIANTS,
-      causal_variants=attention.CAUSAL_VARIANTS, model_names=models.MODELS)
+      causal_variants=attention.CAUSAL_VARIANTS, model_names=models.MODELS,
+      weight_dropout_variants=attention.WEIGHT_DROPOUT_VARIANTS)

@@ -37,6 +37,7 @@ class TrainConfig:
   heads: int = 8
   ffn: int = 256
   dropout: float = 0.2
+  attention_dropout: float = 0.0
   pre_ln: bool = False
   # Data and objective.
   train_mode: str = "all"
@@ -82,7 +83,7 @@ def _require(condition: bool, flag: str, message: str) -> None:
 
 
 def validate(config: TrainConfig, *, attention_variants, causal_variants,
-             model_names) -> TrainConfig:
+             model_names, weight_dropout_variants) -> TrainConfig:
   """Checks every field; raises `ConfigError` naming the first bad flag.
 
   Args:
@@ -90,6 +91,7 @@ def validate(config: TrainConfig, *, attention_variants, causal_variants,
     attention_variants: names accepted by `--attention`.
     causal_variants: names that support `--causal`.
     model_names: names accepted by `--model`.
+    weight_dropout_variants: names that accept `--attention_dropout`.
 
   Returns:
     `config`, unchanged.
@@ -125,6 +127,8 @@ def validate(config: TrainConfig, *, attention_variants, causal_variants,
                "time_limit_minutes", "devices", "windows_per_user")
   _require(0.0 <= config.dropout < 1.0, "dropout",
            f"must lie in [0, 1), got {config.dropout}")
+  _require(0.0 <= config.attention_dropout < 1.0, "attention_dropout",
+           f"must lie in [0, 1), got {config.attention_dropout}")
   _require(0.0 < config.mask_prob < 1.0, "mask_prob",
            f"must lie in (0, 1), got {config.mask_prob}")
   _require(0.0 <= config.mask_last_prob <= 1.0, "mask_last_prob",
@@ -137,6 +141,11 @@ def validate(config: TrainConfig, *, attention_variants, causal_variants,
            f"{config.batch_size}")
   _require(config.hidden % config.heads == 0, "heads",
            f"{config.heads} heads do not divide --hidden={config.hidden}")
+  if config.attention_dropout:
+    _require(config.attention in weight_dropout_variants, "attention_dropout",
+             f"attention {config.attention!r} forms no attention weights to "
+             f"drop; use one of {', '.join(sorted(weight_dropout_variants))}"
+             " or 0")
   if config.causal:
     _require(config.attention in causal_variants, "causal",
              f"attention {config.attention!r} has no causal form; use one of "

@@ -44,6 +44,7 @@ def make_model(config: TrainConfig, num_items: int):
   fields = dict(num_items=num_items, max_len=config.max_len,
                 hidden=config.hidden, layers=config.layers,
                 heads=config.heads, ffn=config.ffn, dropout=config.dropout,
+                attention_dropout=config.attention_dropout,
                 attention=config.attention, mask_padding=config.mask_padding,
                 pre_ln=config.pre_ln)
   if config.model == "sasrec":

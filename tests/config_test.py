@@ -16,7 +16,8 @@ from linrec_jax.layers import attention
 def _validate(**fields):
   return config_lib.validate(
       config_lib.TrainConfig(**fields), attention_variants=attention.VARIANTS,
-      causal_variants=attention.CAUSAL_VARIANTS, model_names=models.MODELS)
+      causal_variants=attention.CAUSAL_VARIANTS, model_names=models.MODELS,
+      weight_dropout_variants=attention.WEIGHT_DROPOUT_VARIANTS)
 
 
 def _from_flags(*argv):
@@ -84,6 +85,9 @@ BAD = [
     (dict(model="bert4rec", causal=True, train_mode="cloze"), "causal"),
     (dict(model="sasrec", train_mode="cloze"), "train_mode"),
     (dict(model="sasrec", causal=False, train_mode="all"), "causal"),
+    (dict(attention="softmax", attention_dropout=1.0), "attention_dropout"),
+    (dict(attention="softmax", attention_dropout=-0.1), "attention_dropout"),
+    (dict(attention="linrec", attention_dropout=0.2), "attention_dropout"),
 ]
 
 

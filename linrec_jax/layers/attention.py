@@ -351,8 +351,10 @@ def linrec_seqnorm(query, key, value, *, mask=None, causal=False):
   return _finish(out, mask, query, key, value)
 
 
-def _softmax_attention(query, key, value, mask, causal, bias=None):
-  """`softmax` with an optional bias `[H, L, L]` added to the scores."""
+def _softmax_attention(query, key, value, mask, causal, bias=None,
+                       weights_dropout=None):
+  """`softmax` with an optional bias `[H, L, L]` added to the scores and an
+  optional function applied to the weights `[B, H, L, M]` (dropout)."""
   q, k, v, mask = _prepare(query, key, value, mask)
   length = q.shape[1]
   scores = jnp.einsum('BLHK,BMHK->BHLM', q, k) / math.sqrt(q.shape[-1])
@@ -363,11 +365,14 @@ def _softmax_attention(query, key, value, mask, causal, bias=None):
     visible = visible & jnp.tril(jnp.ones((length, length), dtype=bool))
   scores = jnp.where(visible, scores, MASK_VALUE)
   weights = jnp.where(visible, jax.nn.softmax(scores, axis=-1), 0)
+  if weights_dropout is not None:
+    weights = weights_dropout(weights)
   out = jnp.einsum('BHLM,BMHF->BLHF', weights, v)
   return _finish(out, mask, query, key, value)
 
 
-def softmax(query, key, value, *, mask=None, causal=False):
+def softmax(query, key, value, *, mask=None, causal=False,
+            weights_dropout=None):
   """Scaled dot-product softmax attention, the quadratic baseline.
 
   Invisible keys (padded, or in the future when causal) get `MASK_VALUE`
@@ -380,14 +385,19 @@ def softmax(query, key, value, *, mask=None, causal=False):
     value: `[B, L, H, F]`.
     mask: optional bool `[B, L]`, True at real items.
     causal: whether position t sees only positions <= t.
+    weights_dropout: optional function applied to the attention weights
+      `[B, H, L, M]` before they average the values: RecBole's attention
+      dropout (e.g. a bound `flax.linen.Dropout`). None leaves them as is.
 
   Returns:
     `[B, L, H, F]`, zero at padded positions, in the inputs' dtype.
   """
-  return _softmax_attention(query, key, value, mask, causal)
+  return _softmax_attention(query, key, value, mask, causal,
+                            weights_dropout=weights_dropout)
 
 
-def softmax_decay(query, key, value, *, mask=None, causal=False, decay=None):
+def softmax_decay(query, key, value, *, mask=None, causal=False, decay=None,
+                  weights_dropout=None):
   """Softmax with `linrec_decay`'s per-head recency decay: its control.
 
   Not in the paper. Each softmax weight is multiplied by `g_h^|t-j|` (the
@@ -397,14 +407,16 @@ def softmax_decay(query, key, value, *, mask=None, causal=False, decay=None):
   separates what a recency prior gives any attention from what it gives
   LinRec. Quadratic in L, like `softmax`. `decay`: optional `[H]` factors
   in (0, 1], one per head, instead of `head_decays(H)` (all 1 gives
-  `softmax`); other arguments and the result as in `softmax`.
+  `softmax`); other arguments (`weights_dropout` included) and the result as
+  in `softmax`.
   """
   length, heads = query.shape[1], query.shape[2]
   position = jnp.arange(length)
   distance = jnp.abs(position[:, None] - position[None, :])
   log_decay = jnp.log(_decays(decay, heads))
   bias = log_decay[:, None, None] * distance.astype(log_decay.dtype)
-  return _softmax_attention(query, key, value, mask, causal, bias)
+  return _softmax_attention(query, key, value, mask, causal, bias,
+                            weights_dropout)
 
 
 def linear(
@@ -517,3 +529,6 @@ VARIANTS = {
 CAUSAL_VARIANTS = frozenset(
     {'softmax', 'linrec', 'linear', 'linrec_mean', 'linrec_decay',
      'softmax_decay', 'efficient'})
+# Variants with a weight matrix to drop (`weights_dropout`): RecBole's
+# attention dropout. The linear variants never form one.
+WEIGHT_DROPOUT_VARIANTS = frozenset({'softmax', 'softmax_decay'})
