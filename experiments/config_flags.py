@@ -18,6 +18,9 @@ _HELP = {
     "train_mode": "all (next item at every position), prefix (official) or "
                   "cloze (BERT4Rec)",
     "windows_per_user": "training windows per history in mode all (0: all)",
+    "length_bucket": "group training rows of similar length and crop each "
+                     "batch to a multiple of this many positions (0: pad "
+                     "every batch to --max_len); right padding only",
     "max_predictions": "cloze positions predicted per window (0: RecBole's "
                        "int(mask_prob * max_len))",
     "mask_last_prob": "share of cloze windows that mask only their last item "

@@ -43,6 +43,7 @@ class TrainConfig:
   train_mode: str = "all"
   windows_per_user: int = 1
   pad_side: str = "right"
+  length_bucket: int = 0
   mask_prob: float = 0.2
   max_predictions: int = 0
   mask_last_prob: float = 0.0
@@ -124,7 +125,12 @@ def validate(config: TrainConfig, *, attention_variants, causal_variants,
            "log_every_steps", "checkpoint_every_steps", "keep_checkpoints",
            "num_negatives", "microbatches")
   non_negative("warmup_steps", "weight_decay", "grad_clip", "max_steps",
-               "time_limit_minutes", "devices", "windows_per_user")
+               "time_limit_minutes", "devices", "windows_per_user",
+               "length_bucket")
+  if config.length_bucket:
+    _require(config.train_mode != "cloze" and config.pad_side == "right",
+             "length_bucket", "needs --train_mode=all or prefix with "
+             "--pad_side=right (cropping left padding would move positions)")
   _require(0.0 <= config.dropout < 1.0, "dropout",
            f"must lie in [0, 1), got {config.dropout}")
   _require(0.0 <= config.attention_dropout < 1.0, "attention_dropout",

@@ -220,6 +220,10 @@ PAD_RIGHT, PAD_LEFT = "right", "left"
 PAD_SIDES = (PAD_RIGHT, PAD_LEFT)
 MODE_ALL, MODE_PREFIX, MODE_CLOZE = "all", "prefix", "cloze"
 MODES = (MODE_ALL, MODE_PREFIX, MODE_CLOZE)
+# Batches whose rows are sorted by length together (`length_bucket`): large
+# enough that most batches are nearly uniform in length, small enough that
+# every stretch of an epoch mixes all lengths.
+BUCKET_POOL = 64
 # Tags that keep the random streams of the epoch order and of the cloze masks
 # apart although both derive from (seed, epoch).
 _ORDER_STREAM, _CLOZE_STREAM = 0, 1
@@ -366,6 +370,16 @@ class TrainBatches:
 
   With right padding the next-item target of the last real input is at
   position len - 1; with left padding it is at N - 1.
+
+  Length buckets (`length_bucket` = W > 0, modes all and prefix with right
+  padding): the epoch's examples, shuffled as without buckets, are sorted
+  by input length within pools of `BUCKET_POOL` batches, cut into batches,
+  and the batches shuffled; each batch is cropped to its longest input
+  rounded up to a multiple of W (at most N). Cropping only drops trailing
+  padding, and positions are array indices from the left, so a cropped
+  batch computes exactly what its padded form computes; the batches of an
+  epoch differ from those without buckets (rows of similar length go
+  together).
   """
 
   def __init__(
@@ -382,6 +396,7 @@ class TrainBatches:
       mask_token: int | None = None,
       max_predictions: int | None = None,
       mask_last_prob: float = 0.0,
+      length_bucket: int = 0,
   ):
     """Indexes the examples of an epoch.
 
@@ -399,6 +414,9 @@ class TrainBatches:
         `default_max_predictions(mask_prob, max_len)`, as RecBole.
       mask_last_prob: probability that a cloze window masks only its last
         item (BERT4Rec's fine-tuning samples; RecBole's ft_ratio).
+      length_bucket: W > 0 groups rows of similar length and crops each
+        batch to a multiple of W (see the class docstring); 0 pads every
+        batch to max_len.
     """
     if mode not in MODES:
       raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -418,6 +436,12 @@ class TrainBatches:
           f"{max_predictions}")
     if not 0 <= mask_last_prob <= 1:
       raise ValueError(f"mask_last_prob must be in [0, 1], got {mask_last_prob}")
+    if length_bucket < 0:
+      raise ValueError(f"length_bucket must be >= 0, got {length_bucket}")
+    if length_bucket and (mode == MODE_CLOZE or pad_side != PAD_RIGHT):
+      raise ValueError("length_bucket needs mode all or prefix with right "
+                       "padding (cropping left padding would move positions)")
+    self.length_bucket = length_bucket
     self.max_predictions = max_predictions
     self.mask_last_prob = mask_last_prob
     self.mode, self.max_len, self.batch_size = mode, max_len, batch_size
@@ -442,6 +466,14 @@ class TrainBatches:
           max_len,
           windows_per_user,
       )
+    # Real inputs of every example (the `lengths - 1` / `lengths` of the
+    # batch builders below).
+    if mode == MODE_PREFIX:
+      self._input_lengths = np.clip(self._ends - self._starts[self._rows], 0,
+                                    max_len)
+    else:
+      self._input_lengths = np.maximum(np.clip(
+          self._ends - self._starts[self._rows], 0, max_len + 1) - 1, 0)
     self._order = None
 
   @property
@@ -476,11 +508,22 @@ class TrainBatches:
     rows = _shard_slice(self.batch_size, shard)
     first = index * self.batch_size
     picked = self._epoch_order(epoch)[first : first + self.batch_size]
+    if self.mode == MODE_CLOZE:
+      return self._cloze_batch(picked, rows, epoch, index)
     if self.mode == MODE_PREFIX:
-      return self._prefix_batch(picked[rows])
+      batch = self._prefix_batch(picked[rows])
+    else:
+      batch = self._all_batch(picked[rows])
+    if not self.length_bucket:
+      return batch
+    # From the global batch, so that every shard crops alike.
+    width = _round_up(int(self._input_lengths[picked].max()),
+                      self.length_bucket, self.max_len)
+    batch["inputs"] = np.ascontiguousarray(batch["inputs"][:, :width])
     if self.mode == MODE_ALL:
-      return self._all_batch(picked[rows])
-    return self._cloze_batch(picked, rows, epoch, index)
+      batch["positions"] = np.ascontiguousarray(batch["positions"][:, :width])
+      batch["targets"] = np.ascontiguousarray(batch["targets"][:, :width])
+    return batch
 
   def _epoch_order(self, epoch: int) -> np.ndarray:
     if epoch < 0:
@@ -488,9 +531,24 @@ class TrainBatches:
     cached = self._order  # One read: safe if a prefetch thread calls too.
     if cached is None or cached[0] != epoch:
       rng = np.random.default_rng([self.seed, epoch, _ORDER_STREAM])
-      cached = (epoch, rng.permutation(self.num_examples))
+      order = rng.permutation(self.num_examples)
+      if self.length_bucket:
+        order = self._bucketed(order, rng)
+      cached = (epoch, order)
       self._order = cached
     return cached[1]
+
+  def _bucketed(self, order: np.ndarray, rng) -> np.ndarray:
+    """The full batches of `order`, sorted by length within pools, with the
+    batch order shuffled."""
+    size = self.batch_size
+    order = order[: self.num_batches * size]
+    pool = BUCKET_POOL * size
+    pools = [order[i : i + pool] for i in range(0, len(order), pool)]
+    order = np.concatenate([
+        p[np.argsort(self._input_lengths[p], kind="stable")] for p in pools])
+    batches = order.reshape(self.num_batches, size)
+    return batches[rng.permutation(self.num_batches)].reshape(-1)
 
   def _prefix_batch(self, picked: np.ndarray) -> dict[str, np.ndarray]:
     rows, targets_at = self._rows[picked], self._ends[picked]
@@ -551,6 +609,11 @@ class TrainBatches:
   def _all_positions(self, size: int) -> np.ndarray:
     positions = np.arange(self.max_len, dtype=np.int32)
     return np.tile(positions, (size, 1))
+
+
+def _round_up(length: int, multiple: int, limit: int) -> int:
+  """`length` rounded up to a multiple of `multiple`, in `[1, limit]`."""
+  return min(max(-(-length // multiple) * multiple, multiple, 1), limit)
 
 
 def _prefix_examples(starts, ends) -> tuple[np.ndarray, np.ndarray]:

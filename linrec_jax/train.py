@@ -107,7 +107,8 @@ def train_and_evaluate(config: TrainConfig, data_dir: str, workdir: str, *,
       pad_side=config.pad_side, windows_per_user=config.windows_per_user,
       mask_prob=config.mask_prob, mask_token=_mask_token(model),
       max_predictions=config.max_predictions or None,
-      mask_last_prob=config.mask_last_prob)
+      mask_last_prob=config.mask_last_prob,
+      length_bucket=config.length_bucket)
   steps_per_epoch = loader.num_batches
   if steps_per_epoch == 0:
     raise ValueError(f"--batch_size={config.batch_size} exceeds the "

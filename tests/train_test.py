@@ -230,6 +230,17 @@ def test_time_limit_ends_training_at_an_epoch_end(sample_dir, tmp_path):
   _assert_metrics_in_range(results["test"])
 
 
+def test_length_buckets_train_end_to_end(sample_dir, tmp_path):
+  results = train.train_and_evaluate(
+      _tiny(length_bucket=5, max_steps=4, attention="softmax",
+            attention_dropout=0.1, dropout=0.1),
+      sample_dir, str(tmp_path), report=lambda line: None)
+  assert results["steps"] == 4
+  assert results["config"]["length_bucket"] == 5
+  for stage in ("valid", "test"):
+    _assert_metrics_in_range(results[stage])
+
+
 def test_stop_reason_names_max_steps(sample_dir, tmp_path):
   results = train.train_and_evaluate(_tiny(), sample_dir, str(tmp_path),
                                      report=lambda line: None)
