@@ -167,7 +167,7 @@ def detect_format(paths: Sequence[pathlib.Path]) -> str:
   if GROUPLENS_DELIMITER in line:
     return GROUPLENS
   tab_fields = line.split(_TAB)
-  if len(tab_fields) > 1 and all(recbole.is_header_field(f) for f in tab_fields):
+  if len(tab_fields) > 1 and all(map(recbole.is_header_field, tab_fields)):
     return RECBOLE
   if len(tab_fields) == 5 and b"T" in tab_fields[1] and b"-" in tab_fields[1]:
     return SNAP

@@ -22,6 +22,7 @@ forward pass; both give the same scores up to float32 rounding.
 
 import os
 import sys
+import zipfile
 
 from absl import app
 from absl import flags
@@ -105,12 +106,20 @@ def _title_paths(trained, titles, item_map):
     if item_map is None and source.get("format") == "sasrec":
       item_map = os.path.join(root, ML1M_ITEM_MAP)
     if (not os.path.isfile(titles) and source.get("format") == "grouplens"
-        and files and files[0].endswith(".zip")):
+        and files and _zip_holds(files[0], ML1M_TITLES_MEMBER)):
       titles = files[0]
     if not all(os.path.isfile(p) for p in (titles, item_map) if p):
       logging.warning("no titles: %s or %s not found", titles, item_map)
       return None, None
   return titles or None, item_map or None
+
+
+def _zip_holds(path, suffix) -> bool:
+  """Whether `path` is a zip archive with a member ending in `suffix`."""
+  if not zipfile.is_zipfile(path):
+    return False
+  with zipfile.ZipFile(path) as archive:
+    return any(name.endswith(suffix) for name in archive.namelist())
 
 
 def _read_titles(path, item_field, title_field) -> dict[str, str]:

@@ -5,12 +5,14 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from data_prep import prepare
 from data_prep import writer
 from experiments import recommend
 from linrec_jax import checkpointing
@@ -230,7 +232,6 @@ def test_recommend_after_real_training(tmp_path):
 
 def _prepared_run(root, prepare_args):
   """A saved run over data prepared by data_prep (NUM_ITEMS items)."""
-  from data_prep import prepare  # pylint: disable=import-outside-toplevel
   data_dir = str(prepare.prepare_dataset(*prepare_args[:2], root / "prep",
                                          **prepare_args[2]))
   assert data.load(data_dir).num_items == NUM_ITEMS
@@ -266,7 +267,6 @@ def test_titles_from_the_recbole_item_file(tmp_path):
 
 
 def test_ml1m_titles_from_the_grouplens_zip(tmp_path, monkeypatch):
-  import zipfile  # pylint: disable=import-outside-toplevel
   monkeypatch.setenv("LINREC_DATA_DIR", str(tmp_path / "no-data-here"))
   ratings = "".join(f"{1 + i // 6}::{10 + i}::4::{i}\n"
                     for i in range(NUM_ITEMS))
@@ -280,4 +280,5 @@ def test_ml1m_titles_from_the_grouplens_zip(tmp_path, monkeypatch):
   workdir = _prepared_run(tmp_path, ("ml-1m", archive, {}))
   _, results = recommend.recommend(workdir, users=["1"], k=3)
   for item in results[0]["items"] + results[0]["recent"]:
-    assert item["title"] == f"Film {int(item['item']) - 10} \u00e9t\u00e9 (1999)"
+    number = int(item["item"]) - 10
+    assert item["title"] == f"Film {number} \u00e9t\u00e9 (1999)"
