@@ -22,11 +22,21 @@ from data_prep import download
 from data_prep import pipeline
 from data_prep import presets
 from data_prep import readers
+from data_prep import recbole
 from data_prep import writer
 from linrec_jax import data
 
-_OPTIONS = ("format", "min_rating", "k_core", "dedup_consecutive")
+_FIELD_OPTIONS = tuple(recbole.Fields.OPTIONS.values())
+_OPTIONS = ("format", "min_rating", "k_core", "dedup_consecutive",
+            *_FIELD_OPTIONS)
 _DOWNLOADABLE = "ml-1m"
+# RecBole's Yelp names, as examples in the help.
+_FIELD_EXAMPLES = {
+    "user": "user_id",
+    "item": "business_id",
+    "time": "date",
+    "rating": "stars",
+}
 
 
 def resolve_options(dataset: str, **overrides) -> dict[str, Any]:
@@ -34,10 +44,14 @@ def resolve_options(dataset: str, **overrides) -> dict[str, Any]:
 
   Args:
     dataset: the dataset name (selects the preset).
-    **overrides: any of format, min_rating, k_core, dedup_consecutive.
+    **overrides: any of format, min_rating, k_core, dedup_consecutive and
+      the RecBole field names user_field, item_field, time_field,
+      rating_field (None: RecBole's default name).
 
   Returns:
-    {format, min_rating, k_core, dedup_consecutive}, checked.
+    {format, min_rating, k_core, dedup_consecutive}, checked, plus the field
+    names that differ from RecBole's defaults (so that datasets prepared
+    before these options existed keep their options).
   """
   unknown = set(overrides) - set(_OPTIONS)
   if unknown:
@@ -54,6 +68,10 @@ def resolve_options(dataset: str, **overrides) -> dict[str, Any]:
   if options["min_rating"] is not None:
     options["min_rating"] = float(options["min_rating"])
   options["dedup_consecutive"] = bool(options["dedup_consecutive"])
+  fields = recbole.Fields.from_options(options)
+  for option in _FIELD_OPTIONS:
+    options.pop(option, None)
+  options.update(fields.non_default_options())
   return options
 
 
@@ -94,7 +112,11 @@ def prepare_dataset(
     downloaded_from = download.ML1M_URL
   if isinstance(input_path, (str, pathlib.Path)):
     input_path = [input_path]
-  interactions = readers.read_interactions(input_path, options["format"])
+  interactions = readers.read_interactions(
+      input_path,
+      options["format"],
+      fields=recbole.Fields.from_options(options),
+  )
   prepared = pipeline.build(
       interactions,
       min_rating=options["min_rating"],
@@ -143,6 +165,14 @@ def _define_flags() -> None:
   flags.DEFINE_bool(
       "dedup_consecutive", None, "Drop repeated consecutive items (preset)."
   )
+  for attribute, option in recbole.Fields.OPTIONS.items():
+    flags.DEFINE_string(
+        option,
+        None,
+        f"RecBole .inter files: the {attribute} field, e.g. "
+        f"{_FIELD_EXAMPLES[attribute]} (default "
+        f"{getattr(recbole.Fields(), attribute)}).",
+    )
   flags.DEFINE_bool("overwrite", False, "Replace an existing output_dir.")
   flags.DEFINE_string(
       "download_dir",
@@ -156,7 +186,7 @@ def main(argv: Sequence[str]) -> int:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   fv = flags.FLAGS
   overrides = {"format": fv.format}
-  for name in ("min_rating", "k_core", "dedup_consecutive"):
+  for name in ("min_rating", "k_core", "dedup_consecutive", *_FIELD_OPTIONS):
     if fv[name].present:
       overrides[name] = fv[name].value
   print(presets.get(fv.dataset).describe())

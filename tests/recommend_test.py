@@ -5,12 +5,14 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from data_prep import prepare
 from data_prep import writer
 from experiments import recommend
 from linrec_jax import checkpointing
@@ -226,3 +228,57 @@ def test_recommend_after_real_training(tmp_path):
   _, results = recommend.recommend(workdir, users=USER_IDS, k=3,
                                    engine="streaming")
   assert [len(r["items"]) for r in results] == [3, 3, 3]
+
+
+def _prepared_run(root, prepare_args):
+  """A saved run over data prepared by data_prep (NUM_ITEMS items)."""
+  data_dir = str(prepare.prepare_dataset(*prepare_args[:2], root / "prep",
+                                         **prepare_args[2]))
+  assert data.load(data_dir).num_items == NUM_ITEMS
+  workdir = str(root / "workdir")
+  _save_run(workdir, data_dir)
+  return workdir
+
+
+def test_titles_from_the_recbole_item_file(tmp_path):
+  # Yelp's field names; user a has items 1..6, b 7..12, in time order.
+  rows = [f"{'ab'[i // 6]}\tbiz{i + 1}\t{100 - i}" for i in range(NUM_ITEMS)]
+  inter = tmp_path / "yelp.inter"
+  inter.write_text("user_id:token\tbusiness_id:token\tdate:float\n" +
+                   "\n".join(rows) + "\n")
+  (tmp_path / "yelp.item").write_text(
+      "business_id:token\titem_name:token_seq\tcity:token_seq\n" +
+      "".join(f"biz{i}\tShop number {i}\tCity {i}\n"
+              for i in range(1, NUM_ITEMS + 1)))
+  workdir = _prepared_run(tmp_path, ("yelp", inter, dict(
+      item_field="business_id", time_field="date")))
+  _, results = recommend.recommend(workdir, users=["a"], k=4)
+  items = results[0]["items"] + results[0]["recent"]
+  assert len(items) == 7
+  for item in items:
+    assert item["title"] == f"Shop number {item['item'][3:]}"
+  _, results = recommend.recommend(workdir, users=["b"], k=2,
+                                   title_field="city")
+  for item in results[0]["items"]:
+    assert item["title"] == f"City {item['item'][3:]}"
+  with pytest.raises(ValueError, match=r"yelp\.item, line 1: the header has "
+                     "no genre field.*--title_field"):
+    recommend.recommend(workdir, users=["b"], title_field="genre")
+
+
+def test_ml1m_titles_from_the_grouplens_zip(tmp_path, monkeypatch):
+  monkeypatch.setenv("LINREC_DATA_DIR", str(tmp_path / "no-data-here"))
+  ratings = "".join(f"{1 + i // 6}::{10 + i}::4::{i}\n"
+                    for i in range(NUM_ITEMS))
+  # GroupLens ships movies.dat in ISO-8859-1.
+  movies = "".join(f"{10 + i}::Film {i} \u00e9t\u00e9 (1999)::Drama\n"
+                   for i in range(NUM_ITEMS))
+  archive = tmp_path / "ml-1m.zip"
+  with zipfile.ZipFile(archive, "w") as z:
+    z.writestr("ml-1m/ratings.dat", ratings)
+    z.writestr("ml-1m/movies.dat", movies.encode("latin-1"))
+  workdir = _prepared_run(tmp_path, ("ml-1m", archive, {}))
+  _, results = recommend.recommend(workdir, users=["1"], k=3)
+  for item in results[0]["items"] + results[0]["recent"]:
+    number = int(item["item"]) - 10
+    assert item["title"] == f"Film {number} \u00e9t\u00e9 (1999)"
