@@ -34,6 +34,10 @@ ACTIVATIONS = {
 }
 
 
+# Name of the learned decay logits in an attention layer's parameters.
+DECAY_LOGIT = 'decay_logit'
+
+
 def check_block_args(*, hidden, heads, attention, causal, activation='gelu'):
   """Raises a ValueError naming the offending field, or returns None."""
   if heads <= 0 or hidden % heads:
@@ -67,6 +71,13 @@ def _dense(features, name):
 class MultiHeadAttention(nn.Module):
   """q/k/v projections, a named attention function, output projection.
 
+  Parameters: dense layers `query`, `key`, `value`, `out`; with an
+  attention in `attention.LEARNED_DECAY_VARIANTS` also `decay_logit`
+  `[heads]` float32 (initialised to `attention.decay_logits(heads)`; the
+  decay is `sigmoid(decay_logit)`), passed to the function as
+  `decay_logit=`. Other variants have no parameter beyond the four dense
+  layers.
+
   Attributes:
     hidden: model size D.
     heads: number of heads H; the head size is K = D // H.
@@ -97,7 +108,12 @@ class MultiHeadAttention(nn.Module):
     key = split(_dense(self.hidden, 'key')(x))
     value = split(_dense(self.hidden, 'value')(x))
     attend = attention_lib.VARIANTS[self.attention]
-    out = attend(query, key, value, mask=mask, causal=self.causal)
+    learned = {}
+    if self.attention in attention_lib.LEARNED_DECAY_VARIANTS:
+      learned['decay_logit'] = self.param(
+          DECAY_LOGIT, lambda _, heads: attention_lib.decay_logits(heads),
+          self.heads)
+    out = attend(query, key, value, mask=mask, causal=self.causal, **learned)
     return _dense(self.hidden, 'out')(out.reshape(batch, length, -1))
 
 
