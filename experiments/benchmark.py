@@ -42,6 +42,7 @@ VARIANTS = {  # name -> (attention, causal)
     'linear': ('linear', False),
     'efficient': ('efficient', False),
     'linrec_decay_causal': ('linrec_decay', True),
+    'linrec_learned_decay_causal': ('linrec_learned_decay', True),
 }
 DEFAULT_VARIANTS = ['softmax', 'linrec', 'linrec_causal', 'linear',
                     'efficient']

@@ -108,6 +108,10 @@ def test_bad_value_names_its_flag(fields, flag):
     dict(model="bert4rec", causal=False, train_mode="cloze"),
     dict(hidden=12, heads=3),
     dict(dropout=0.0, max_steps=0, devices=0, windows_per_user=0),
+    dict(attention="linrec_learned_decay"),
+    dict(attention="softmax_learned_decay"),
+    dict(model="bert4rec", attention="linrec_learned_decay", causal=False,
+         train_mode="cloze"),
 ])
 def test_good_values_pass(fields):
   assert _validate(**fields) == config_lib.TrainConfig(**fields)

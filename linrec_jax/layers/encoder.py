@@ -36,6 +36,10 @@ ACTIVATIONS = {
 }
 
 
+# Name of the learned decay logits in an attention layer's parameters.
+DECAY_LOGIT = 'decay_logit'
+
+
 def check_block_args(*, hidden, heads, attention, causal, activation='gelu',
                      attention_dropout=0.0):
   """Raises a ValueError naming the offending field, or returns None."""
@@ -77,6 +81,13 @@ def _dense(features, name):
 class MultiHeadAttention(nn.Module):
   """q/k/v projections, a named attention function, output projection.
 
+  Parameters: dense layers `query`, `key`, `value`, `out`; with an
+  attention in `attention.LEARNED_DECAY_VARIANTS` also `decay_logit`
+  `[heads]` float32 (initialised to `attention.decay_logits(heads)`; the
+  decay is `sigmoid(decay_logit)`), passed to the function as
+  `decay_logit=`. Other variants have no parameter beyond the four dense
+  layers.
+
   Attributes:
     hidden: model size D.
     heads: number of heads H; the head size is K = D // H.
@@ -112,6 +123,10 @@ class MultiHeadAttention(nn.Module):
     value = split(_dense(self.hidden, 'value')(x))
     attend = attention_lib.VARIANTS[self.attention]
     options = {}
+    if self.attention in attention_lib.LEARNED_DECAY_VARIANTS:
+      options['decay_logit'] = self.param(
+          DECAY_LOGIT, lambda _, heads: attention_lib.decay_logits(heads),
+          self.heads)
     if self.attention_dropout > 0 and not deterministic:
       drop = nn.Dropout(rate=self.attention_dropout)
       options['weights_dropout'] = lambda w: drop(w, deterministic=False)
