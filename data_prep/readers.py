@@ -71,7 +71,10 @@ class Interactions:
 
 
 def read_interactions(
-    inputs: Sequence[str | pathlib.Path], fmt: str = AUTO
+    inputs: Sequence[str | pathlib.Path],
+    fmt: str = AUTO,
+    *,
+    max_bytes: int = parsing.MAX_INPUT_BYTES,
 ) -> Interactions:
   """Reads interaction files of one format, concatenated in the given order.
 
@@ -80,6 +83,7 @@ def read_interactions(
       (lightgcn) or `ratings.dat` (grouplens); `.gz` variants are found too.
     fmt: a format name (see the module docstring) or "auto" to detect it from
       the file names and the first line.
+    max_bytes: the most bytes one input may hold, decompressed.
 
   Returns:
     The interactions, in file order.
@@ -99,7 +103,9 @@ def read_interactions(
   columns, files = [], []
   for path in paths:
     suffix = GROUPLENS_RATINGS if fmt == GROUPLENS else None
-    data, digest = parsing.read_input(path, zip_member_suffix=suffix)
+    data, digest = parsing.read_input(
+        path, zip_member_suffix=suffix, max_bytes=max_bytes
+    )
     files.append(SourceFile(str(path.absolute()), digest, path.stat().st_size))
     columns.append(_READERS[fmt](data, path))
   return _concatenate(columns, fmt, tuple(files))
@@ -220,14 +226,14 @@ def _read_snap(data: bytes, path) -> dict[str, np.ndarray]:
 
 
 def _read_recbole(data: bytes, path) -> dict[str, np.ndarray]:
-  header, body = parsing.split_first_line(data)
+  header, body = parsing.split_first_line(data, path, _TAB)
   wanted = {
       RECBOLE_USER: (USER, "token"),
       RECBOLE_ITEM: (ITEM, "token"),
       RECBOLE_RATING: (RATING, "float"),
       RECBOLE_TIME: (TIME, "float"),
   }
-  columns, seen = [], set()
+  columns, seen, names = [], set(), []
   for j, field in enumerate(header.split(_TAB)):
     if not _is_recbole_field(field):
       raise DataFormatError(
@@ -238,6 +244,12 @@ def _read_recbole(data: bytes, path) -> dict[str, np.ndarray]:
           field=str(j + 1),
       )
     name, _, kind = field.strip().decode("utf-8", "replace").partition(":")
+    if name in names:
+      raise DataFormatError(
+          path, f"header field {name!r} appears twice (fields "
+          f"{names.index(name) + 1} and {j + 1}): which one holds the data is "
+          "ambiguous", line=1, field=str(j + 1))
+    names.append(name)
     if name in wanted and wanted[name][1] != kind:
       raise DataFormatError(
           path, f"{name} must be of type {wanted[name][1]}, not {kind}", line=1
