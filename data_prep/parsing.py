@@ -155,7 +155,7 @@ def _over_limit(max_bytes: int) -> str:
 def _read_limited(f, path, max_bytes: int) -> bytes:
   """Reads a decompressing stream, stopping once it exceeds max_bytes."""
   parts, total = [], 0
-  while part := f.read(_READ_BYTES):
+  while part := f.read(min(_READ_BYTES, max_bytes + 1 - total)):
     total += len(part)
     if total > max_bytes:
       raise DataFormatError(
@@ -374,7 +374,11 @@ def _normalize(data: bytes) -> bytes:
     data = data[len(_UTF8_BOM) :]
   if b"\r" in data:
     data = data.replace(b"\r\n", b"\n")
-  return data.rstrip(b" \t\r\n")
+  # Drop trailing blank lines, but keep the last line as it is: white space
+  # at its end is data, as on any other line.
+  stripped = data.rstrip(b" \t\r\n")
+  end = data.find(b"\n", len(stripped))
+  return data if end < 0 else data[:end]
 
 
 def _chunks(data: bytes, first_line: int) -> Iterator[tuple[int, bytes]]:

@@ -101,6 +101,7 @@ def prepare_dataset(
   options = resolve_options(dataset, **options)
   if not str(output_dir):
     raise ValueError("output_dir is empty")
+  writer.check_replaceable(output_dir, overwrite)  # Before the work.
   preset = presets.get(dataset)
   downloaded_from = None
   if input_path is None:
@@ -194,6 +195,8 @@ def main(argv: Sequence[str]) -> int:
           file=sys.stderr)
     return 2
   fv = flags.FLAGS
+  # The summary below is printed; errors are one line.
+  logging.set_verbosity(logging.WARNING)
   if not fv.output_dir:
     print("error: --output_dir is empty", file=sys.stderr)
     return 2

@@ -79,7 +79,7 @@ def write_prepared(
     output_dir as an absolute Path.
   """
   output_dir = pathlib.Path(output_dir).absolute()
-  _check_replaceable(output_dir, overwrite)
+  check_replaceable(output_dir, overwrite)
   output_dir.parent.mkdir(parents=True, exist_ok=True)
   clean_leftovers(output_dir)
   tmp = _temporary_directory(_TMP_PREFIX, output_dir)
@@ -144,7 +144,9 @@ def clean_leftovers(output_dir: str | pathlib.Path) -> list[str]:
   return reports
 
 
-def _check_replaceable(output_dir: pathlib.Path, overwrite: bool) -> None:
+def check_replaceable(output_dir: pathlib.Path, overwrite: bool) -> None:
+  """Raises FileExistsError unless write_prepared may write output_dir."""
+  output_dir = pathlib.Path(output_dir).absolute()
   if not output_dir.exists():
     return
   if not output_dir.is_dir():
