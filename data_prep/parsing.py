@@ -168,6 +168,7 @@ def _read_limited(f, path, max_bytes: int) -> bytes:
 def _read_zip_member(path, raw: bytes, suffix: str | None, max_bytes) -> bytes:
   if suffix is None:
     raise DataFormatError(path, "zip archives are read only for GroupLens data")
+  member_name = f"*{suffix}"
   try:
     with zipfile.ZipFile(io.BytesIO(raw)) as archive:
       members = [i for i in archive.infolist() if i.filename.endswith(suffix)]
@@ -178,6 +179,7 @@ def _read_zip_member(path, raw: bytes, suffix: str | None, max_bytes) -> bytes:
             f"{[i.filename for i in members]}",
         )
       member = members[0]
+      member_name = member.filename
       if member.file_size > max_bytes:
         raise DataFormatError(
             path, f"{member.filename} holds {member.file_size} bytes, "
@@ -186,7 +188,7 @@ def _read_zip_member(path, raw: bytes, suffix: str | None, max_bytes) -> bytes:
         return _read_limited(f, path, max_bytes)
   except NotImplementedError as e:
     raise DataFormatError(
-        path, f"zip member {members[0].filename}: unsupported ({e})"
+        path, f"zip member {member_name}: unsupported ({e})"
     ) from e
   except (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError) as e:
     # RuntimeError: an encrypted member.
@@ -377,6 +379,8 @@ def _normalize(data: bytes) -> bytes:
   # Drop trailing blank lines, but keep the last line as it is: white space
   # at its end is data, as on any other line.
   stripped = data.rstrip(b" \t\r\n")
+  if not stripped:
+    return stripped
   end = data.find(b"\n", len(stripped))
   return data if end < 0 else data[:end]
 

@@ -552,6 +552,19 @@ def test_ambiguous_input_is_an_error(tmp_path, name, raw, line, field, what,
   assert not (tmp_path / "out").exists()
 
 
+def test_blank_input_and_trailing_space(tmp_path):
+  blank = _write(tmp_path / "w.txt", " \n\t\n")
+  with pytest.raises(DataFormatError, match="empty input"):
+    prepare.prepare_dataset("x", blank, tmp_path / "o", format=readers.SASREC)
+  # Trailing blank lines go; space at the end of the last line is data.
+  spaced = _write(tmp_path / "c.txt", "0\t1\t1.0\n0\t2\t2.0\n0\t3\t3.0 \n\n")
+  with pytest.raises(DataFormatError, match="line 3, field 3"):
+    prepare.prepare_dataset("x", spaced, tmp_path / "o")
+  _write(spaced, "0\t1\t1.0\n0\t2\t2.0\n0\t3\t3.0\n \n\n")
+  output = prepare.prepare_dataset("x", spaced, tmp_path / "o")
+  assert _original_sequences(output) == {"0": ["1", "2", "3"]}
+
+
 def test_canonical_ids_still_read_exactly(tmp_path):
   lines = "0 -12\n0 7\n0 9223372036854775807\n10 -9223372036854775808\n10 7\n"
   path = _write(tmp_path / "s.txt", lines + "10 0\n")
