@@ -80,9 +80,12 @@ def write_prepared(
   """
   output_dir = pathlib.Path(output_dir).absolute()
   check_replaceable(output_dir, overwrite)
-  output_dir.parent.mkdir(parents=True, exist_ok=True)
-  clean_leftovers(output_dir)
-  tmp = _temporary_directory(_TMP_PREFIX, output_dir)
+  try:
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    clean_leftovers(output_dir)
+    tmp = _temporary_directory(_TMP_PREFIX, output_dir)
+  except OSError as e:
+    raise _cannot_write(output_dir, e) from e
   try:
     os.chmod(tmp, _DIRECTORY_MODE)  # mkdtemp makes it private (0o700).
     with open(tmp / data.SEQUENCES_FILE, "wb") as f:
@@ -98,11 +101,22 @@ def write_prepared(
       f.write("\n")
       _sync(f)
     _sync_directory(tmp)
+  except BaseException as e:
+    shutil.rmtree(tmp, ignore_errors=True)
+    if isinstance(e, OSError):
+      raise _cannot_write(output_dir, e) from e
+    raise
+  try:
     _replace(tmp, output_dir, overwrite)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
   return output_dir
+
+
+def _cannot_write(output_dir: pathlib.Path, error: OSError) -> OSError:
+  """The error, of the same class, its message naming the output first."""
+  return type(error)(f"cannot write {output_dir}: {error}")
 
 
 def clean_leftovers(output_dir: str | pathlib.Path) -> list[str]:

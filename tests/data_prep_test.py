@@ -434,6 +434,15 @@ def test_never_replaces_a_foreign_directory(tmp_path):
   assert (foreign / "notes.txt").read_text() == "mine"
 
 
+def test_unwritable_output_names_it(tmp_path):
+  path = _write(tmp_path / "s.txt", "1 2\n1 3\n1 4\n")
+  inside_a_file = tmp_path / "s.txt" / "prepared"
+  with pytest.raises(OSError, match=f"cannot write {inside_a_file}: "):
+    prepare.prepare_dataset("x", path, inside_a_file)
+  assert path.read_text() == "1 2\n1 3\n1 4\n"
+  assert _leftovers(tmp_path) == []
+
+
 def test_download_offline_and_checksum(tmp_path, monkeypatch):
   cache = tmp_path / "cache"
   monkeypatch.setattr(download, "ML1M_URL", "http://127.0.0.1:9/ml-1m.zip")
