@@ -4,8 +4,10 @@ The prepared-data format (docs/ARCHITECTURE.md) is a directory with
 `sequences.npz` (`items` int32 [num_interactions], every user's items in time
 order, concatenated; `offsets` int64 [num_users + 1]), `meta.json`,
 `user_ids.txt` and `item_ids.txt` (line i holds the original id of internal id
-i + 1). `data_prep/` writes it; this module reads it. Internal user ids are
-1..num_users: user u owns `items[offsets[u - 1]:offsets[u]]`.
+i + 1). `data_prep/` writes it; this module reads it, verified against the
+checksums and counts of meta.json (`prepared_data`; errors are one-line
+`PreparedDataError`s naming the file). Internal user ids are 1..num_users:
+user u owns `items[offsets[u - 1]:offsets[u]]`.
 
 Leave-one-out: a user's last item is the test target, the second-to-last the
 validation target, everything before it the training part.
