@@ -75,6 +75,7 @@ def read_interactions(
     fmt: str = AUTO,
     *,
     fields: recbole.Fields | None = None,
+    max_bytes: int = parsing.MAX_INPUT_BYTES,
 ) -> Interactions:
   """Reads interaction files of one format, concatenated in the given order.
 
@@ -85,6 +86,7 @@ def read_interactions(
       the file names and the first line.
     fields: the field names of RecBole files (default: RecBole's own);
       other names are an error for the other formats.
+    max_bytes: the most bytes one input may hold, decompressed.
 
   Returns:
     The interactions, in file order.
@@ -110,7 +112,9 @@ def read_interactions(
   columns, files = [], []
   for path in paths:
     suffix = GROUPLENS_RATINGS if fmt == GROUPLENS else None
-    data, digest = parsing.read_input(path, zip_member_suffix=suffix)
+    data, digest = parsing.read_input(
+        path, zip_member_suffix=suffix, max_bytes=max_bytes
+    )
     files.append(SourceFile(str(path.absolute()), digest, path.stat().st_size))
     if fmt == RECBOLE:
       columns.append(_read_recbole(data, path, fields))
@@ -229,7 +233,7 @@ def _read_snap(data: bytes, path) -> dict[str, np.ndarray]:
 def _read_recbole(
     data: bytes, path, fields: recbole.Fields = recbole.Fields()
 ) -> dict[str, np.ndarray]:
-  header_line, body = parsing.split_first_line(data)
+  header_line, body = parsing.split_first_line(data, path, _TAB)
   header = recbole.parse_header(header_line, path)
   keys = {"user": USER, "item": ITEM, "time": TIME, "rating": RATING}
   kinds = {recbole.TOKEN: parsing.TOKEN, recbole.FLOAT: parsing.FLOAT}

@@ -107,7 +107,9 @@ def parse_header(header: bytes, path) -> list[tuple[str, str]]:
   """The (name, type) of every field of a header line.
 
   Raises:
-    DataFormatError: an entry that is not `name:type`, naming its position.
+    DataFormatError: an entry that is not `name:type`, or a name listed
+      twice (which column holds the data would be a guess), naming its
+      position.
   """
   fields = []
   for j, field in enumerate(header.split(_TAB)):
@@ -120,6 +122,12 @@ def parse_header(header: bytes, path) -> list[tuple[str, str]]:
           field=str(j + 1),
       )
     name, _, kind = field.strip().decode("utf-8", "replace").partition(":")
+    names = [known for known, _ in fields]
+    if name in names:
+      raise DataFormatError(
+          path, f"header field {name!r} appears twice (fields "
+          f"{names.index(name) + 1} and {j + 1}): which one holds the data is "
+          "ambiguous", line=1, field=str(j + 1))
     fields.append((name, kind))
   return fields
 
