@@ -19,7 +19,6 @@ forward pass; both give the same scores up to float32 rounding.
 """
 
 import os
-import sys
 
 from absl import app
 from absl import flags
@@ -27,6 +26,7 @@ from absl import logging
 import numpy as np
 
 from experiments import datasets
+from experiments import failures
 from linrec_jax import data
 from linrec_jax import ranking
 from linrec_jax import restore
@@ -190,14 +190,15 @@ def main(argv):
     raise app.UsageError("give --users and/or --history")
   if FLAGS.k < 1:
     raise app.UsageError("--k must be >= 1")
+  failures.require_path("workdir", FLAGS.workdir)
+  if FLAGS.data_dir is not None:
+    failures.require_path("data_dir", FLAGS.data_dir)
   logging.set_verbosity(logging.ERROR)  # Orbax is chatty.
-  try:
+  with failures.user_errors():
     trained, results = recommend(
         FLAGS.workdir, users=FLAGS.users, history=FLAGS.history, k=FLAGS.k,
         keep_history=FLAGS.keep_history, titles=FLAGS.titles,
         item_map=FLAGS.item_map, data_dir=FLAGS.data_dir, engine=FLAGS.engine)
-  except (ValueError, FileNotFoundError) as error:
-    sys.exit(f"error: {error}")
   print(format_results(trained, results, keep_history=FLAGS.keep_history,
                        engine=FLAGS.engine))
 

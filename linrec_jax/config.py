@@ -6,6 +6,7 @@ it (or the explicit values inside it) and never reads flags.
 
 import dataclasses
 import json
+import math
 
 TRAIN_MODES = ("all", "prefix", "cloze")
 LOSSES = ("ce", "sampled")
@@ -13,6 +14,9 @@ EVAL_PROTOCOLS = ("full", "uni100", "pop100")
 LR_SCHEDULES = ("constant", "cosine", "linear")
 PAD_SIDES = ("right", "left")
 PARALLEL = ("mesh", "pmap")
+# No size, count or seed needs more: larger values are typing errors, and
+# they would overflow the int32 arrays and the shapes built from them.
+MAX_INT = 2**31 - 1
 
 
 class ConfigError(ValueError):
@@ -94,6 +98,15 @@ def validate(config: TrainConfig, *, attention_variants, causal_variants,
   Returns:
     `config`, unchanged.
   """
+  for field in dataclasses.fields(config):
+    value = getattr(config, field.name)
+    if isinstance(value, float):
+      _require(math.isfinite(value), field.name,
+               f"must be a finite number, got {value}")
+    elif isinstance(value, int) and not isinstance(value, bool):
+      _require(abs(value) <= MAX_INT, field.name,
+               f"{value} is out of range (at most {MAX_INT})")
+
   def choice(flag, allowed):
     value = getattr(config, flag)
     _require(value in allowed, flag,
@@ -122,7 +135,7 @@ def validate(config: TrainConfig, *, attention_variants, causal_variants,
            "log_every_steps", "checkpoint_every_steps", "keep_checkpoints",
            "num_negatives", "microbatches")
   non_negative("warmup_steps", "weight_decay", "grad_clip", "max_steps",
-               "time_limit_minutes", "devices", "windows_per_user")
+               "time_limit_minutes", "devices", "windows_per_user", "seed")
   _require(0.0 <= config.dropout < 1.0, "dropout",
            f"must lie in [0, 1), got {config.dropout}")
   _require(0.0 < config.mask_prob < 1.0, "mask_prob",
