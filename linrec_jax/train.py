@@ -135,9 +135,9 @@ def train_and_evaluate(config: TrainConfig, data_dir: str, workdir: str, *,
   run = _Run(config, data_dir, workdir, seqs, model, devices, loader,
              abstract, init_rng, train_rng, start_time)
   if jax.process_index() != 0:  # Process 0 holds the lock for the job.
-    return _train(run, report, run_info)
-  with workdir_lock.hold(workdir):
-    return _train(run, report, run_info)
+    return _train(run, report, run_info, announce=lambda: None)
+  with workdir_lock.hold(workdir) as announce:
+    return _train(run, report, run_info, announce=announce)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,8 +156,12 @@ class _Run:
   start_time: float
 
 
-def _train(run: _Run, report, run_info) -> dict:
-  """Resumes or starts the run in its (locked) workdir, then tests it."""
+def _train(run: _Run, report, run_info, *, announce) -> dict:
+  """Resumes or starts the run in its (locked) workdir, then tests it.
+
+  Nothing is written before the checkpoints are known to belong to this
+  run; then `announce()` names this process in the lock file.
+  """
   config, data_dir, workdir, seqs = (run.config, run.data_dir, run.workdir,
                                      run.seqs)
   model, devices, loader, start_time = (run.model, run.devices, run.loader,
@@ -224,6 +228,7 @@ def _train(run: _Run, report, run_info) -> dict:
                        seed=config.seed + 1)
       for stage in ("valid", "test")}
 
+  announce()
   reporter = Reporter(workdir, total_steps=total_steps, report=report,
                       enabled=jax.process_index() == 0)
   if jax.process_index() == 0:
@@ -336,7 +341,8 @@ def _train(run: _Run, report, run_info) -> dict:
       "valid": evaluators["valid"](best),
       "test": evaluators["test"](best),
       "best_epoch": progress.best_epoch,
-      "epochs_run": len(progress.history),
+      # A run reopened after ending mid-epoch records that epoch twice.
+      "epochs_run": len({r["epoch"] for r in progress.history}),
       "stop_reason": progress.stop_reason,
       "steps": step,
       "steps_per_epoch": steps_per_epoch,

@@ -2,14 +2,15 @@
 
 `fcntl.flock` locks belong to the open file: the kernel drops them when the
 process ends in any way (SIGKILL included), so a crash cannot leave a stale
-lock behind. The file itself stays; it names the process that last held it.
+lock behind. The file itself stays; once its holder has written to the
+workdir (`announce`), it names that process.
 """
 
 import contextlib
 import fcntl
 import os
 import time
-from typing import Iterator
+from typing import Callable, Iterator
 
 LOCK_FILE = "train.lock"
 
@@ -23,8 +24,12 @@ class WorkdirNotWritableError(OSError):
 
 
 @contextlib.contextmanager
-def hold(workdir: str) -> Iterator[None]:
+def hold(workdir: str) -> Iterator[Callable[[], None]]:
   """Holds the workdir's lock for the body; raises at once if it is taken.
+
+  Yields:
+    `announce()`, which writes this process's id into the lock file (call it
+    when the run starts writing, so that a refused run changes nothing).
 
   Raises:
     WorkdirBusyError: another process holds the lock.
@@ -47,14 +52,17 @@ def hold(workdir: str) -> Iterator[None]:
           f"--workdir={workdir} is in use by another training "
           f"({holder or 'a running process'}; lock {path}); wait for it to "
           "end or use another --workdir") from None
-    try:
-      os.ftruncate(handle, 0)
-      os.pwrite(handle, f"pid {os.getpid()} since "
-                f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
-    except OSError as error:
-      raise WorkdirNotWritableError(
-          f"--workdir={workdir} is not writable ({path}: "
-          f"{error.strerror or error})") from None
-    yield
+
+    def announce():
+      try:
+        os.ftruncate(handle, 0)
+        os.pwrite(handle, f"pid {os.getpid()} since "
+                  f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
+      except OSError as error:
+        raise WorkdirNotWritableError(
+            f"--workdir={workdir} is not writable ({path}: "
+            f"{error.strerror or error})") from None
+
+    yield announce
   finally:
     os.close(handle)
