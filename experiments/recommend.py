@@ -19,6 +19,7 @@ forward pass; both give the same scores up to float32 rounding.
 """
 
 import os
+import sys
 
 from absl import app
 from absl import flags
@@ -27,6 +28,7 @@ import numpy as np
 
 from experiments import datasets
 from experiments import failures
+from linrec_jax import checkpointing
 from linrec_jax import data
 from linrec_jax import ranking
 from linrec_jax import restore
@@ -193,12 +195,18 @@ def main(argv):
   failures.require_path("workdir", FLAGS.workdir)
   if FLAGS.data_dir is not None:
     failures.require_path("data_dir", FLAGS.data_dir)
-  logging.set_verbosity(logging.ERROR)  # Orbax is chatty.
+  # Orbax logs the failures it raises, tracebacks included; they are
+  # reported as one line.
+  logging.set_verbosity(logging.FATAL)
+  checkpointing.quiet_failed_read_noise()
   with failures.user_errors():
     trained, results = recommend(
         FLAGS.workdir, users=FLAGS.users, history=FLAGS.history, k=FLAGS.k,
         keep_history=FLAGS.keep_history, titles=FLAGS.titles,
         item_map=FLAGS.item_map, data_dir=FLAGS.data_dir, engine=FLAGS.engine)
+  if trained.skipped:
+    print(f"note: unreadable checkpoints skipped ({'; '.join(trained.skipped)})"
+          f"; using step {trained.step}", file=sys.stderr)
   print(format_results(trained, results, keep_history=FLAGS.keep_history,
                        engine=FLAGS.engine))
 

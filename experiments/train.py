@@ -20,6 +20,7 @@ import jax
 from experiments import config_flags
 from experiments import datasets
 from experiments import failures
+from linrec_jax import checkpointing
 from linrec_jax import sharding
 from linrec_jax import train
 
@@ -41,7 +42,10 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   failures.require_path("workdir", FLAGS.workdir)
-  logging.set_verbosity(logging.ERROR)  # Orbax is chatty below.
+  # Orbax logs the failures it raises, tracebacks included; they are
+  # reported as one line.
+  logging.set_verbosity(logging.FATAL)
+  checkpointing.quiet_failed_read_noise()
   if FLAGS.coordinator_address:
     jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
                                FLAGS.process_id)

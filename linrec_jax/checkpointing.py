@@ -19,10 +19,12 @@ key) are read as they are.
 """
 
 import dataclasses
+import glob
 import hashlib
 import json
 import os
 import shutil
+import sys
 from typing import Any, Callable
 
 from absl import logging
@@ -42,6 +44,10 @@ def fingerprint(tree: Any) -> list[float]:
     x = np.asarray(leaf, dtype=np.float64)
     values.append([float(x.sum()), float(np.square(x).sum())])
   return values
+
+
+class CheckpointWriteError(OSError):
+  """A checkpoint could not be written; nothing of it is left behind."""
 
 
 class IncompatibleCheckpointError(ValueError):
@@ -105,7 +111,7 @@ class Checkpointer:
     self._warn = warn
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep, enable_async_checkpointing=False,
-        create=True)
+        create=True, cleanup_tmp_directories=True)
     self._manager = ocp.CheckpointManager(
         self.directory, options=options, item_names=(_ARRAYS, _META))
 
@@ -118,10 +124,20 @@ class Checkpointer:
     if step in self._manager.all_steps():
       # A resumed run can reach a step saved before a crash; replace it.
       self._manager.delete(step)
-    self._manager.save(step, args=ocp.args.Composite(**{
-        _ARRAYS: ocp.args.StandardSave(arrays),
-        _META: ocp.args.JsonSave(meta)}))
-    self._manager.wait_until_finished()
+    try:
+      self._manager.save(step, args=ocp.args.Composite(**{
+          _ARRAYS: ocp.args.StandardSave(arrays),
+          _META: ocp.args.JsonSave(meta)}))
+      self._manager.wait_until_finished()
+    except Exception as error:  # A full or read-only disk, mostly.
+      for partial in glob.glob(os.path.join(self.directory,
+                                            f"{step}.orbax-checkpoint-tmp*")):
+        shutil.rmtree(partial, ignore_errors=True)
+      text = " ".join(str(error).split())
+      raise CheckpointWriteError(
+          f"cannot write checkpoint {os.path.join(self.directory, str(step))}"
+          f" (is the disk full or read-only?): ..."
+          f"{text[-160:]}") from error
 
   def restore_latest(self, abstract_arrays: Any, *,
                      check: Callable[[dict], None] | None = None
@@ -182,6 +198,27 @@ class Checkpointer:
 
   def close(self) -> None:
     self._manager.close()
+
+
+def quiet_failed_read_noise() -> None:
+  """Drops the "Event loop is closed" errors of a failed Orbax read.
+
+  When reading a damaged checkpoint fails, callbacks of the aborted reads
+  still reach Orbax's closed asyncio loop; Python reports each as an
+  unraisable exception with a traceback, pages of them. The failure itself
+  is reported by `Checkpointer`; entry points call this once to keep their
+  output to that line. Every other unraisable exception is reported as
+  before.
+  """
+  previous = sys.unraisablehook
+
+  def hook(unraisable):
+    if (unraisable.exc_type is RuntimeError and
+        str(unraisable.exc_value) == "Event loop is closed"):
+      return
+    previous(unraisable)
+
+  sys.unraisablehook = hook
 
 
 def _one_line(error: Exception, limit: int = 200) -> str:

@@ -45,6 +45,7 @@ class Trained:
     dataset: the `--dataset` the run was started with.
     step: the training step of the checkpoint read.
     best_epoch: the epoch the best parameters come from (-1: unknown).
+    skipped: one line per newer checkpoint that could not be read.
   """
 
   model: Any
@@ -55,6 +56,7 @@ class Trained:
   dataset: str
   step: int
   best_epoch: int = -1
+  skipped: tuple[str, ...] = ()
 
 
 def read_config(workdir: str) -> dict:
@@ -84,7 +86,8 @@ def load_best_params(workdir: str) -> tuple[Any, dict]:
 
   Returns:
     `(params, meta)`: a nested dict of NumPy arrays, and the checkpoint's
-    JSON record ("step", "progress" with "best_epoch", ...).
+    JSON record ("step", "progress" with "best_epoch", ...) with "skipped":
+    one line per newer checkpoint that could not be read.
 
   Raises:
     FileNotFoundError: no intact checkpoint.
@@ -113,7 +116,7 @@ def load_best_params(workdir: str) -> tuple[Any, dict]:
         logging.warning("checkpoint %s/%s unreadable, trying an older one: %s",
                         directory, step, errors[-1])
         continue
-      return params, dict(restored[_META], step=int(step))
+      return params, dict(restored[_META], step=int(step), skipped=errors)
   raise FileNotFoundError(
       f"no intact checkpoint in {directory}"
       + (": " + "; ".join(errors) if errors else "")
@@ -165,7 +168,8 @@ def load_trained(workdir: str, *, data_dir: str | None = None) -> Trained:
   _check_shapes(model, params, config.max_len, workdir)
   best_epoch = meta.get("progress", {}).get("best_epoch", -1)
   return Trained(model, params, config, seqs, str(pathlib.Path(data_dir)),
-                 run.get("dataset", ""), meta["step"], best_epoch)
+                 run.get("dataset", ""), meta["step"], best_epoch,
+                 tuple(meta["skipped"]))
 
 
 def _check_shapes(model, params, max_len, workdir) -> None:

@@ -19,6 +19,8 @@ import json
 import os
 import resource
 import time
+import zipfile
+import zlib
 from typing import Callable
 
 import jax
@@ -103,7 +105,7 @@ def train_and_evaluate(config: TrainConfig, data_dir: str, workdir: str, *,
     memory_budget.MemoryBudgetError: the run cannot fit in memory.
   """
   start_time = time.perf_counter()
-  seqs = data.load(data_dir)
+  seqs = _load_prepared(data_dir)
   model = make_model(config, seqs.num_items)
   devices = sharding.select_devices(config.devices)
   sharding.check_divisible(config.batch_size, len(devices), "batch_size")
@@ -237,13 +239,12 @@ def _train(run: _Run, report, run_info, *, announce) -> dict:
       _remove(os.path.join(workdir, "results.json"))
   reporter.config({**(run_info or {}), "data_dir": os.path.abspath(data_dir),
                    "config": dataclasses.asdict(config)})
-  if damage:
-    reporter.line(damage + (f"; resuming from step {restored_step}"
-                            if restored is not None else
-                            "; no intact checkpoint left, starting afresh"))
+  resumed = (f"resumed from step {restored_step} ({checkpointer.directory})"
+             if restored is not None else "no intact checkpoint left: "
+             "training from scratch")
+  if damage or restored is not None:
+    reporter.line(f"{damage}; {resumed}" if damage else resumed)
   if restored is not None:
-    reporter.line(f"resumed from step {restored_step} "
-                  f"({checkpointer.directory})")
     for name, (old, new) in sorted(changes.items()):
       reporter.line(f"--{name} changed from {old!r} to {new!r}")
     if kept:
@@ -356,6 +357,19 @@ def _train(run: _Run, report, run_info, *, announce) -> dict:
   }
   reporter.results(results)
   return results
+
+
+def _load_prepared(data_dir: str) -> data.Sequences:
+  """`data.load`, with every failure to read naming the directory."""
+  try:
+    return data.load(data_dir)
+  except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile,
+          zlib.error) as error:
+    text = (str(error).strip().splitlines() or [""])[0]
+    if str(data_dir) in text:
+      raise
+    raise ValueError(f"{data_dir}: cannot read the prepared data "
+                     f"({type(error).__name__}: {text})") from error
 
 
 def _optimizer(config: TrainConfig, total_steps: int):
