@@ -13,12 +13,18 @@ import zipfile
 import zlib
 from typing import Iterator
 
-from linrec_jax import train
+from absl import logging
+
 from linrec_jax import workdir_lock
 
-USER_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error,
-               workdir_lock.WorkdirBusyError, train.NonFiniteError)
 MAX_CHARS = 600
+
+
+def user_error_types() -> tuple[type, ...]:
+  """The exception types a user can cause (JAX is imported on first use)."""
+  from linrec_jax import train  # pylint: disable=import-outside-toplevel
+  return (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error,
+          workdir_lock.WorkdirBusyError, train.NonFiniteError)
 
 
 def one_line(error: BaseException) -> str:
@@ -33,12 +39,19 @@ def one_line(error: BaseException) -> str:
   return f"error: {text}"
 
 
+def quiet_info_logs() -> None:
+  """Keeps absl's INFO lines (JAX's backend probing) off the console."""
+  logging.set_verbosity(logging.WARNING)
+
+
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
   """Exits with one line on stderr when the body raises a user error."""
   try:
     yield
-  except USER_ERRORS as error:
+  except Exception as error:  # pylint: disable=broad-except
+    if not isinstance(error, user_error_types()):
+      raise
     sys.exit(one_line(error))
 
 
