@@ -371,6 +371,7 @@ def _snapshot(directory) -> dict:
           for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow  # Two training runs.
 def test_second_training_on_a_busy_workdir_stops_at_once(
     reference, sample_args, tmp_path):
   workdir = tmp_path / "busy"
@@ -504,6 +505,7 @@ def test_user_error_is_one_line_and_leaves_no_results(user_error_outcomes,
       (workdir / "checkpoints").iterdir())
 
 
+@pytest.mark.slow  # Two training runs.
 def test_full_disk_is_one_line_and_the_next_run_resumes(reference,
                                                         sample_args,
                                                         tmp_path):
