@@ -282,59 +282,58 @@ def _train(run: _Run, report, run_info, *, announce) -> dict:
     nonlocal finite_flags, flags_from
     flags = np.asarray(jax.device_get(finite_flags), bool)
     if not flags.all():
+      checkpointer.close()
       raise NonFiniteError(_non_finite_message(
           config, flags_from + int(np.argmin(flags)) + 1, steps_per_epoch,
           saved_step, restored_step))
     finite_flags, flags_from = [], step
 
-  try:
-    while step < total_steps and not progress.finished:
-      epoch, index = divmod(step, steps_per_epoch)
-      batch = loader.batch(epoch, index, shard=shard)
-      state, step_metrics = launcher.train_step(
-          state, launcher.put_batch(batch), rng)
-      loss_sum = loss_sum + launcher.unreplicate(step_metrics["loss"])
-      finite_flags.append(launcher.unreplicate(step_metrics["finite"]))
-      loss_steps += 1
-      step += 1
-      if step % config.log_every_steps == 0:
-        check_finite()
-        mean_loss = ((progress.epoch_loss_sum + float(loss_sum)) /
-                     (progress.epoch_loss_steps + loss_steps))
-        reporter.step(step, mean_loss)
-      if step % steps_per_epoch == 0 or step == total_steps:
-        check_finite()
-        fold_running_loss()
-        record = {"epoch": epoch + 1, "step": step,
-                  "seconds": time.perf_counter() - epoch_start,
-                  "train_loss": progress.epoch_loss_sum /
-                                max(progress.epoch_loss_steps, 1)}
-        if (epoch + 1) % config.eval_every_epochs == 0 or step == total_steps:
-          record["valid"] = evaluators["valid"](state.params)
-          if record["valid"][EARLY_STOP_METRIC] > progress.best_metric:
-            progress.best_metric = record["valid"][EARLY_STOP_METRIC]
-            progress.best_epoch = epoch + 1
-            progress.bad_epochs = 0
-            best_params = launcher.get_state(state).params
-          else:
-            progress.bad_epochs += 1
-        progress.history.append(record)
-        reporter.epoch(record, progress.history)
-        progress.stop_reason = _stop_reason(config, progress, step,
-                                            total_steps,
-                                            time.perf_counter() - start_time)
-        progress.finished = bool(progress.stop_reason)
-        progress.epoch_loss_sum, progress.epoch_loss_steps = 0.0, 0
-        progress.epoch_seconds = 0.0
-        save(step)
-        epoch_start = time.perf_counter()
-      elif step % config.checkpoint_every_steps == 0:
-        check_finite()
-        fold_running_loss()
-        progress.epoch_seconds = time.perf_counter() - epoch_start
-        save(step)
-  finally:
-    checkpointer.close()
+  while step < total_steps and not progress.finished:
+    epoch, index = divmod(step, steps_per_epoch)
+    batch = loader.batch(epoch, index, shard=shard)
+    state, step_metrics = launcher.train_step(state, launcher.put_batch(batch),
+                                              rng)
+    loss_sum = loss_sum + launcher.unreplicate(step_metrics["loss"])
+    finite_flags.append(launcher.unreplicate(step_metrics["finite"]))
+    loss_steps += 1
+    step += 1
+    if step % config.log_every_steps == 0:
+      check_finite()
+      mean_loss = ((progress.epoch_loss_sum + float(loss_sum)) /
+                   (progress.epoch_loss_steps + loss_steps))
+      reporter.step(step, mean_loss)
+    if step % steps_per_epoch == 0 or step == total_steps:
+      check_finite()
+      fold_running_loss()
+      record = {"epoch": epoch + 1, "step": step,
+                "seconds": time.perf_counter() - epoch_start,
+                "train_loss": progress.epoch_loss_sum /
+                              max(progress.epoch_loss_steps, 1)}
+      if (epoch + 1) % config.eval_every_epochs == 0 or step == total_steps:
+        record["valid"] = evaluators["valid"](state.params)
+        if record["valid"][EARLY_STOP_METRIC] > progress.best_metric:
+          progress.best_metric = record["valid"][EARLY_STOP_METRIC]
+          progress.best_epoch = epoch + 1
+          progress.bad_epochs = 0
+          best_params = launcher.get_state(state).params
+        else:
+          progress.bad_epochs += 1
+      progress.history.append(record)
+      reporter.epoch(record, progress.history)
+      progress.stop_reason = _stop_reason(config, progress, step, total_steps,
+                                          time.perf_counter() - start_time)
+      progress.finished = bool(progress.stop_reason)
+      progress.epoch_loss_sum, progress.epoch_loss_steps = 0.0, 0
+      progress.epoch_seconds = 0.0
+      save(step)
+      epoch_start = time.perf_counter()
+    elif step % config.checkpoint_every_steps == 0:
+      check_finite()
+      fold_running_loss()
+      progress.epoch_seconds = time.perf_counter() - epoch_start
+      save(step)
+
+  checkpointer.close()
   best = launcher.put_state(best_params)
   results = {
       "config": dataclasses.asdict(config),
