@@ -34,6 +34,8 @@ from absl import app
 from absl import flags
 
 from experiments import bench_common
+from experiments import failures
+from experiments import flag_checks
 
 VARIANTS = {  # name -> (attention, causal)
     'softmax': ('softmax', False),
@@ -211,8 +213,8 @@ def _grid():
   batches = QUICK['batches'] if quick else _BATCHES.value
   unknown = sorted(set(_VARIANTS.value) - set(VARIANTS))
   if unknown:
-    raise app.UsageError(f'--variants: unknown {unknown}; valid names: '
-                         f'{sorted(VARIANTS)}')
+    raise ValueError(f'--variants: unknown {unknown}; valid names: '
+                     f'{sorted(VARIANTS)}')
   return [dict(variant=v, n=int(n), batch=int(b), mode=m)
           for b in batches for n in lengths for v in _VARIANTS.value
           for m in _MODES.value]
@@ -305,7 +307,7 @@ def _plot(results, idle, output):
       **common)
 
 
-def main(argv):
+def _main(argv):
   del argv
   if _CELL.value:
     result = _run_cell(json.loads(_CELL.value))
@@ -354,6 +356,23 @@ def main(argv):
   _plot(report['results'], idle, output)
   print(f'Wrote {output} (and its PNGs, if drawn) in '
         f'{(time.monotonic() - start) / 60:.1f} min')
+
+
+def _check_flags():
+  """Stops with one line naming the first bad flag."""
+  flag_checks.check_size_lists('lengths', 'batches')
+  flag_checks.check_choices('modes', ('train', 'infer'))
+  flag_checks.check_sizes('microbatches', 'repeats')
+  flag_checks.check_positive_floats('time_budget_s', 'timeout_s', 'min_free_gib')
+  flag_checks.check_fraction('memory_fraction')
+  flag_checks.check_output('output', REPO_ROOT / _OUTPUT.value)
+
+
+def main(argv):
+  failures.quiet_info_logs()
+  with failures.user_errors():
+    _check_flags()
+    _main(argv)
 
 
 if __name__ == '__main__':

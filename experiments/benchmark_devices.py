@@ -30,6 +30,8 @@ import jax
 import numpy as np
 
 from experiments import datasets
+from experiments import failures
+from experiments import flag_checks
 from linrec_jax import data
 from linrec_jax import evaluation
 from linrec_jax import optimizer
@@ -93,7 +95,7 @@ def run_cell(kind, num_devices, model, seqs, loader):
           "compile_and_warmup_s": warmup_s, "eval_s": eval_s}
 
 
-def main(argv):
+def _main(argv):
   del argv
   data_dir = datasets.prepared_dir(_DATASET.value, _DATA_ROOT.value,
                                    _PREPARED.value)
@@ -138,6 +140,22 @@ def main(argv):
   with open(_OUTPUT.value, "w") as f:
     json.dump(report, f, indent=2)
   print(f"wrote {_OUTPUT.value}")
+
+
+def _check_flags():
+  """Stops with one line naming the first bad flag."""
+  flag_checks.check_size_lists('devices')
+  flag_checks.check_choices('parallel', ('mesh', 'pmap'))
+  flag_checks.check_sizes('steps', 'repeats', 'batch_size', 'max_len',
+                          'hidden')
+  flag_checks.check_output('output', _OUTPUT.value)
+
+
+def main(argv):
+  failures.quiet_info_logs()
+  with failures.user_errors():
+    _check_flags()
+    _main(argv)
 
 
 if __name__ == "__main__":

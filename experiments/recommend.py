@@ -32,6 +32,8 @@ import numpy as np
 from data_prep import parsing
 from data_prep import recbole
 from experiments import datasets
+from experiments import failures
+from linrec_jax import checkpointing
 from linrec_jax import data
 from linrec_jax import ranking
 from linrec_jax import restore
@@ -245,15 +247,22 @@ def main(argv):
     raise app.UsageError("give --users and/or --history")
   if FLAGS.k < 1:
     raise app.UsageError("--k must be >= 1")
-  logging.set_verbosity(logging.ERROR)  # Orbax is chatty.
-  try:
+  failures.require_path("workdir", FLAGS.workdir)
+  if FLAGS.data_dir is not None:
+    failures.require_path("data_dir", FLAGS.data_dir)
+  # Orbax logs the failures it raises, tracebacks included; they are
+  # reported as one line.
+  logging.set_verbosity(logging.FATAL)
+  checkpointing.quiet_failed_read_noise()
+  with failures.user_errors():
     trained, results = recommend(
         FLAGS.workdir, users=FLAGS.users, history=FLAGS.history, k=FLAGS.k,
         keep_history=FLAGS.keep_history, titles=FLAGS.titles,
         item_map=FLAGS.item_map, data_dir=FLAGS.data_dir, engine=FLAGS.engine,
         title_field=FLAGS.title_field)
-  except (ValueError, FileNotFoundError) as error:
-    sys.exit(f"error: {error}")
+  if trained.skipped:
+    print(f"note: unreadable checkpoints skipped ({'; '.join(trained.skipped)})"
+          f"; using step {trained.step}", file=sys.stderr)
   print(format_results(trained, results, keep_history=FLAGS.keep_history,
                        engine=FLAGS.engine))
 

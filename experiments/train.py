@@ -4,7 +4,10 @@ r"""Trains and evaluates a sequential recommender; prints the test metrics.
       --attention=linrec --workdir=runs/ml1m_linrec
 
 Rerunning the same command with the same --workdir resumes from the newest
-intact checkpoint. `--preset=official` selects the paper's configuration.
+intact checkpoint; a rerun with other values of flags that change the result
+stops before any work (see `linrec_jax.run_binding.RESUMABLE_CHANGES` for
+those that may change). `--preset=official` selects the paper's
+configuration. Every error a user can cause ends as one line and exit 1.
 """
 
 import sys
@@ -16,6 +19,7 @@ import jax
 
 from experiments import config_flags
 from experiments import datasets
+from experiments import failures
 from linrec_jax import checkpointing
 from linrec_jax import sharding
 from linrec_jax import train
@@ -37,11 +41,15 @@ FLAGS = flags.FLAGS
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.WARNING)  # Orbax is chatty at INFO.
+  failures.require_path("workdir", FLAGS.workdir)
+  # Orbax logs the failures it raises, tracebacks included; they are
+  # reported as one line.
+  logging.set_verbosity(logging.FATAL)
+  checkpointing.quiet_failed_read_noise()
   if FLAGS.coordinator_address:
     jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
                                FLAGS.process_id)
-  try:
+  with failures.user_errors():
     config = config_flags.config_from_flags()
     devices = sharding.select_devices(config.devices)
     sharding.check_divisible(config.batch_size, len(devices), "batch_size")
@@ -49,19 +57,15 @@ def main(argv):
                              "eval_batch_size")
     data_dir = datasets.prepared_dir(FLAGS.dataset, FLAGS.data_root,
                                      FLAGS.prepared_root)
-  except ValueError as error:
-    sys.exit(f"error: {error}")
   if jax.process_index() == 0:  # Several processes print every line once.
     print(f"dataset {FLAGS.dataset}: {data_dir}\nconfiguration (preset "
           f"{FLAGS.preset}, {len(devices)} x {devices[0].device_kind}):\n"
           f"{config.to_json()}", flush=True)
-  try:
+  with failures.user_errors():
     train.train_and_evaluate(config, data_dir, FLAGS.workdir,
                              report=lambda line: print(line, flush=True),
                              run_info={"dataset": FLAGS.dataset,
                                        "preset": FLAGS.preset})
-  except checkpointing.IncompatibleCheckpointError as error:
-    sys.exit(f"error: --workdir={FLAGS.workdir} holds another run: {error}")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ it (or the explicit values inside it) and never reads flags.
 
 import dataclasses
 import json
+import math
 
 TRAIN_MODES = ("all", "prefix", "cloze")
 LOSSES = ("ce", "sampled")
@@ -13,6 +14,9 @@ EVAL_PROTOCOLS = ("full", "uni100", "pop100")
 LR_SCHEDULES = ("constant", "cosine", "linear")
 PAD_SIDES = ("right", "left")
 PARALLEL = ("mesh", "pmap")
+# No size, count or seed needs more: larger values are typing errors, and
+# they would overflow the int32 arrays and the shapes built from them.
+MAX_INT = 2**31 - 1
 
 
 class ConfigError(ValueError):
@@ -97,6 +101,15 @@ def validate(config: TrainConfig, *, attention_variants, causal_variants,
   Returns:
     `config`, unchanged.
   """
+  for field in dataclasses.fields(config):
+    value = getattr(config, field.name)
+    if isinstance(value, float):
+      _require(math.isfinite(value), field.name,
+               f"must be a finite number, got {value}")
+    elif isinstance(value, int) and not isinstance(value, bool):
+      _require(abs(value) <= MAX_INT, field.name,
+               f"{value} is out of range (at most {MAX_INT})")
+
   def choice(flag, allowed):
     value = getattr(config, flag)
     _require(value in allowed, flag,
@@ -126,7 +139,7 @@ def validate(config: TrainConfig, *, attention_variants, causal_variants,
            "num_negatives", "microbatches")
   non_negative("warmup_steps", "weight_decay", "grad_clip", "max_steps",
                "time_limit_minutes", "devices", "windows_per_user",
-               "length_bucket")
+               "length_bucket", "seed")
   if config.length_bucket:
     _require(config.train_mode != "cloze" and config.pad_side == "right",
              "length_bucket", "needs --train_mode=all or prefix with "

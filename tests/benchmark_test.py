@@ -6,6 +6,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
@@ -65,3 +67,26 @@ def test_cloze_benchmark_scores_the_same_loss_both_ways(tmp_path):
   # The same masked targets, scored two ways: the same mean loss.
   assert summary['loss_difference'] < 1e-5
   assert abs(timed['all']['loss'] - timed['masked']['loss']) < 1e-5
+
+
+@pytest.mark.parametrize('module, argv, named', [
+    ('benchmark', ['--lengths=8,abc'], "--lengths: 'abc' is not a whole"),
+    ('benchmark_attention', ['--memory_fraction=nan'], '--memory_fraction:'),
+    ('benchmark_cloze', ['--hidden=1000000000'],
+     '--num_items, --hidden, --ffn, --layers, --max_len: the parameters'),
+    ('benchmark_devices', ['--batch_size=0'], '--batch_size: must be'),
+    ('benchmark_streaming', ['--batch=10', '--users_per_chunk=3'],
+     '--batch=10 is not a multiple of --users_per_chunk=3'),
+])
+def test_bad_flag_of_each_benchmark_is_one_line(tmp_path, module, argv,
+                                                named):
+  output = tmp_path / 'out'
+  target = ('--out' if module == 'benchmark_streaming' else '--output')
+  run = subprocess.run(
+      [sys.executable, '-m', f'experiments.{module}', *argv,
+       f'{target}={output}'],
+      cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+  assert run.returncode == 1, run.stderr
+  [line] = run.stderr.splitlines()
+  assert line.startswith('error: ') and named in line, line
+  assert list(tmp_path.iterdir()) == []

@@ -92,6 +92,26 @@ BAD = [
     (dict(attention="softmax", attention_dropout=1.0), "attention_dropout"),
     (dict(attention="softmax", attention_dropout=-0.1), "attention_dropout"),
     (dict(attention="linrec", attention_dropout=0.2), "attention_dropout"),
+    # Not finite: NaN fails every comparison, inf passes "positive".
+    (dict(lr=float("nan")), "lr"),
+    (dict(lr=float("inf")), "lr"),
+    (dict(weight_decay=float("nan")), "weight_decay"),
+    (dict(weight_decay=float("inf")), "weight_decay"),
+    (dict(grad_clip=float("inf")), "grad_clip"),
+    (dict(grad_clip=float("nan")), "grad_clip"),
+    (dict(dropout=float("nan")), "dropout"),
+    (dict(mask_prob=float("nan")), "mask_prob"),
+    (dict(mask_last_prob=float("nan")), "mask_last_prob"),
+    (dict(time_limit_minutes=float("inf")), "time_limit_minutes"),
+    (dict(time_limit_minutes=float("nan")), "time_limit_minutes"),
+    (dict(lr=-1e-3), "lr"),
+    # Out of any range a shape or an int32 array can hold.
+    (dict(hidden=2**40, heads=1), "hidden"),
+    (dict(batch_size=10**12), "batch_size"),
+    (dict(max_len=2**31), "max_len"),
+    (dict(epochs=10**10), "epochs"),
+    (dict(seed=-1), "seed"),
+    (dict(seed=2**31), "seed"),
 ]
 
 

@@ -20,6 +20,7 @@ from linrec_jax import data
 from linrec_jax import optimizer
 from linrec_jax import ranking
 from linrec_jax import restore
+from linrec_jax import run_binding
 from linrec_jax import steps
 from linrec_jax import train
 from linrec_jax.config import TrainConfig
@@ -282,3 +283,68 @@ def test_ml1m_titles_from_the_grouplens_zip(tmp_path, monkeypatch):
   for item in results[0]["items"] + results[0]["recent"]:
     number = int(item["item"]) - 10
     assert item["title"] == f"Film {number} \u00e9t\u00e9 (1999)"
+
+
+def _save_bound_run(workdir, data_dir, config=CONFIG):
+  """A workdir whose checkpoint records its config and its data."""
+  model = train.make_model(config, NUM_ITEMS)
+  tx = optimizer.make_optimizer(lr=config.lr)
+  state = jax.device_get(steps.create_train_state(
+      model, tx, jax.random.key(0), MAX_LEN))
+  checkpointer = checkpointing.Checkpointer(
+      os.path.join(workdir, "checkpoints"))
+  checkpointer.save(3, {"state": state, "best_params": state.params}, {
+      "progress": {"best_epoch": 2}, "config": json.loads(config.to_json()),
+      "data_fingerprint": run_binding.prepared_fingerprint(data_dir)})
+  checkpointer.close()
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    json.dump({"dataset": "toy", "preset": "tiny", "data_dir": data_dir,
+               "config": json.loads(config.to_json())}, f)
+
+
+def test_other_prepared_data_is_refused(tmp_path):
+  data_dir = _write_data(tmp_path / "prepared")
+  workdir = str(tmp_path / "workdir")
+  _save_bound_run(workdir, data_dir)
+  assert restore.load_trained(workdir).best_epoch == 2
+  other = tmp_path / "other"
+  shutil.copytree(data_dir, other)
+  meta = json.loads((other / "meta.json").read_text())
+  meta["dataset"] = "toy-prepared-again"
+  (other / "meta.json").write_text(json.dumps(meta))
+  with pytest.raises(ValueError, match=f"--workdir={workdir} was trained on "
+                     f"other prepared data than {other}/meta.json"):
+    recommend.recommend(workdir, users=["u10"], data_dir=str(other))
+  # The same files under another path are the same data.
+  moved = tmp_path / "moved"
+  shutil.copytree(data_dir, moved)
+  recommend.recommend(workdir, users=["u10"], data_dir=str(moved))
+
+
+def test_the_checkpoint_config_wins_over_an_edited_config_json(tmp_path):
+  data_dir = _write_data(tmp_path / "prepared")
+  workdir = str(tmp_path / "workdir")
+  _save_bound_run(workdir, data_dir)
+  path = os.path.join(workdir, "config.json")
+  with open(path) as f:
+    run = json.load(f)
+  run["config"]["attention"] = "softmax"
+  with open(path, "w") as f:
+    json.dump(run, f)
+  assert restore.load_trained(workdir).config.attention == "linrec"
+
+
+def test_an_edited_checkpoint_record_is_skipped_and_reported(tmp_path):
+  data_dir = _write_data(tmp_path / "prepared")
+  workdir = str(tmp_path / "workdir")
+  _save_run(workdir, data_dir, steps_saved=(1, 2))
+  record = os.path.join(workdir, "checkpoints", "2", "meta", "metadata")
+  with open(record) as f:
+    meta = json.load(f)
+  meta["progress"]["best_epoch"] = 9
+  with open(record, "w") as f:
+    json.dump(meta, f)
+  trained = restore.load_trained(workdir)
+  assert trained.step == 1
+  assert trained.skipped == ("step 2: ValueError: its JSON metadata does not "
+                             "match its recorded checksum",)

@@ -245,3 +245,36 @@ def test_eval_step_reports_both_protocols_from_the_same_scores():
     np.testing.assert_allclose(float(sums[name]), value, rtol=1e-5,
                                err_msg=name)
   assert float(sums["ndcg@5_nohist"]) >= float(sums["ndcg@5"])
+
+
+@pytest.mark.parametrize("poison", ["nan_param", "inf_lr"])
+def test_a_non_finite_step_is_not_applied_and_flagged(poison):
+  model = _model()
+  lr = float("inf") if poison == "inf_lr" else 0.1
+  tx = optax.adam(lr)
+  state, batch, rng = _state(model, tx), _batch(), jax.random.PRNGKey(5)
+  if poison == "nan_param":
+    table = state.params["embed"]["items"]["embedding"]
+    params = jax.tree.map(lambda x: x, state.params)
+    params["embed"]["items"]["embedding"] = table.at[3, 0].set(jnp.nan)
+    state = state.replace(params=params)
+  before = jax.device_get(state)
+  step = jax.jit(steps.make_train_step(model, tx, loss="ce",
+                                       num_items=NUM_ITEMS))
+  after, metrics = step(state, batch, rng)
+  assert not bool(metrics["finite"])
+  assert int(after.step) == int(before.step) + 1
+  for old, new in zip(jax.tree.leaves((before.params, before.opt_state)),
+                      jax.tree.leaves((after.params, after.opt_state))):
+    np.testing.assert_array_equal(np.asarray(new), np.asarray(old))
+
+
+def test_a_finite_step_is_flagged_finite():
+  model, tx = _model(), optax.adam(1e-3)
+  state, batch, rng = _state(model, tx), _batch(), jax.random.PRNGKey(5)
+  after, metrics = jax.jit(steps.make_train_step(
+      model, tx, loss="ce", num_items=NUM_ITEMS))(state, batch, rng)
+  assert bool(metrics["finite"])
+  assert not np.array_equal(
+      np.asarray(after.params["embed"]["items"]["embedding"]),
+      np.asarray(state.params["embed"]["items"]["embedding"]))
