@@ -106,6 +106,7 @@ def _main(argv):
   model = SASRec(num_items=seqs.num_items, max_len=_MAX_LEN.value,
                  hidden=_HIDDEN.value, layers=2, heads=2,
                  ffn=2 * _HIDDEN.value, dropout=0.2, attention="linrec")
+  flag_checks.check_model_fits(model, _MAX_LEN.value, "--hidden, --max_len")
   load_before = os.getloadavg()[0]
   results = []
   print(f"{'parallel':>8} {'devices':>7} {'steps/s':>8} {'ms/step':>8} "

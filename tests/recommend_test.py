@@ -212,6 +212,11 @@ def test_command_line(run):
                         check=False)
   assert done.returncode == 1
   assert "error: unknown user id(s) nobody" in done.stderr
+  done = subprocess.run(command[:-3] + ["--workdir=", "--users=u20"],
+                        cwd=REPO, capture_output=True, text=True, timeout=300,
+                        check=False)
+  assert done.returncode == 1
+  assert done.stderr == "error: --workdir is empty; give a directory\n"
 
 
 @pytest.mark.slow
