@@ -21,11 +21,14 @@ on `--threads` threads; linrec_jax: the jitted, AOT-compiled
 `block_until_ready`. All four read the same batch (random item ids,
 right-padded, prefix lengths drawn from ML-1M's prefix samples clipped at
 N). Every cell and implementation runs in a fresh process
-(`bench_common.run_isolated`).
+(`bench_common.run_isolated`); the two sides of each comparison run one
+after the other (see `run_order`).
 
 Figures: `seconds` is the median wall time of the timed steps after
 `--warmup` untimed steps (compilation excluded for JAX, timed apart as
-`compile_s`); `peak_rss_gib` is the child process's peak resident set size
+`compile_s`), `cpu_seconds` the median CPU time of the process (all its
+threads) over the same steps, less sensitive to other processes' load;
+`peak_rss_gib` is the child process's peak resident set size
 (`ru_maxrss` from `wait4`), so it includes the Python runtime, torch or
 JAX/XLA (with the compiler), the model, Adam's state, the batch and every
 activation; `idle` records give the runtime alone. `xla_flops` is XLA's
@@ -45,6 +48,7 @@ machine below `--min_free_gib` is killed and recorded the same way.
 import datetime
 import hashlib
 import json
+import os
 import pathlib
 import re
 import shutil
@@ -119,6 +123,19 @@ def parse_cell(text: str) -> tuple[int, int]:
     raise ValueError(f'--cells: {text!r} is not NxBATCH with positive '
                      'integers, e.g. 200x256')
   return int(match[1]), int(match[2])
+
+
+def run_order(cells, impls):
+  """`(impl, n, batch)` in the order run: pair by pair, then cell by cell.
+
+  The two sides of a comparison (`peer_report.PAIRS`) run back to back, so
+  they see about the same load from other processes, and the LinRec pair
+  goes through all cells before the softmax pair.
+  """
+  groups = [list(pair[::-1]) for pair in peer_report.PAIRS.values()]
+  groups.append([i for i in impls if not any(i in g for g in groups)])
+  return [(impl, n, batch) for group in groups for n, batch in cells
+          for impl in group if impl in impls]
 
 
 def predicted_peak_gib(measured, impl, n, batch):
@@ -201,20 +218,24 @@ def _run_jax_cell(cell):
           f'{available / bench_common.GIB:.1f} GiB'))
 
   def run():
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     new_state, metrics = compiled(*args)
     jax.block_until_ready((new_state, metrics))
     args[0] = new_state  # The step donated the old state.
-    return time.perf_counter() - start, float(metrics['loss'])
+    return (time.perf_counter() - start, time.process_time() - cpu_start,
+            float(metrics['loss']))
 
   warmup = [run()[0] for _ in range(cell['warmup'])]
-  first, loss = run()
-  times = [first]
+  first, first_cpu, loss = run()
+  times, cpu_times = [first], [first_cpu]
   while (len(times) < cell['repeats']
          and sum(times) + times[-1] <= cell['time_budget_s']):
-    times.append(run()[0])
+    wall, cpu, _ = run()
+    times.append(wall)
+    cpu_times.append(cpu)
   return dict(result, seconds=statistics.median(times), times_s=times,
-              warmup_s=warmup, loss=loss, peak_rss_gib_self=peak_rss_gib())
+              cpu_seconds=statistics.median(cpu_times), warmup_s=warmup,
+              loss=loss, peak_rss_gib_self=peak_rss_gib())
 
 
 def _requirements_digest(path: pathlib.Path) -> str:
@@ -349,6 +370,8 @@ def _print_table(report):
   print('\n' + peer_report.markdown_table(report['results']))
   print('\nspeedup: RecBole time / linrec_jax time (> 1: linrec_jax faster); '
         'memory: linrec_jax peak RSS / RecBole peak RSS (< 1: less memory).')
+  print('\nCPU time per step (median, the process\'s threads together):\n'
+        + peer_report.cpu_table(report['results']))
 
 
 def _draw(report, output):
@@ -389,7 +412,7 @@ def _setup(cells, impls):
 
 def _new_report(output, cells, impls, spawn, venv):
   """The report's header (machine, idle runtimes, peaks) and kept cells."""
-  machine = bench_common.machine()
+  machine = dict(bench_common.machine(), niceness=os.nice(0))
   sides = sorted({IMPLS[i][0] for i in impls})
   print(f'Idle processes and matmul peaks ({", ".join(sides)}) ...',
         flush=True)
@@ -446,24 +469,25 @@ def main(argv):
   report = _new_report(output, cells, impls, spawn, venv)
   machine, start = report['machine'], time.monotonic()
   with tempfile.TemporaryDirectory() as tmp:
+    inputs, padding = {}, {}
     for n, batch in cells:
       rng = np.random.default_rng([SEED, n, batch])
       arrays = peer_inputs.draw_batch(rng, pools[n], batch=batch, max_len=n,
                                       num_items=MODEL['num_items'])
-      inputs = pathlib.Path(tmp) / f'batch_{n}x{batch}.npz'
-      peer_inputs.save(inputs, arrays)
-      padding = peer_inputs.padding_share(arrays['lengths'], n)
-      for impl in impls:
-        print(f'[{(time.monotonic() - start) / 60:.1f} min] N={n} B={batch} '
-              f'{impl}: ', end='', flush=True)
-        record = _measure(spawn, impl, n, batch, inputs, padding,
-                          report['results'], report['idle'])
-        _add_flops(record, _best_peak(report))
-        print(peer_report.describe(record), record.get('reason', ''),
-              flush=True)
-        report['results'].append(record)
-        machine['load_avg_at_end'] = bench_common.load_avg()
-        bench_common.write_json(output, report)
+      inputs[n, batch] = pathlib.Path(tmp) / f'batch_{n}x{batch}.npz'
+      peer_inputs.save(inputs[n, batch], arrays)
+      padding[n, batch] = peer_inputs.padding_share(arrays['lengths'], n)
+    for impl, n, batch in run_order(cells, impls):
+      print(f'[{(time.monotonic() - start) / 60:.1f} min] N={n} B={batch} '
+            f'{impl}: ', end='', flush=True)
+      record = _measure(spawn, impl, n, batch, inputs[n, batch],
+                        padding[n, batch], report['results'], report['idle'])
+      _add_flops(record, _best_peak(report))
+      print(peer_report.describe(record), record.get('reason', ''),
+            flush=True)
+      report['results'].append(record)
+      machine['load_avg_at_end'] = bench_common.load_avg()
+      bench_common.write_json(output, report)
   report['matmul_peak_jax'].append(spawn('jax', dict(
       impl='matmul_peak', size=_MATMUL.value, repeats=7)))
   report['matmul_peak_gflops'] = best = _best_peak(report)

@@ -87,6 +87,20 @@ def markdown_table(records):
   return '\n'.join(lines)
 
 
+def cpu_table(records):
+  """Median CPU seconds per step (the process, all threads) per cell."""
+  head = ['N, batch'] + list(LABELS.values())
+  lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+  for (n, batch), cell in by_cell(records).items():
+    row = [f'{n}, {batch}']
+    for impl in LABELS:
+      r = cell.get(impl)
+      row.append(f'{r["cpu_seconds"]:.3g} s' if r and 'cpu_seconds' in r
+                 else describe(r))
+    lines.append('| ' + ' | '.join(row) + ' |')
+  return '\n'.join(lines)
+
+
 def plot(records, path, *, title):
   """Two bar charts side by side: median step time and peak RSS per cell.
 
@@ -102,9 +116,9 @@ def plot(records, path, *, title):
   width = 0.8 / max(len(impls), 1)
   fig, axes = plt.subplots(1, 2, figsize=(13, 5))
   panels = [('seconds', 'median step time (s), log scale',
-             'Training step: fwd + bwd + Adam'),
+             'Training step (fwd + bwd + Adam), median after warm-up'),
             ('peak_rss_gib', 'process peak RSS (GiB)',
-             'Peak RSS of the process running the cell')]
+             'Peak RSS of the cell\'s process (runtime included)')]
   for ax, (field, ylabel, panel_title) in zip(axes, panels):
     labelled = set()
     for k, impl in enumerate(impls):
@@ -125,11 +139,16 @@ def plot(records, path, *, title):
                       color=f'C{k}')
     ax.set_xticks(range(len(cells)),
                   [f'N={n}\nbatch {b}' for n, b in cells])
+    top = max((r[field] for c in cells.values() for r in c.values()
+               if r['status'] == 'ok'), default=1.0)
     if field == 'seconds':
       ax.set_yscale('log')
+      ax.set_ylim(top=top * 6)  # Room for the legend above the bars.
+    else:
+      ax.set_ylim(0, top * 1.35)
     ax.set(ylabel=ylabel, title=panel_title)
     ax.grid(True, axis='y', which='both', alpha=0.3)
-    ax.legend(fontsize='small')
+    ax.legend(fontsize='small', loc='upper left', ncols=2)
   fig.suptitle(title)
   fig.tight_layout()
   fig.savefig(path, dpi=110)

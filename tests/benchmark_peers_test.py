@@ -79,6 +79,18 @@ def test_parse_cell():
       benchmark_peers.parse_cell(bad)
 
 
+def test_run_order_puts_each_comparison_back_to_back():
+  cells = [(200, 256), (1000, 32)]
+  order = benchmark_peers.run_order(cells, list(benchmark_peers.IMPLS))
+  assert order == [
+      ('recbole_linrec', 200, 256), ('jax_linrec', 200, 256),
+      ('recbole_linrec', 1000, 32), ('jax_linrec', 1000, 32),
+      ('recbole_softmax', 200, 256), ('jax_softmax', 200, 256),
+      ('recbole_softmax', 1000, 32), ('jax_softmax', 1000, 32)]
+  assert benchmark_peers.run_order(cells, ['jax_softmax']) == [
+      ('jax_softmax', 200, 256), ('jax_softmax', 1000, 32)]
+
+
 def _record(impl, n, batch, seconds=None, rss=None, status='ok', **extra):
   return dict(impl=impl, n=n, batch=batch, status=status, seconds=seconds,
               peak_rss_gib=rss, **extra)
@@ -123,6 +135,10 @@ def test_ratios_and_table_by_hand():
   assert table[2].startswith('| 200, 256 | 25 % | 2 s, 3.00 GiB |')
   assert '| 4.00x, 0.50x | 2.00x, 1.25x | 40 (20 %) |' in table[2]
   assert 'does not fit' in table[3] and '4 s, 9.00 GiB' in table[3]
+  records[0]['cpu_seconds'] = 3.5
+  cpu = peer_report.cpu_table(records).splitlines()
+  assert cpu[2].startswith('| 200, 256 | 3.5 s |')
+  assert 'does not fit' in cpu[3]
 
 
 def test_plot_draws_a_png(tmp_path):
@@ -248,6 +264,7 @@ def test_jax_cells_end_to_end(tmp_path):
     assert r['seconds'] > 0 and r['peak_rss_gib'] > r['idle_gib'] > 0
     assert r['xla_flops'] > 0 and 0 < r['share_of_matmul_peak']
     assert 1 <= len(r['times_s']) <= 2 and len(r['warmup_s']) == 1
+    assert r['cpu_seconds'] > 0
   assert output.with_suffix('.png').stat().st_size > 0
 
 
