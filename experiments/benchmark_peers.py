@@ -108,8 +108,9 @@ _PREPARED_ROOT = flags.DEFINE_string('prepared_root', 'prepared',
 _OUTPUT = flags.DEFINE_string('output', 'benchmarks/peers_cpu.json',
                               'JSON path; the PNG goes beside it.')
 _FRESH = flags.DEFINE_bool(
-    'fresh', False, 'Start a new report instead of replacing the rerun '
-    'cells in an existing --output.')
+    'fresh', False, 'Start a new report instead of updating an existing '
+    '--output (whose cells are replaced one by one as they are measured '
+    'again).')
 _REPLOT = flags.DEFINE_bool('replot', False, 'Only redraw the PNG and print '
                             'the table of --output.')
 _CELL = flags.DEFINE_string('cell', None, 'Internal: run one JAX cell (JSON).')
@@ -412,7 +413,8 @@ def _setup(cells, impls):
 
 def _new_report(output, cells, impls, spawn, venv):
   """The report's header (machine, idle runtimes, peaks) and kept cells."""
-  machine = dict(bench_common.machine(), niceness=os.nice(0))
+  machine = dict(bench_common.machine(), niceness=os.nice(0),
+                 source=_source_version())
   sides = sorted({IMPLS[i][0] for i in impls})
   print(f'Idle processes and matmul peaks ({", ".join(sides)}) ...',
         flush=True)
@@ -430,14 +432,30 @@ def _new_report(output, cells, impls, spawn, venv):
     machine['versions'].update(torch=idle['torch'].get('torch'),
                                recbole='1.1.1', torch_pin=venv['torch_pin'])
   earlier = _load_previous(output)
-  if earlier:  # Keep its cells that this run does not measure again.
-    rerun = {(i, n, b) for i in impls for n, b in cells}
-    report['results'] = [r for r in earlier['results']
-                         if (r['impl'], r['n'], r['batch']) not in rerun]
+  if earlier:  # Its cells stay until this run measures them again.
+    report['results'] = earlier['results']
     report['earlier_runs'] = earlier.get('earlier_runs', []) + [
         {'machine': earlier['machine'],
          'matmul_peak_gflops': earlier.get('matmul_peak_gflops')}]
   return report
+
+
+def _replace(results, record):
+  """`results` with `record` in place of an earlier one of its cell."""
+  key = (record['impl'], record['n'], record['batch'])
+  kept = [r for r in results if (r['impl'], r['n'], r['batch']) != key]
+  return kept + [record]
+
+
+def _source_version():
+  """The repository's commit and whether its work tree differs from it."""
+  def git(*args):
+    done = subprocess.run(['git', *args], cwd=REPO_ROOT, capture_output=True,
+                          text=True, check=False)
+    return done.stdout.strip() if done.returncode == 0 else None
+  status = git('status', '--porcelain', '--untracked-files=no')
+  return {'commit': git('rev-parse', 'HEAD'),
+          'modified': None if status is None else bool(status)}
 
 
 def _best_peak(report):
@@ -485,7 +503,7 @@ def main(argv):
       _add_flops(record, _best_peak(report))
       print(peer_report.describe(record), record.get('reason', ''),
             flush=True)
-      report['results'].append(record)
+      report['results'] = _replace(report['results'], record)
       machine['load_avg_at_end'] = bench_common.load_avg()
       bench_common.write_json(output, report)
   report['matmul_peak_jax'].append(spawn('jax', dict(
