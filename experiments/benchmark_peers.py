@@ -35,11 +35,15 @@ activation; `idle` records give the runtime alone. `xla_flops` is XLA's
 cost analysis of the compiled JAX step (padding included), `gflops_per_s`
 is that over `seconds`, and `share_of_matmul_peak` divides it by the best
 of the jitted 2048^3 float32 matmul rates measured in JAX at the start and
-the end of the same run. A cell whose predicted peak (XLA's memory analysis
-for JAX; for both, a smaller batch's measured peak at the same N scaled
-linearly in the batch) exceeds `--memory_fraction` of the available memory
-is recorded as 'does_not_fit' with the reason, not run; one that runs the
-machine below `--min_free_gib` is killed and recorded the same way.
+the end of the same run (XLA counts a loop body once: a step with loops
+would be undercounted). Memory limits: a JAX cell whose temporaries and
+outputs in XLA's memory analysis exceed `--memory_fraction` of the
+machine's available memory (`MemAvailable`, after what other processes
+hold) is not run; a PyTorch cell is not run when a smaller batch's measured
+peak at the same N, scaled linearly in the batch (an overestimate), exceeds
+that fraction of the machine's total memory; any cell that takes
+`MemAvailable` below `--min_free_gib` is killed. All three are recorded as
+'does_not_fit' with the reason.
 
   python -m experiments.benchmark_peers                 # all cells, ~30 min
   python -m experiments.benchmark_peers --cells=200x256 --impls=jax_linrec
@@ -89,9 +93,11 @@ _THREADS = flags.DEFINE_integer('threads', 2, 'torch.set_num_threads.')
 _MATMUL = flags.DEFINE_integer(
     'matmul_size', 2048, 'The float32 matmul (size^3) that measures the peak.')
 _MEMORY_FRACTION = flags.DEFINE_float(
-    'memory_fraction', 0.9, 'Skip a cell predicted above this x MemAvailable.')
+    'memory_fraction', 0.9, 'Skip a JAX cell whose XLA memory analysis '
+    'exceeds this x MemAvailable, a PyTorch cell predicted above this x '
+    'MemTotal.')
 _MIN_FREE = flags.DEFINE_float(
-    'min_free_gib', 1.5, 'Kill a cell when MemAvailable falls below this.')
+    'min_free_gib', 2.0, 'Kill a cell when MemAvailable falls below this.')
 _PEERS_VENV = flags.DEFINE_string(
     'peers_venv', '.venv-peers', 'The peers\' virtual environment (made from '
     '--peers_requirements when missing).')
@@ -342,15 +348,16 @@ def _measure(spawn, impl, n, batch, inputs, padding, measured, idle):
                 side=side, attention=IMPLS[impl][1], causal=IMPLS[impl][2],
                 mask_padding=IMPLS[impl][3], padding_share=padding,
                 date=datetime.datetime.now(datetime.timezone.utc).isoformat())
-  available = bench_common.meminfo_bytes('MemAvailable') / bench_common.GIB
-  predicted = predicted_peak_gib(measured, impl, n, batch)
+  total = bench_common.meminfo_bytes('MemTotal') / bench_common.GIB
+  # JAX cells check XLA's own memory analysis before they run instead.
+  predicted = (predicted_peak_gib(measured, impl, n, batch)
+               if side == 'torch' else None)
   if predicted is not None:
     record['predicted_peak_gib'] = predicted
-    if predicted > _MEMORY_FRACTION.value * available:
+    if predicted > _MEMORY_FRACTION.value * total:
       return dict(record, status=peer_report.DOES_NOT_FIT, reason=(
           f'predicted peak {predicted:.1f} GiB (a smaller batch at N={n} '
-          f'scaled) > {_MEMORY_FRACTION.value} x MemAvailable '
-          f'{available:.1f} GiB'))
+          f'scaled) > {_MEMORY_FRACTION.value} x MemTotal {total:.1f} GiB'))
   record.update(spawn(side, dict(record, inputs=str(inputs), model=MODEL,
                                  **_timing())))
   if record['status'] == 'out_of_memory':
@@ -373,6 +380,10 @@ def _print_table(report):
         'memory: linrec_jax peak RSS / RecBole peak RSS (< 1: less memory).')
   print('\nCPU time per step (median, the process\'s threads together):\n'
         + peer_report.cpu_table(report['results']))
+  for r in report['results']:
+    if r['status'] != 'ok':
+      print(f'N={r["n"]} B={r["batch"]} {r["impl"]}: {r["status"]}: '
+            f'{r.get("reason", "")}')
 
 
 def _draw(report, output):

@@ -112,6 +112,16 @@ def test_predicted_peak_scales_the_largest_smaller_batch():
       measured, 'recbole_softmax', 200, 2048) is None
 
 
+def test_a_rerun_replaces_only_the_cell_it_measured():
+  old = [_record('jax_linrec', 200, 256, 1.0, 2.0),
+         _record('jax_linrec', 200, 2048, 8.0, 9.0),
+         _record('recbole_linrec', 200, 256, 3.0, 2.0)]
+  new = _record('jax_linrec', 200, 256, 0.5, 1.9)
+  results = benchmark_peers._replace(old, new)  # pylint: disable=protected-access
+  assert len(results) == 3 and new in results
+  assert old[1] in results and old[2] in results and old[0] not in results
+
+
 def test_ratios_and_table_by_hand():
   records = [
       _record('recbole_linrec', 200, 256, 2.0, 3.0, padding_share=0.25),
