@@ -45,7 +45,7 @@ that fraction of the machine's total memory; any cell that takes
 `MemAvailable` below `--min_free_gib` is killed. All three are recorded as
 'does_not_fit' with the reason.
 
-  python -m experiments.benchmark_peers                 # all cells, ~30 min
+  python -m experiments.benchmark_peers    # all cells: ~20 min idle, ~1 h loaded
   python -m experiments.benchmark_peers --cells=200x256 --impls=jax_linrec
 """
 
@@ -85,7 +85,7 @@ _CELLS = flags.DEFINE_list('cells', DEFAULT_CELLS, 'Cells, NxBATCH each.')
 _IMPLS = flags.DEFINE_list('impls', list(IMPLS),
                            f'Implementations, of {list(IMPLS)}.')
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Most timed steps per cell.')
-_WARMUP = flags.DEFINE_integer('warmup', 2, 'Untimed steps before timing.')
+_WARMUP = flags.DEFINE_integer('warmup', 1, 'Untimed steps before timing.')
 _TIME_BUDGET = flags.DEFINE_float(
     'time_budget_s', 45, 'Timed steps stop at this total (at least 1 step).')
 _TIMEOUT = flags.DEFINE_float('timeout_s', 600, 'Wall-clock limit per cell.')
