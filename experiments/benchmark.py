@@ -19,6 +19,14 @@ report. On an accelerator, `peak_device_gib` is the device allocator's peak
 (`memory_stats()["peak_bytes_in_use"]`), the figure compared there. Cells
 predicted not to fit in the available memory are skipped.
 
+`xla_flops` is XLA's cost analysis of the compiled cell (padding included;
+a loop body counted once, so for cells with loops, such as causal LinRec's
+chunked scan or --microbatches > 1, it is a lower bound), `gflops_per_s` is
+that over `seconds`, and `share_of_matmul_peak` divides it by this
+machine's float32 matmul rate, the best of a jitted 2048^3 matmul (median
+of 7 runs) measured in a fresh process at the start and at the end of the
+same run (`matmul_peak` in the report).
+
   python -m experiments.benchmark            # full grid, ~40 min on 2 cores
   python -m experiments.benchmark --quick    # a small grid, a few minutes
 """
@@ -85,6 +93,8 @@ _OUTPUT = flags.DEFINE_string(
     'output', 'benchmarks/model_cpu.json', 'JSON path; PNGs go beside it.')
 _REPLOT = flags.DEFINE_bool('replot', False, 'Only redraw the PNGs of '
                             '--output from its JSON.')
+_MATMUL = flags.DEFINE_integer(
+    'matmul_size', 2048, 'The float32 matmul (size^3) that measures the peak.')
 _CELL = flags.DEFINE_string('cell', None, 'Internal: run one cell (JSON).')
 _CELL_OUTPUT = flags.DEFINE_string('cell_output', None, 'Internal.')
 
@@ -106,6 +116,8 @@ def _run_cell(cell):
   if cell['variant'] == 'idle':  # The runtime and compiler, nothing big.
     jax.block_until_ready(jax.jit(lambda x: x + 1)(jnp.zeros(())))
     return {'peak_rss_gib_self': peak_rss_gib()}
+  if cell['variant'] == 'matmul_peak':
+    return bench_common.measure_matmul_peak(cell['size'])
   attention, causal = VARIANTS[cell['variant']]
   n, batch = cell['n'], cell['batch']
   model = SASRec(num_items=NUM_ITEMS, max_len=n, hidden=HIDDEN, layers=LAYERS,
@@ -133,7 +145,8 @@ def _run_cell(cell):
                     'targets': targets}, keys[2]]
   start = time.perf_counter()
   compiled = fn.lower(*args).compile()
-  result = {'compile_s': time.perf_counter() - start}
+  result = {'compile_s': time.perf_counter() - start,
+            'xla_flops': bench_common.xla_flops(compiled)}
   memory = compiled.memory_analysis()
   if memory is not None:
     result.update(
@@ -251,11 +264,26 @@ def _measure(cell, failed):
   return record
 
 
+def _add_flops(record, peak_gflops):
+  """Adds `gflops_per_s` and `share_of_matmul_peak` to an 'ok' record."""
+  if record['status'] == 'ok' and record.get('xla_flops') and peak_gflops:
+    record['gflops_per_s'] = record['xla_flops'] / record['seconds'] / 1e9
+    record['share_of_matmul_peak'] = record['gflops_per_s'] / peak_gflops
+
+
+def _best_peak(peaks):
+  return max((p.get('gflops', 0.0) for p in peaks), default=0.0)
+
+
 def _describe(r):
   if r['status'] == 'ok':
     device = (f'  device {r["peak_device_gib"]:6.2f} GiB'
               if 'peak_device_gib' in r else '')
+    flops = (f'  {r["gflops_per_s"]:6.1f} GFLOP/s '
+             f'({100 * r["share_of_matmul_peak"]:4.1f} % of peak)'
+             if 'share_of_matmul_peak' in r else '')
     return (f'{r["seconds"]:9.4f} s  {r["peak_rss_gib"]:6.2f} GiB{device}'
+            f'{flops}'
             f'  load {r["load_avg_start"][0]:.1f}->'
             f'{r["load_avg_end"][0]:.1f}')
   return f'{r["status"]}: {r.get("reason", "")}'
@@ -332,6 +360,10 @@ def _main(argv):
       'machine': bench_common.machine(), 'results': []}
   print('Idle process (JAX, Flax, one tiny jitted op) ...', flush=True)
   report['idle'] = idle = _spawn({'variant': 'idle'})
+  report['matmul_peak'] = peaks = [
+      _spawn({'variant': 'matmul_peak', 'size': _MATMUL.value})]
+  print(f'float32 {_MATMUL.value}^3 matmul: '
+        f'{_best_peak(peaks):.0f} GFLOP/s', flush=True)
   grid, failed, start = _grid(), {}, time.monotonic()
   print(f'Idle peak RSS {idle.get("peak_rss_gib", float("nan")):.2f} GiB; '
         f'{len(grid)} cells -> {output}', flush=True)
@@ -341,11 +373,19 @@ def _main(argv):
           f'left] {cell["variant"]} N={cell["n"]} B={cell["batch"]} '
           f'{cell["mode"]}: ', end='', flush=True)
     record = _measure(cell, failed)
+    _add_flops(record, _best_peak(peaks))
     print(_describe(record), flush=True)
     report['results'].append(record)
     report['linrec_vs_softmax'] = _ratios(report['results'])
     report['machine']['load_avg_at_end'] = bench_common.load_avg()
     bench_common.write_json(output, report)
+  peaks.append(_spawn({'variant': 'matmul_peak', 'size': _MATMUL.value}))
+  report['matmul_peak_gflops'] = _best_peak(peaks)
+  for record in report['results']:
+    _add_flops(record, report['matmul_peak_gflops'])
+  bench_common.write_json(output, report)
+  print(f'\nfloat32 {_MATMUL.value}^3 matmul peak (best of start and end): '
+        f'{report["matmul_peak_gflops"]:.0f} GFLOP/s')
   print(f'\n{"variant":14} {"N":>5} {"B":>3} {"mode":5}  result')
   for r in report['results']:
     print(f'{r["variant"]:14} {r["n"]:5d} {r["batch"]:3d} {r["mode"]:5}  '

@@ -16,7 +16,7 @@ def test_one_cell_end_to_end(tmp_path):
   subprocess.run(
       [sys.executable, '-m', 'experiments.benchmark', '--variants=linrec',
        '--lengths=8', '--batches=2', '--modes=infer', '--repeats=2',
-       f'--output={output}'],
+       '--matmul_size=128', f'--output={output}'],
       cwd=REPO_ROOT, check=True, capture_output=True, timeout=120)
   report = json.loads(output.read_text())
   assert {'date', 'versions', 'cpu_count', 'load_avg_at_start',
@@ -29,6 +29,15 @@ def test_one_cell_end_to_end(tmp_path):
       <= record.items()
   assert record['seconds'] > 0 and record['peak_rss_gib'] > 0
   assert 1 <= len(record['times_s']) <= 2
+  # The peak is measured twice, at the start and at the end of the run.
+  assert [p['size'] for p in report['matmul_peak']] == [128, 128]
+  assert report['matmul_peak_gflops'] == max(
+      p['gflops'] for p in report['matmul_peak'])
+  assert record['xla_flops'] > 0
+  assert record['gflops_per_s'] == pytest.approx(
+      record['xla_flops'] / record['seconds'] / 1e9)
+  assert record['share_of_matmul_peak'] == pytest.approx(
+      record['gflops_per_s'] / report['matmul_peak_gflops'])
   assert len(record['load_avg_start']) == len(record['load_avg_end']) == 3
   assert report['machine']['accelerators'] == [] or all(
       report['machine']['accelerators'])
