@@ -1,14 +1,19 @@
 # Two commands do everything on a fresh clone:
 #   make train   sets up .venv, prepares ML-1M and trains LinRec-SASRec, printing test metrics
 #   make test    sets up .venv and runs the test suite
+#   make bench-peers   times linrec_jax beside RecBole 1.1.1 (PyTorch), which
+#                it installs into a separate .venv-peers; BENCH_PEERS_FLAGS
+#                passes flags, e.g. BENCH_PEERS_FLAGS=--cells=200x256
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 LINREC_DATA_DIR ?= ../shared/data
 export LINREC_DATA_DIR
 WORKDIR ?= runs/ml-1m_sasrec_linrec
+PEERS_VENV ?= .venv-peers
+BENCH_PEERS_FLAGS ?=
 
-.PHONY: setup setup-search train test test-slow
+.PHONY: setup setup-search train test test-slow bench-peers
 
 # The pinned dependencies, then this project itself (editable: the commands
 # linrec-train, linrec-prepare, linrec-recommend, linrec-benchmark and
@@ -37,3 +42,6 @@ test: setup-search
 
 test-slow: setup-search
 	$(PY) -m pytest -q -m slow
+
+bench-peers: setup
+	$(PY) -m experiments.benchmark_peers --peers_venv=$(PEERS_VENV) --peers_python=$(PYTHON) $(BENCH_PEERS_FLAGS)

@@ -25,7 +25,15 @@ _COPY_BYTES = 1 << 20
 
 
 class DownloadError(RuntimeError):
-  """The download failed (offline) or gave an unexpected file."""
+  """The download failed (offline) or gave an unexpected file.
+
+  Attributes:
+    reason: what went wrong, without advice (for callers that give their own).
+  """
+
+  def __init__(self, message: str, *, reason: str | None = None):
+    super().__init__(message)
+    self.reason = message if reason is None else reason
 
 
 def fetch_ml1m(
@@ -63,13 +71,15 @@ def fetch_ml1m(
         raise DownloadError(
             f"could not download {url} ({e}). This machine looks offline: "
             f"download {ML1M_FILE} (or its ratings.dat) yourself and pass "
-            "--input=PATH"
+            "--input=PATH",
+            reason=f"{url}: {e}",
         ) from e
     found = _md5(tmp)
     if found != md5:
       raise DownloadError(
           f"{url} gave a file with md5 {found}, expected {md5}; not used. "
-          f"Download {ML1M_FILE} yourself and pass --input=PATH"
+          f"Download {ML1M_FILE} yourself and pass --input=PATH",
+          reason=f"{url} gave a file with md5 {found}, expected {md5}",
       )
     os.replace(tmp, target)
   finally:

@@ -7,9 +7,16 @@ Reads one of the formats of `data_prep.readers` (auto-detected unless
 --format is given), applies the dataset's preset (printed; any option can be
 overridden) and writes sequences.npz, meta.json, user_ids.txt and item_ids.txt
 atomically. Without --input, ml-1m is downloaded once from GroupLens.
+`python -m data_prep` runs the same program.
+
+Every error a user can cause (bad flag, missing or malformed input, corrupt
+archive, output in the way) prints one line `error: ...` naming the flag or
+the file, line and field, exits with status 1 (2 for a flag error) and leaves
+the output as it was.
 """
 
 import json
+import math
 import pathlib
 import sys
 from typing import Any, Sequence
@@ -19,14 +26,25 @@ from absl import flags
 from absl import logging
 
 from data_prep import download
+from data_prep import parsing
 from data_prep import pipeline
 from data_prep import presets
 from data_prep import readers
+from data_prep import recbole
 from data_prep import writer
 from linrec_jax import data
 
-_OPTIONS = ("format", "min_rating", "k_core", "dedup_consecutive")
+_FIELD_OPTIONS = tuple(recbole.Fields.OPTIONS.values())
+_OPTIONS = ("format", "min_rating", "k_core", "dedup_consecutive",
+            *_FIELD_OPTIONS)
 _DOWNLOADABLE = "ml-1m"
+# RecBole's Yelp names, as examples in the help.
+_FIELD_EXAMPLES = {
+    "user": "user_id",
+    "item": "business_id",
+    "time": "date",
+    "rating": "stars",
+}
 
 
 def resolve_options(dataset: str, **overrides) -> dict[str, Any]:
@@ -34,10 +52,14 @@ def resolve_options(dataset: str, **overrides) -> dict[str, Any]:
 
   Args:
     dataset: the dataset name (selects the preset).
-    **overrides: any of format, min_rating, k_core, dedup_consecutive.
+    **overrides: any of format, min_rating, k_core, dedup_consecutive and
+      the RecBole field names user_field, item_field, time_field,
+      rating_field (None: RecBole's default name).
 
   Returns:
-    {format, min_rating, k_core, dedup_consecutive}, checked.
+    {format, min_rating, k_core, dedup_consecutive}, checked, plus the field
+    names that differ from RecBole's defaults (so that datasets prepared
+    before these options existed keep their options).
   """
   unknown = set(overrides) - set(_OPTIONS)
   if unknown:
@@ -53,7 +75,15 @@ def resolve_options(dataset: str, **overrides) -> dict[str, Any]:
     raise ValueError(f"k_core must be an integer >= 0, got {options['k_core']}")
   if options["min_rating"] is not None:
     options["min_rating"] = float(options["min_rating"])
+    if not math.isfinite(options["min_rating"]):
+      raise ValueError(
+          f"min_rating must be a finite number, got {options['min_rating']}"
+      )
   options["dedup_consecutive"] = bool(options["dedup_consecutive"])
+  fields = recbole.Fields.from_options(options)
+  for option in _FIELD_OPTIONS:
+    options.pop(option, None)
+  options.update(fields.non_default_options())
   return options
 
 
@@ -64,6 +94,7 @@ def prepare_dataset(
     *,
     overwrite: bool = False,
     download_dir: str | pathlib.Path = download.DEFAULT_CACHE_DIR,
+    max_input_bytes: int = parsing.MAX_INPUT_BYTES,
     **options,
 ) -> pathlib.Path:
   """Prepares a dataset; callable from Python (the training job does).
@@ -75,6 +106,7 @@ def prepare_dataset(
     output_dir: the directory to write; nothing is written on failure.
     overwrite: replace an existing prepared dataset in output_dir.
     download_dir: where a downloaded archive is cached.
+    max_input_bytes: the most bytes one input may hold, decompressed.
     **options: overrides of the preset (see `resolve_options`).
 
   Returns:
@@ -85,6 +117,9 @@ def prepare_dataset(
     download.DownloadError: no input given and the download failed.
   """
   options = resolve_options(dataset, **options)
+  if not str(output_dir):
+    raise ValueError("output_dir is empty")
+  writer.check_replaceable(output_dir, overwrite)  # Before the work.
   preset = presets.get(dataset)
   downloaded_from = None
   if input_path is None:
@@ -94,7 +129,12 @@ def prepare_dataset(
     downloaded_from = download.ML1M_URL
   if isinstance(input_path, (str, pathlib.Path)):
     input_path = [input_path]
-  interactions = readers.read_interactions(input_path, options["format"])
+  interactions = readers.read_interactions(
+      input_path,
+      options["format"],
+      fields=recbole.Fields.from_options(options),
+      max_bytes=max_input_bytes,
+  )
   prepared = pipeline.build(
       interactions,
       min_rating=options["min_rating"],
@@ -143,20 +183,54 @@ def _define_flags() -> None:
   flags.DEFINE_bool(
       "dedup_consecutive", None, "Drop repeated consecutive items (preset)."
   )
+  for attribute, option in recbole.Fields.OPTIONS.items():
+    flags.DEFINE_string(
+        option,
+        None,
+        f"RecBole .inter files: the {attribute} field, e.g. "
+        f"{_FIELD_EXAMPLES[attribute]} (default "
+        f"{getattr(recbole.Fields(), attribute)}).",
+    )
   flags.DEFINE_bool("overwrite", False, "Replace an existing output_dir.")
   flags.DEFINE_string(
       "download_dir",
       str(download.DEFAULT_CACHE_DIR),
       "Cache for the downloaded ml-1m.zip.",
   )
+  flags.DEFINE_integer(
+      "max_input_mb",
+      parsing.MAX_INPUT_BYTES >> 20,
+      "Refuse an input holding more than this many MiB once decompressed.",
+      lower_bound=1,
+  )
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, its errors on one line (absl adds a usage hint)."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    print(f"error: {_one_line(e)}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _one_line(error: BaseException) -> str:
+  return " ".join(str(error).split("\n"))
 
 
 def main(argv: Sequence[str]) -> int:
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    print(f"error: unexpected arguments {argv[1:]} (flags are --name=value)",
+          file=sys.stderr)
+    return 2
   fv = flags.FLAGS
+  # The summary below is printed; errors are one line.
+  logging.set_verbosity(logging.WARNING)
+  if not fv.output_dir:
+    print("error: --output_dir is empty", file=sys.stderr)
+    return 2
   overrides = {"format": fv.format}
-  for name in ("min_rating", "k_core", "dedup_consecutive"):
+  for name in ("min_rating", "k_core", "dedup_consecutive", *_FIELD_OPTIONS):
     if fv[name].present:
       overrides[name] = fv[name].value
   print(presets.get(fv.dataset).describe())
@@ -167,11 +241,12 @@ def main(argv: Sequence[str]) -> int:
         fv.output_dir,
         overwrite=fv.overwrite,
         download_dir=fv.download_dir,
+        max_input_bytes=fv.max_input_mb << 20,
         **overrides,
     )
   except (ValueError, OSError, download.DownloadError) as e:
     # DataFormatError is a ValueError; FileNotFoundError an OSError.
-    print(f"error: {e}", file=sys.stderr)
+    print(f"error: {_one_line(e)}", file=sys.stderr)
     return 1
   meta = json.loads((output_dir / data.META_FILE).read_text())
   print(
@@ -184,6 +259,11 @@ def main(argv: Sequence[str]) -> int:
   return 0
 
 
-if __name__ == "__main__":
+def run() -> None:
+  """The command-line program (`python -m data_prep[.prepare]`)."""
   _define_flags()
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)
+
+
+if __name__ == "__main__":
+  run()

@@ -8,7 +8,9 @@ Formats (the `--format` names):
              concatenated per user in that order (NGCF/LightGCN Gowalla).
   checkins:  `user<TAB>poi<TAB>unix_time` (e.g. Liu et al. 2017 Gowalla).
   snap:      SNAP loc-gowalla `user<TAB>ISO time<TAB>lat<TAB>lon<TAB>location`.
-  recbole:   RecBole atomic `.inter` files with a `name:type` header.
+  recbole:   RecBole atomic `.inter` files with a `name:type` header; the
+             user, item, time and rating field names are options
+             (`recbole.Fields`).
 Every format may be gzip-compressed.
 """
 
@@ -19,6 +21,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from data_prep import parsing
+from data_prep import recbole
 from data_prep.parsing import Column, DataFormatError
 
 AUTO = "auto"
@@ -32,9 +35,6 @@ RECBOLE = "recbole"
 GROUPLENS_RATINGS = "ratings.dat"
 GROUPLENS_DELIMITER = b"::"
 LIGHTGCN_PARTS = ("train.txt", "test.txt")
-RECBOLE_USER, RECBOLE_ITEM = "user_id", "item_id"
-RECBOLE_RATING, RECBOLE_TIME = "rating", "timestamp"
-_RECBOLE_TYPES = ("token", "float", "token_seq", "float_seq")
 _TAB = b"\t"
 
 USER, ITEM, RATING, TIME = "user", "item", "rating", "timestamp"
@@ -71,7 +71,11 @@ class Interactions:
 
 
 def read_interactions(
-    inputs: Sequence[str | pathlib.Path], fmt: str = AUTO
+    inputs: Sequence[str | pathlib.Path],
+    fmt: str = AUTO,
+    *,
+    fields: recbole.Fields | None = None,
+    max_bytes: int = parsing.MAX_INPUT_BYTES,
 ) -> Interactions:
   """Reads interaction files of one format, concatenated in the given order.
 
@@ -80,6 +84,9 @@ def read_interactions(
       (lightgcn) or `ratings.dat` (grouplens); `.gz` variants are found too.
     fmt: a format name (see the module docstring) or "auto" to detect it from
       the file names and the first line.
+    fields: the field names of RecBole files (default: RecBole's own);
+      other names are an error for the other formats.
+    max_bytes: the most bytes one input may hold, decompressed.
 
   Returns:
     The interactions, in file order.
@@ -96,12 +103,23 @@ def read_interactions(
         ", ".join(map(str, paths)),
         f"unknown format {fmt!r}; known formats: {', '.join(FORMATS)}",
     )
+  fields = recbole.Fields() if fields is None else fields
+  if fmt != RECBOLE and fields.non_default_options():
+    raise ValueError(
+        f"--{', --'.join(fields.non_default_options())} only apply to RecBole "
+        f".inter files; {paths[0]} is in format {fmt}"
+    )
   columns, files = [], []
   for path in paths:
     suffix = GROUPLENS_RATINGS if fmt == GROUPLENS else None
-    data, digest = parsing.read_input(path, zip_member_suffix=suffix)
+    data, digest = parsing.read_input(
+        path, zip_member_suffix=suffix, max_bytes=max_bytes
+    )
     files.append(SourceFile(str(path.absolute()), digest, path.stat().st_size))
-    columns.append(_READERS[fmt](data, path))
+    if fmt == RECBOLE:
+      columns.append(_read_recbole(data, path, fields))
+    else:
+      columns.append(_READERS[fmt](data, path))
   return _concatenate(columns, fmt, tuple(files))
 
 
@@ -153,7 +171,7 @@ def detect_format(paths: Sequence[pathlib.Path]) -> str:
   if GROUPLENS_DELIMITER in line:
     return GROUPLENS
   tab_fields = line.split(_TAB)
-  if len(tab_fields) > 1 and all(_is_recbole_field(f) for f in tab_fields):
+  if len(tab_fields) > 1 and all(map(recbole.is_header_field, tab_fields)):
     return RECBOLE
   if len(tab_fields) == 5 and b"T" in tab_fields[1] and b"-" in tab_fields[1]:
     return SNAP
@@ -169,13 +187,6 @@ def detect_format(paths: Sequence[pathlib.Path]) -> str:
       f"cannot tell the format from the first line {line[:80]!r}; pass "
       f"--format (one of {', '.join(FORMATS)})",
       line=1,
-  )
-
-
-def _is_recbole_field(field: bytes) -> bool:
-  name, sep, kind = field.strip().partition(b":")
-  return bool(sep and name) and kind.decode("ascii", "replace") in (
-      _RECBOLE_TYPES
   )
 
 
@@ -219,41 +230,31 @@ def _read_snap(data: bytes, path) -> dict[str, np.ndarray]:
   return parsing.parse_table(data, path, columns, delimiter=_TAB)
 
 
-def _read_recbole(data: bytes, path) -> dict[str, np.ndarray]:
-  header, body = parsing.split_first_line(data)
-  wanted = {
-      RECBOLE_USER: (USER, "token"),
-      RECBOLE_ITEM: (ITEM, "token"),
-      RECBOLE_RATING: (RATING, "float"),
-      RECBOLE_TIME: (TIME, "float"),
-  }
-  columns, seen = [], set()
-  for j, field in enumerate(header.split(_TAB)):
-    if not _is_recbole_field(field):
+def _read_recbole(
+    data: bytes, path, fields: recbole.Fields = recbole.Fields()
+) -> dict[str, np.ndarray]:
+  header_line, body = parsing.split_first_line(data, path, _TAB)
+  header = recbole.parse_header(header_line, path)
+  keys = {"user": USER, "item": ITEM, "time": TIME, "rating": RATING}
+  kinds = {recbole.TOKEN: parsing.TOKEN, recbole.FLOAT: parsing.FLOAT}
+  columns = [Column(name, parsing.SKIP) for name, _ in header]
+  for attribute, key in keys.items():
+    kind = recbole.Fields.KINDS[attribute]
+    j = recbole.find_field(
+        header,
+        getattr(fields, attribute),
+        path,
+        role=attribute,
+        kind=kind,
+        option=recbole.Fields.OPTIONS[attribute],
+        required=fields.required(attribute),
+    )
+    if j is not None and columns[j].kind != parsing.SKIP:
       raise DataFormatError(
-          path,
-          f"header field {field.decode('utf-8', 'replace')!r} is not "
-          f"name:type with type in {_RECBOLE_TYPES}",
-          line=1,
-          field=str(j + 1),
+          path, f"field {header[j][0]} is named for two roles", line=1
       )
-    name, _, kind = field.strip().decode("utf-8", "replace").partition(":")
-    if name in wanted and wanted[name][1] != kind:
-      raise DataFormatError(
-          path, f"{name} must be of type {wanted[name][1]}, not {kind}", line=1
-      )
-    if name in wanted:
-      key = wanted[name][0]
-      seen.add(name)
-      parser_kind = parsing.TOKEN if kind == "token" else parsing.FLOAT
-      columns.append(Column(key, parser_kind))
-    else:
-      columns.append(Column(name, parsing.SKIP))
-  for name in (RECBOLE_USER, RECBOLE_ITEM):
-    if name not in seen:
-      raise DataFormatError(
-          path, f"header has no {name} field: {header[:200]!r}", line=1
-      )
+    if j is not None:
+      columns[j] = Column(key, kinds[kind])
   return parsing.parse_table(body, path, columns, delimiter=_TAB, first_line=2)
 
 

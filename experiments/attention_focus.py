@@ -53,11 +53,13 @@ def run_focus(workdir, users, recent, batch_size):
     if causal:
       visible &= jnp.arange(inputs.shape[1])[None] <= positions[:, None]
     blocks = inspection.layer_queries_and_keys(model, trained.params, inputs)
+    decay_logits = inspection.layer_decay_logits(model, trained.params)
     stats = []
-    for query, key in blocks:
+    for (query, key), decay_logit in zip(blocks, decay_logits):
       weights = inspection.attention_weights(
           config.attention, query, key,
-          mask=mask if config.mask_padding else None, causal=causal)
+          mask=mask if config.mask_padding else None, causal=causal,
+          decay_logit=decay_logit)
       row_weights = weights[jnp.arange(len(rows)), :, positions]
       stats.append({name: float(jnp.sum(value)) for name, value in
                     inspection.focus(row_weights, visible, recent).items()})

@@ -27,6 +27,8 @@ from absl import app
 from absl import flags
 import jax
 
+from linrec_jax.cli import failures
+from linrec_jax.cli import flag_checks
 from linrec_jax.layers import attention
 
 CELLS = (('softmax', False), ('softmax', True), ('linrec', False),
@@ -156,7 +158,7 @@ def _print_table(idle, results):
           f'{r["batch"]:3d} {nums}  {r.get("reason", r["status"])}')
 
 
-def main(argv):
+def _main(argv):
   del argv
   if _CELL.value:
     print(json.dumps(_run_cell(_CELL.value)))
@@ -186,6 +188,21 @@ def main(argv):
   output.parent.mkdir(parents=True, exist_ok=True)
   output.write_text(json.dumps(report, indent=2) + '\n')
   print(f'Wrote {output}')
+
+
+def _check_flags():
+  """Stops with one line naming the first bad flag."""
+  flag_checks.check_size_lists('lengths')
+  flag_checks.check_sizes('batch', 'heads', 'head_dim', 'repeats')
+  flag_checks.check_fraction('memory_fraction')
+  flag_checks.check_output('output', REPO_ROOT / _OUTPUT.value)
+
+
+def main(argv):
+  failures.quiet_info_logs()
+  with failures.user_errors():
+    _check_flags()
+    _main(argv)
 
 
 if __name__ == '__main__':

@@ -31,6 +31,8 @@ from linrec_jax import optimizer
 from linrec_jax import steps
 from linrec_jax.constants import PAD_ID
 from linrec_jax.models.bert4rec import BERT4Rec
+from linrec_jax.cli import failures
+from linrec_jax.cli import flag_checks
 
 _ATTENTIONS = flags.DEFINE_list('attentions', ['softmax', 'linrec'],
                                 'Attention variants.')
@@ -65,7 +67,7 @@ def cloze_layouts(rng, *, batch, max_len, num_items, mask_prob):
   return {'all': every, 'masked': masked_only}
 
 
-def main(argv):
+def _main(argv):
   del argv
   report = {'machine': bench_common.machine(), 'config': {
       name: flags.FLAGS[name].value for name in (
@@ -111,6 +113,26 @@ def main(argv):
     print(f'{attention:8s} masked-only is {speedup:.2f}x faster', flush=True)
   bench_common.write_json(_OUTPUT.value, report)
   print(f'wrote {_OUTPUT.value}')
+
+
+def _check_flags():
+  """Stops with one line naming the first bad flag."""
+  flag_checks.check_sizes('num_items', 'max_len', 'batch_size', 'hidden',
+                          'heads', 'ffn', 'layers', 'repeats')
+  flag_checks.check_fraction('mask_prob')
+  flag_checks.check_output('output', _OUTPUT.value)
+  flag_checks.check_model_fits(
+      BERT4Rec(num_items=_NUM_ITEMS.value, max_len=_MAX_LEN.value,
+               hidden=_HIDDEN.value, layers=_LAYERS.value, heads=_HEADS.value,
+               ffn=_FFN.value), _MAX_LEN.value,
+      '--num_items, --hidden, --ffn, --layers, --max_len')
+
+
+def main(argv):
+  failures.quiet_info_logs()
+  with failures.user_errors():
+    _check_flags()
+    _main(argv)
 
 
 if __name__ == '__main__':

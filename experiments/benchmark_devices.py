@@ -36,6 +36,8 @@ from linrec_jax import optimizer
 from linrec_jax import sharding
 from linrec_jax import steps
 from linrec_jax.models import SASRec
+from linrec_jax.cli import failures
+from linrec_jax.cli import flag_checks
 
 _DEVICES = flags.DEFINE_list("devices", ["1", "2", "4", "8"], "device counts")
 _PARALLEL = flags.DEFINE_list("parallel", ["pmap", "mesh"], "launchers")
@@ -82,7 +84,7 @@ def run_cell(kind, num_devices, model, seqs, loader):
   evaluator = evaluation.Evaluator(
       launcher, seqs, stage="test", protocol="full", max_len=_MAX_LEN.value,
       batch_size=_BATCH.value, pad_side="right", mask_token=None,
-      exclude_history=False, seed=0)
+      seed=0)
   evaluator(state.params)  # Compiles.
   start = time.perf_counter()
   evaluator(state.params)
@@ -93,7 +95,7 @@ def run_cell(kind, num_devices, model, seqs, loader):
           "compile_and_warmup_s": warmup_s, "eval_s": eval_s}
 
 
-def main(argv):
+def _main(argv):
   del argv
   data_dir = datasets.prepared_dir(_DATASET.value, _DATA_ROOT.value,
                                    _PREPARED.value)
@@ -104,6 +106,7 @@ def main(argv):
   model = SASRec(num_items=seqs.num_items, max_len=_MAX_LEN.value,
                  hidden=_HIDDEN.value, layers=2, heads=2,
                  ffn=2 * _HIDDEN.value, dropout=0.2, attention="linrec")
+  flag_checks.check_model_fits(model, _MAX_LEN.value, "--hidden, --max_len")
   load_before = os.getloadavg()[0]
   results = []
   print(f"{'parallel':>8} {'devices':>7} {'steps/s':>8} {'ms/step':>8} "
@@ -138,6 +141,22 @@ def main(argv):
   with open(_OUTPUT.value, "w") as f:
     json.dump(report, f, indent=2)
   print(f"wrote {_OUTPUT.value}")
+
+
+def _check_flags():
+  """Stops with one line naming the first bad flag."""
+  flag_checks.check_size_lists('devices')
+  flag_checks.check_choices('parallel', ('mesh', 'pmap'))
+  flag_checks.check_sizes('steps', 'repeats', 'batch_size', 'max_len',
+                          'hidden')
+  flag_checks.check_output('output', _OUTPUT.value)
+
+
+def main(argv):
+  failures.quiet_info_logs()
+  with failures.user_errors():
+    _check_flags()
+    _main(argv)
 
 
 if __name__ == "__main__":

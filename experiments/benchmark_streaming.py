@@ -39,6 +39,8 @@ import jax.numpy as jnp
 from jax import lax
 import numpy as np
 
+from linrec_jax.cli import failures
+from linrec_jax.cli import flag_checks
 from linrec_jax import models
 from linrec_jax import streaming
 
@@ -171,12 +173,13 @@ def _stream_times(update, params, states, items, rounds):
               'runs': len(t)} for n, t in times.items()}
 
 
-def main(argv):
+def _main(argv):
   del argv
   lengths = sorted(int(n) for n in _LENGTHS.value)
   batch, chunk, max_len = _BATCH.value, _CHUNK.value, _MAX_LEN.value
   if batch % chunk:
-    raise app.UsageError('--batch must be a multiple of --users_per_chunk')
+    raise ValueError(f'--batch={batch} is not a multiple of '
+                     f'--users_per_chunk={chunk}')
   machine = _machine()
   linrec = models.SASRec(NUM_ITEMS, max_len=max_len, attention='linrec',
                          causal=True, **OFFICIAL)
@@ -247,6 +250,27 @@ def main(argv):
   out.with_suffix('.json').write_text(json.dumps(result, indent=2) + '\n')
   _plot(result['rows'], max_len, out.with_suffix('.png'), machine)
   print(f'wrote {out.with_suffix(".json")} and {out.with_suffix(".png")}')
+
+
+def _check_flags():
+  """Stops with one line naming the first bad flag."""
+  flag_checks.check_size_lists('lengths')
+  flag_checks.check_sizes('max_len', 'batch', 'users_per_chunk', 'max_runs',
+                          'rounds')
+  flag_checks.check_positive_floats('budget_s')
+  flag_checks.check_output('out', _OUT.value + '.json')
+  flag_checks.check_model_fits(
+      models.SASRec(NUM_ITEMS, max_len=_MAX_LEN.value, attention='linrec',
+                    causal=True, **OFFICIAL), _MAX_LEN.value, '--max_len')
+  flag_checks.check_bytes_fit(
+      '--batch, --lengths', 4 * _BATCH.value * max(map(int, _LENGTHS.value)))
+
+
+def main(argv):
+  failures.quiet_info_logs()
+  with failures.user_errors():
+    _check_flags()
+    _main(argv)
 
 
 if __name__ == '__main__':

@@ -6,6 +6,7 @@ it (or the explicit values inside it) and never reads flags.
 
 import dataclasses
 import json
+import math
 
 TRAIN_MODES = ("all", "prefix", "cloze")
 LOSSES = ("ce", "sampled")
@@ -13,6 +14,9 @@ EVAL_PROTOCOLS = ("full", "uni100", "pop100")
 LR_SCHEDULES = ("constant", "cosine", "linear")
 PAD_SIDES = ("right", "left")
 PARALLEL = ("mesh", "pmap")
+# No size, count or seed needs more: larger values are typing errors, and
+# they would overflow the int32 arrays and the shapes built from them.
+MAX_INT = 2**31 - 1
 
 
 class ConfigError(ValueError):
@@ -37,11 +41,13 @@ class TrainConfig:
   heads: int = 8
   ffn: int = 256
   dropout: float = 0.2
+  attention_dropout: float = 0.0
   pre_ln: bool = False
   # Data and objective.
   train_mode: str = "all"
   windows_per_user: int = 1
   pad_side: str = "right"
+  length_bucket: int = 0
   mask_prob: float = 0.2
   max_predictions: int = 0
   mask_last_prob: float = 0.0
@@ -82,7 +88,7 @@ def _require(condition: bool, flag: str, message: str) -> None:
 
 
 def validate(config: TrainConfig, *, attention_variants, causal_variants,
-             model_names) -> TrainConfig:
+             model_names, weight_dropout_variants) -> TrainConfig:
   """Checks every field; raises `ConfigError` naming the first bad flag.
 
   Args:
@@ -90,10 +96,20 @@ def validate(config: TrainConfig, *, attention_variants, causal_variants,
     attention_variants: names accepted by `--attention`.
     causal_variants: names that support `--causal`.
     model_names: names accepted by `--model`.
+    weight_dropout_variants: names that accept `--attention_dropout`.
 
   Returns:
     `config`, unchanged.
   """
+  for field in dataclasses.fields(config):
+    value = getattr(config, field.name)
+    if isinstance(value, float):
+      _require(math.isfinite(value), field.name,
+               f"must be a finite number, got {value}")
+    elif isinstance(value, int) and not isinstance(value, bool):
+      _require(abs(value) <= MAX_INT, field.name,
+               f"{value} is out of range (at most {MAX_INT})")
+
   def choice(flag, allowed):
     value = getattr(config, flag)
     _require(value in allowed, flag,
@@ -122,9 +138,16 @@ def validate(config: TrainConfig, *, attention_variants, causal_variants,
            "log_every_steps", "checkpoint_every_steps", "keep_checkpoints",
            "num_negatives", "microbatches")
   non_negative("warmup_steps", "weight_decay", "grad_clip", "max_steps",
-               "time_limit_minutes", "devices", "windows_per_user")
+               "time_limit_minutes", "devices", "windows_per_user",
+               "length_bucket", "seed")
+  if config.length_bucket:
+    _require(config.train_mode != "cloze" and config.pad_side == "right",
+             "length_bucket", "needs --train_mode=all or prefix with "
+             "--pad_side=right (cropping left padding would move positions)")
   _require(0.0 <= config.dropout < 1.0, "dropout",
            f"must lie in [0, 1), got {config.dropout}")
+  _require(0.0 <= config.attention_dropout < 1.0, "attention_dropout",
+           f"must lie in [0, 1), got {config.attention_dropout}")
   _require(0.0 < config.mask_prob < 1.0, "mask_prob",
            f"must lie in (0, 1), got {config.mask_prob}")
   _require(0.0 <= config.mask_last_prob <= 1.0, "mask_last_prob",
@@ -137,6 +160,11 @@ def validate(config: TrainConfig, *, attention_variants, causal_variants,
            f"{config.batch_size}")
   _require(config.hidden % config.heads == 0, "heads",
            f"{config.heads} heads do not divide --hidden={config.hidden}")
+  if config.attention_dropout:
+    _require(config.attention in weight_dropout_variants, "attention_dropout",
+             f"attention {config.attention!r} forms no attention weights to "
+             f"drop; use one of {', '.join(sorted(weight_dropout_variants))}"
+             " or 0")
   if config.causal:
     _require(config.attention in causal_variants, "causal",
              f"attention {config.attention!r} has no causal form; use one of "

@@ -24,6 +24,8 @@ FIELD_HELP = {
     "ffn": "Inner width of each block's feed-forward network.",
     "dropout": "Dropout rate on embeddings, attention outputs and "
                "feed-forward layers during training.",
+    "attention_dropout": "Dropout on the attention weights (RecBole's "
+                         "attn_dropout_prob; softmax variants only).",
     "pre_ln": "Layer norm before each sub-layer (pre-LN) instead of after "
               "it (the original post-LN).",
     # Data and objective.
@@ -32,6 +34,9 @@ FIELD_HELP = {
                   "the official setup) or cloze (BERT4Rec's masked items).",
     "windows_per_user": "Training windows of --max_len items cut from each "
                         "history per epoch in mode all (0: every window).",
+    "length_bucket": "Group training rows of similar length and crop each "
+                     "batch to a multiple of this many positions (0: pad "
+                     "every batch to --max_len); right padding only.",
     "pad_side": "Where short histories are padded: right or left.",
     "mask_prob": "Share of items replaced by the mask token in cloze "
                  "training.",
@@ -69,8 +74,9 @@ FIELD_HELP = {
     "eval_protocol": "Ranking at evaluation: full (the target against all "
                      "items), uni100 or pop100 (against 100 uniform or "
                      "popularity-sampled negatives).",
-    "exclude_history": "Remove a user's past items from the ranking at "
-                       "evaluation.",
+    "exclude_history": "Select the best epoch by NDCG@10 with the user's "
+                       "history excluded from the ranking (both protocols "
+                       "are always reported).",
     "eval_batch_size": "Users scored per evaluation batch, over all "
                        "devices.",
     "eval_every_epochs": "Evaluate on the validation items every this many "

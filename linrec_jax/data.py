@@ -4,8 +4,10 @@ The prepared-data format (docs/ARCHITECTURE.md) is a directory with
 `sequences.npz` (`items` int32 [num_interactions], every user's items in time
 order, concatenated; `offsets` int64 [num_users + 1]), `meta.json`,
 `user_ids.txt` and `item_ids.txt` (line i holds the original id of internal id
-i + 1). `data_prep/` writes it; this module reads it. Internal user ids are
-1..num_users: user u owns `items[offsets[u - 1]:offsets[u]]`.
+i + 1). `data_prep/` writes it; this module reads it, verified against the
+checksums and counts of meta.json (`prepared_data`; errors are one-line
+`PreparedDataError`s naming the file). Internal user ids are 1..num_users:
+user u owns `items[offsets[u - 1]:offsets[u]]`.
 
 Leave-one-out: a user's last item is the test target, the second-to-last the
 validation target, everything before it the training part.
@@ -17,22 +19,25 @@ Pure NumPy; no JAX needed.
 """
 
 import dataclasses
-import json
 import pathlib
 from typing import Any, Iterator
 
+from absl import logging
 import numpy as np
 
+from linrec_jax import prepared_data
 from linrec_jax.constants import PAD_ID
 
-FORMAT_VERSION = 1
-SEQUENCES_FILE = "sequences.npz"
-META_FILE = "meta.json"
-USER_IDS_FILE = "user_ids.txt"
-ITEM_IDS_FILE = "item_ids.txt"
-REQUIRED_FILES = (SEQUENCES_FILE, META_FILE, USER_IDS_FILE, ITEM_IDS_FILE)
-# Leave-one-out needs a training item, a validation item and a test item.
-MIN_INTERACTIONS = 3
+from linrec_jax.prepared_data import FORMAT_VERSION
+from linrec_jax.prepared_data import ITEM_IDS_FILE
+from linrec_jax.prepared_data import META_FILE
+from linrec_jax.prepared_data import MIN_INTERACTIONS
+from linrec_jax.prepared_data import MissingPreparedDataError
+from linrec_jax.prepared_data import PreparedDataError
+from linrec_jax.prepared_data import REQUIRED_FILES
+from linrec_jax.prepared_data import SEQUENCES_FILE
+from linrec_jax.prepared_data import USER_IDS_FILE
+from linrec_jax.prepared_data import fingerprint
 VALID, TEST = "valid", "test"
 # Items held out at the end of each sequence by each stage's target.
 _HELD_OUT = {VALID: 2, TEST: 1}
@@ -48,12 +53,15 @@ class Sequences:
       `items[offsets[r]:offsets[r + 1]]`.
     num_items: the number of distinct items (ids 1..num_items).
     meta: the contents of meta.json.
+    fingerprint: `prepared_data.fingerprint` of the directory loaded (None
+      for sequences built in memory).
   """
 
   items: np.ndarray
   offsets: np.ndarray
   num_items: int
   meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+  fingerprint: str | None = None
 
   @property
   def num_users(self) -> int:
@@ -70,62 +78,27 @@ class Sequences:
 
 
 def load(directory: str | pathlib.Path) -> Sequences:
-  """Loads a prepared dataset.
+  """Loads a prepared dataset, verified (`prepared_data.read_verified`).
 
   Args:
     directory: a directory written by `data_prep.prepare`.
 
   Returns:
-    The sequences, checked against meta.json.
+    The sequences, their files checked against the checksums of meta.json
+    and their arrays against its counts; `fingerprint` identifies them.
 
   Raises:
-    FileNotFoundError: the directory or one of its files is missing.
-    ValueError: unknown format_version or inconsistent contents.
+    MissingPreparedDataError (a FileNotFoundError and a PreparedDataError):
+      the directory or one of its files is missing.
+    PreparedDataError (a ValueError): damaged, inconsistent or prepared by
+      an older version; the one-line message names the file.
   """
-  directory = pathlib.Path(directory)
-  missing = [f for f in REQUIRED_FILES if not (directory / f).is_file()]
-  if missing:
-    raise FileNotFoundError(
-        f"{directory} is not a prepared dataset: missing {', '.join(missing)};"
-        " run `python -m data_prep.prepare --output_dir=...` first"
-    )
-  meta = json.loads((directory / META_FILE).read_text())
-  version = meta.get("format_version")
-  if version != FORMAT_VERSION:
-    raise ValueError(
-        f"{directory / META_FILE}: unknown format_version {version!r}; this "
-        f"code reads version {FORMAT_VERSION}: prepare the data again"
-    )
-  with np.load(directory / SEQUENCES_FILE, allow_pickle=False) as npz:
-    items, offsets = npz["items"], npz["offsets"]
-  seqs = Sequences(items, offsets, int(meta["num_items"]), meta)
-  _check(seqs, directory)
-  items.setflags(write=False)
-  offsets.setflags(write=False)
-  return seqs
-
-
-def _check(seqs: Sequences, directory: pathlib.Path) -> None:
-  """Checks dtypes, shapes and ranges against the format and meta.json."""
-
-  def fail(what):
-    raise ValueError(f"{directory / SEQUENCES_FILE}: {what}")
-
-  items, offsets, meta = seqs.items, seqs.offsets, seqs.meta
-  if items.dtype != np.int32 or offsets.dtype != np.int64:
-    fail(f"dtypes {items.dtype}/{offsets.dtype}, expected int32/int64")
-  if items.ndim != 1 or offsets.ndim != 1 or len(offsets) < 2:
-    fail("items and offsets must be non-empty 1-D arrays")
-  if offsets[0] != 0 or offsets[-1] != len(items):
-    fail("offsets must run from 0 to len(items)")
-  if seqs.num_users != meta["num_users"] or len(items) != meta[
-      "num_interactions"
-  ]:
-    fail("array sizes disagree with meta.json")
-  if (np.diff(offsets) < MIN_INTERACTIONS).any():
-    fail(f"a user has fewer than {MIN_INTERACTIONS} interactions")
-  if items.min() <= PAD_ID or items.max() > seqs.num_items:
-    fail(f"item ids outside 1..{seqs.num_items}")
+  verified = prepared_data.read_verified(directory)
+  verified.items.setflags(write=False)
+  verified.offsets.setflags(write=False)
+  return Sequences(verified.items, verified.offsets,
+                   verified.meta["num_items"], verified.meta,
+                   verified.fingerprint)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,7 +151,10 @@ def prepare_if_needed(
 
   For the training job: the first run prepares, later runs (and resumed runs)
   reuse the directory. An existing directory prepared from another dataset or
-  with other options is an error rather than silently used or replaced.
+  with other options is an error rather than silently used or replaced; one
+  prepared alike by an older version (no checksums in meta.json) is prepared
+  again in its place, atomically. Leftovers of an interrupted write beside
+  output_dir are cleaned up first (`data_prep.writer.clean_leftovers`).
 
   Args:
     dataset: the dataset name, e.g. "ml-1m" (selects the presets).
@@ -189,12 +165,18 @@ def prepare_if_needed(
 
   Returns:
     output_dir as an absolute Path.
+
+  Raises:
+    PreparedDataError: output_dir holds a dataset prepared differently, or an
+      unreadable meta.json.
   """
   # Imported here: data_prep depends on this module for the format constants.
   from data_prep import prepare  # pylint: disable=import-outside-toplevel
+  from data_prep import writer  # pylint: disable=import-outside-toplevel
 
   output_dir = pathlib.Path(output_dir).absolute()
   wanted = (dataset, prepare.resolve_options(dataset, **options))
+  writer.clean_leftovers(output_dir)
   if not (output_dir / META_FILE).is_file():
     try:
       return prepare.prepare_dataset(dataset, input_path, output_dir, **options)
@@ -202,16 +184,23 @@ def prepare_if_needed(
       # Another process (e.g. another host) prepared it meanwhile.
       if not (output_dir / META_FILE).is_file():
         raise
-  meta = json.loads((output_dir / META_FILE).read_text())
+  meta, _ = prepared_data.read_meta(output_dir)
   found = (meta.get("dataset"), meta.get("options"))
-  if found == wanted and meta.get("format_version") == FORMAT_VERSION:
-    return output_dir
-  raise ValueError(
-      f"{output_dir} holds a dataset prepared differently (dataset, options ="
-      f" {found}, format_version={meta.get('format_version')}); wanted "
-      f"{wanted}, format_version={FORMAT_VERSION}: choose another directory "
-      "or delete it"
-  )
+  if found != wanted or meta.get("format_version") != FORMAT_VERSION:
+    raise PreparedDataError(
+        output_dir,
+        f"holds a dataset prepared differently (dataset, options = {found}, "
+        f"format_version={meta.get('format_version')}); wanted {wanted}, "
+        f"format_version={FORMAT_VERSION}: choose another directory or "
+        "delete it",
+    )
+  if not prepared_data.has_checksums(meta):
+    logging.warning(
+        "%s was prepared by an older version (no checksums): preparing it "
+        "again", output_dir)
+    return prepare.prepare_dataset(dataset, input_path, output_dir,
+                                   overwrite=True, **options)
+  return output_dir
 
 
 # Batches ---------------------------------------------------------------------
@@ -220,6 +209,10 @@ PAD_RIGHT, PAD_LEFT = "right", "left"
 PAD_SIDES = (PAD_RIGHT, PAD_LEFT)
 MODE_ALL, MODE_PREFIX, MODE_CLOZE = "all", "prefix", "cloze"
 MODES = (MODE_ALL, MODE_PREFIX, MODE_CLOZE)
+# Batches whose rows are sorted by length together (`length_bucket`): large
+# enough that most batches are nearly uniform in length, small enough that
+# every stretch of an epoch mixes all lengths.
+BUCKET_POOL = 64
 # Tags that keep the random streams of the epoch order and of the cloze masks
 # apart although both derive from (seed, epoch).
 _ORDER_STREAM, _CLOZE_STREAM = 0, 1
@@ -366,6 +359,16 @@ class TrainBatches:
 
   With right padding the next-item target of the last real input is at
   position len - 1; with left padding it is at N - 1.
+
+  Length buckets (`length_bucket` = W > 0, modes all and prefix with right
+  padding): the epoch's examples, shuffled as without buckets, are sorted
+  by input length within pools of `BUCKET_POOL` batches, cut into batches,
+  and the batches shuffled; each batch is cropped to its longest input
+  rounded up to a multiple of W (at most N). Cropping only drops trailing
+  padding, and positions are array indices from the left, so a cropped
+  batch computes exactly what its padded form computes; the batches of an
+  epoch differ from those without buckets (rows of similar length go
+  together).
   """
 
   def __init__(
@@ -382,6 +385,7 @@ class TrainBatches:
       mask_token: int | None = None,
       max_predictions: int | None = None,
       mask_last_prob: float = 0.0,
+      length_bucket: int = 0,
   ):
     """Indexes the examples of an epoch.
 
@@ -399,6 +403,9 @@ class TrainBatches:
         `default_max_predictions(mask_prob, max_len)`, as RecBole.
       mask_last_prob: probability that a cloze window masks only its last
         item (BERT4Rec's fine-tuning samples; RecBole's ft_ratio).
+      length_bucket: W > 0 groups rows of similar length and crops each
+        batch to a multiple of W (see the class docstring); 0 pads every
+        batch to max_len.
     """
     if mode not in MODES:
       raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -418,6 +425,12 @@ class TrainBatches:
           f"{max_predictions}")
     if not 0 <= mask_last_prob <= 1:
       raise ValueError(f"mask_last_prob must be in [0, 1], got {mask_last_prob}")
+    if length_bucket < 0:
+      raise ValueError(f"length_bucket must be >= 0, got {length_bucket}")
+    if length_bucket and (mode == MODE_CLOZE or pad_side != PAD_RIGHT):
+      raise ValueError("length_bucket needs mode all or prefix with right "
+                       "padding (cropping left padding would move positions)")
+    self.length_bucket = length_bucket
     self.max_predictions = max_predictions
     self.mask_last_prob = mask_last_prob
     self.mode, self.max_len, self.batch_size = mode, max_len, batch_size
@@ -442,6 +455,14 @@ class TrainBatches:
           max_len,
           windows_per_user,
       )
+    # Real inputs of every example (the `lengths - 1` / `lengths` of the
+    # batch builders below).
+    if mode == MODE_PREFIX:
+      self._input_lengths = np.clip(self._ends - self._starts[self._rows], 0,
+                                    max_len)
+    else:
+      self._input_lengths = np.maximum(np.clip(
+          self._ends - self._starts[self._rows], 0, max_len + 1) - 1, 0)
     self._order = None
 
   @property
@@ -476,11 +497,22 @@ class TrainBatches:
     rows = _shard_slice(self.batch_size, shard)
     first = index * self.batch_size
     picked = self._epoch_order(epoch)[first : first + self.batch_size]
+    if self.mode == MODE_CLOZE:
+      return self._cloze_batch(picked, rows, epoch, index)
     if self.mode == MODE_PREFIX:
-      return self._prefix_batch(picked[rows])
+      batch = self._prefix_batch(picked[rows])
+    else:
+      batch = self._all_batch(picked[rows])
+    if not self.length_bucket:
+      return batch
+    # From the global batch, so that every shard crops alike.
+    width = _round_up(int(self._input_lengths[picked].max()),
+                      self.length_bucket, self.max_len)
+    batch["inputs"] = np.ascontiguousarray(batch["inputs"][:, :width])
     if self.mode == MODE_ALL:
-      return self._all_batch(picked[rows])
-    return self._cloze_batch(picked, rows, epoch, index)
+      batch["positions"] = np.ascontiguousarray(batch["positions"][:, :width])
+      batch["targets"] = np.ascontiguousarray(batch["targets"][:, :width])
+    return batch
 
   def _epoch_order(self, epoch: int) -> np.ndarray:
     if epoch < 0:
@@ -488,9 +520,24 @@ class TrainBatches:
     cached = self._order  # One read: safe if a prefetch thread calls too.
     if cached is None or cached[0] != epoch:
       rng = np.random.default_rng([self.seed, epoch, _ORDER_STREAM])
-      cached = (epoch, rng.permutation(self.num_examples))
+      order = rng.permutation(self.num_examples)
+      if self.length_bucket:
+        order = self._bucketed(order, rng)
+      cached = (epoch, order)
       self._order = cached
     return cached[1]
+
+  def _bucketed(self, order: np.ndarray, rng) -> np.ndarray:
+    """The full batches of `order`, sorted by length within pools, with the
+    batch order shuffled."""
+    size = self.batch_size
+    order = order[: self.num_batches * size]
+    pool = BUCKET_POOL * size
+    pools = [order[i : i + pool] for i in range(0, len(order), pool)]
+    order = np.concatenate([
+        p[np.argsort(self._input_lengths[p], kind="stable")] for p in pools])
+    batches = order.reshape(self.num_batches, size)
+    return batches[rng.permutation(self.num_batches)].reshape(-1)
 
   def _prefix_batch(self, picked: np.ndarray) -> dict[str, np.ndarray]:
     rows, targets_at = self._rows[picked], self._ends[picked]
@@ -551,6 +598,11 @@ class TrainBatches:
   def _all_positions(self, size: int) -> np.ndarray:
     positions = np.arange(self.max_len, dtype=np.int32)
     return np.tile(positions, (size, 1))
+
+
+def _round_up(length: int, multiple: int, limit: int) -> int:
+  """`length` rounded up to a multiple of `multiple`, in `[1, limit]`."""
+  return min(max(-(-length // multiple) * multiple, multiple, 1), limit)
 
 
 def _prefix_examples(starts, ends) -> tuple[np.ndarray, np.ndarray]:

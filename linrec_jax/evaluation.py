@@ -49,13 +49,18 @@ def _eval_negatives(key, users, targets, popularity, *, protocol, num_items):
 class Evaluator:
   """Computes mean ranking metrics of a split for given parameters.
 
+  Under the full-ranking protocol every pass gives both protocols from the
+  same scores: the metrics with the user's history kept in the ranking (as
+  RecBole), the same names suffixed `metrics.HISTORY_EXCLUDED` with it
+  excluded (as SASRec+ and LRURec), and `metrics.SEEN_AT_10`.
+
   Attributes:
     stage: "valid" or "test".
   """
 
   def __init__(self, launcher, seqs: data.Sequences, *, stage: str,
                protocol: str, max_len: int, batch_size: int, pad_side: str,
-               mask_token: int | None, exclude_history: bool, seed: int):
+               mask_token: int | None, seed: int):
     self.stage = stage
     self._launcher = launcher
     self._seqs = seqs
@@ -63,7 +68,7 @@ class Evaluator:
     self._batch_options = dict(
         max_len=max_len, batch_size=batch_size, pad_side=pad_side,
         mask_token=mask_token,
-        with_history=exclude_history and protocol == "full",
+        with_history=protocol == "full",
         shard=(jax.process_index(), jax.process_count()))
     self._key = jax.random.PRNGKey(seed)
     self._popularity = (item_popularity(seqs) if protocol == "pop100"

@@ -7,9 +7,11 @@ which the attention functions themselves never form (except softmax).
 import jax.numpy as jnp
 
 from linrec_jax.layers import attention as attention_lib
+from linrec_jax.layers.encoder import DECAY_LOGIT
 
 
-def attention_weights(name, query, key, *, mask=None, causal=False):
+def attention_weights(name, query, key, *, mask=None, causal=False,
+                      decay_logit=None):
   """The weight of key m in the output of query l, per head.
 
   Every attention variant is linear in its values, so running it on the
@@ -22,6 +24,9 @@ def attention_weights(name, query, key, *, mask=None, causal=False):
     key: `[B, L, H, K]`.
     mask: optional bool `[B, L]`, True at real items.
     causal: whether query l sees only keys m <= l.
+    decay_logit: `[H]`, the layer's learned decay logits; required for
+      `attention.LEARNED_DECAY_VARIANTS` (`layer_decay_logits` reads them
+      from a model's parameters), refused for the others.
 
   Returns:
     float32 `[B, H, L, M]`; zero where key m is invisible to query l, and in
@@ -30,13 +35,38 @@ def attention_weights(name, query, key, *, mask=None, causal=False):
   if name not in attention_lib.VARIANTS:
     raise ValueError(f'unknown attention {name!r}; one of '
                      f'{sorted(attention_lib.VARIANTS)}')
+  learned = name in attention_lib.LEARNED_DECAY_VARIANTS
+  if learned != (decay_logit is not None):
+    raise ValueError(
+        f'attention {name!r} ' + ('needs decay_logit=, the layer\'s learned '
+                                  'decay logits (layer_decay_logits)'
+                                  if learned else 'takes no decay_logit'))
   batch, length, heads, _ = query.shape
   identity = jnp.broadcast_to(jnp.eye(length, dtype=jnp.float32)[:, None],
                               (batch, length, heads, length))
+  extra = {'decay_logit': decay_logit} if learned else {}
   out = attention_lib.VARIANTS[name](
       query.astype(jnp.float32), key.astype(jnp.float32), identity,
-      mask=mask, causal=causal)
+      mask=mask, causal=causal, **extra)
   return jnp.transpose(out, (0, 2, 1, 3))
+
+
+def layer_decay_logits(model, params):
+  """Each encoder block's learned decay logits, for `attention_weights`.
+
+  Args:
+    model: a SASRec or BERT4Rec module.
+    params: its parameters.
+
+  Returns:
+    A list over blocks of `[H]` arrays, or of None when the model's
+    attention has no learned decay.
+  """
+  if model.attention not in attention_lib.LEARNED_DECAY_VARIANTS:
+    return [None] * model.layers
+  encoder = params['encoder']
+  return [encoder[f'block{index}']['attention'][DECAY_LOGIT]
+          for index in range(model.layers)]
 
 
 def layer_queries_and_keys(model, params, inputs):

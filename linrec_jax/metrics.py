@@ -13,11 +13,18 @@ Evaluators compute per-example metrics with `rank_metrics`, add them over
 batches with `summarize`, and divide the sums by the count once at the end.
 """
 
+import jax
 import jax.numpy as jnp
 
 from linrec_jax.constants import PAD_ID
 
 DEFAULT_KS = (5, 10, 20)
+# Metric names with this suffix rank with the user's history excluded (as
+# SASRec+, LRURec and gSASRec report); names without it keep the history in
+# the ranking (as RecBole does for sequential models).
+HISTORY_EXCLUDED = "_nohist"
+# Mean number of already-seen items among the top 10 (history kept).
+SEEN_AT_10 = "seen@10"
 
 
 def _target_scores(scores, targets):
@@ -29,6 +36,37 @@ def _target_scores(scores, targets):
 def _not_below(other_scores, target_scores):
   """Bool: other item scores >= target score, NaN other scores counting."""
   return jnp.isnan(other_scores) | (other_scores >= target_scores)
+
+
+def item_mask(num_columns, items):
+  """Bool [B, V]: True at the ids listed in `items` (int [B, M]), PAD_ID off.
+
+  Args:
+    num_columns: V, the number of score columns (num_items + 1).
+    items: int [B, M] item ids, `PAD_ID`-padded.
+  """
+  items = jnp.asarray(items, jnp.int32)
+  rows = jnp.arange(items.shape[0])[:, None]
+  listed = jnp.zeros((items.shape[0], num_columns), bool).at[rows, items].set(
+      True)
+  return listed.at[:, PAD_ID].set(False)
+
+
+def seen_in_top(scores, seen, k):
+  """Float [B]: how many of the `k` best-scored real items are in `seen`.
+
+  Args:
+    scores: float [B, V] scores of all items; column `PAD_ID` never counts
+      as a top item.
+    seen: bool [B, V] (e.g. `item_mask` of the user's history).
+    k: the cut-off (all real items when there are fewer than k).
+  """
+  scores = jnp.asarray(scores, jnp.float32)
+  real = jnp.arange(scores.shape[-1]) != PAD_ID
+  scores = jnp.where(real & ~jnp.isnan(scores), scores, -jnp.inf)
+  _, top = jax.lax.top_k(scores, min(k, scores.shape[-1] - 1))
+  return jnp.sum(jnp.take_along_axis(seen, top, axis=-1), axis=-1,
+                 dtype=jnp.float32)
 
 
 def target_ranks(scores, targets, *, exclude=None):
@@ -51,18 +89,12 @@ def target_ranks(scores, targets, *, exclude=None):
   """
   scores = jnp.asarray(scores)
   targets = jnp.asarray(targets, jnp.int32)
-  batch, num_columns = scores.shape
+  num_columns = scores.shape[1]
   columns = jnp.arange(num_columns)
   is_target = columns == targets[:, None]  # [B, V]
   competing = (columns != PAD_ID) & ~is_target
   if exclude is not None:
-    rows = jnp.arange(batch)[:, None]
-    excluded = (
-        jnp.zeros((batch, num_columns), bool)
-        .at[rows, jnp.asarray(exclude, jnp.int32)]
-        .set(True)
-    )
-    competing = competing & ~excluded
+    competing = competing & ~item_mask(num_columns, exclude)
   above = _not_below(scores, _target_scores(scores, targets)) & competing
   return (1 + jnp.sum(above, axis=-1)).astype(jnp.int32)
 
@@ -115,6 +147,27 @@ def rank_metrics(ranks, ks=DEFAULT_KS):
     metrics[f'ndcg@{k}'] = jnp.where(hit, ndcg, 0.0)
     metrics[f'mrr@{k}'] = jnp.where(hit, reciprocal, 0.0)
   return metrics
+
+
+def history_excluded_metrics(scores, targets, history, ks=DEFAULT_KS):
+  """Per-example metrics with the history out of the ranking, and seen@10.
+
+  Args:
+    scores: float [B, V] scores of all items.
+    targets: int [B] target item ids.
+    history: int [B, M] the items each user has already, `PAD_ID`-padded.
+    ks: cut-offs.
+
+  Returns:
+    `rank_metrics` of the ranks with `history` excluded, each name suffixed
+    with `HISTORY_EXCLUDED`, plus `SEEN_AT_10`: how many of the 10 best
+    items of the ranking that keeps the history are already in it.
+  """
+  seen = item_mask(jnp.shape(scores)[1], history)
+  excluded = rank_metrics(target_ranks(scores, targets, exclude=history), ks)
+  result = {name + HISTORY_EXCLUDED: value for name, value in excluded.items()}
+  result[SEEN_AT_10] = seen_in_top(scores, seen, 10)
+  return result
 
 
 def summarize(per_example, valid):

@@ -33,7 +33,8 @@ def resolve_config(*, dataset: str = "ml-1m", model: str = "sasrec",
       configs.to_train_config(values),
       attention_variants=choices.ATTENTION_VARIANTS,
       causal_variants=choices.CAUSAL_ATTENTION_VARIANTS,
-      model_names=choices.MODELS)
+      model_names=choices.MODELS,
+      weight_dropout_variants=choices.WEIGHT_DROPOUT_ATTENTION_VARIANTS)
 
 
 def run(*, workdir: str, dataset: str = "ml-1m", model: str = "sasrec",

@@ -18,6 +18,10 @@ except ImportError:  # An optional dependency: the JSON files carry the same.
   SummaryWriter = None
 
 HEADLINE = ("hit@10", "ndcg@10", "mrr@10")
+# The same with the user's history excluded from the ranking, and how many
+# already-seen items the ranking that keeps it puts in the top 10.
+HEADLINE_EXCLUDED = ("hit@10_nohist", "ndcg@10_nohist", "mrr@10_nohist",
+                     "seen@10")
 # What a run leaves in its workdir (read back by `run_comparison`).
 METRICS_FILE = "metrics.jsonl"
 RESULTS_FILE = "results.json"
@@ -29,6 +33,14 @@ TENSORBOARD_DIR = "tensorboard"
 def format_metrics(metrics: dict[str, float],
                    names: tuple[str, ...] = HEADLINE) -> str:
   return "  ".join(f"{name} {metrics[name]:.4f}" for name in names)
+
+
+def format_headline(metrics: dict[str, float]) -> str:
+  """The headline metrics, history kept, then excluded when present."""
+  line = format_metrics(metrics)
+  if all(name in metrics for name in HEADLINE_EXCLUDED):
+    line += " | " + format_metrics(metrics, HEADLINE_EXCLUDED)
+  return line
 
 
 class Reporter:
@@ -159,7 +171,7 @@ class Reporter:
             f"step {record['step']}  train loss {record['train_loss']:.4f}  "
             f"{record['seconds']:.1f} s")
     if "valid" in record:
-      line += "  valid " + format_metrics(record["valid"])
+      line += "  valid " + format_headline(record["valid"])
     self.line(line)
     self._progress.epoch_done()
     if self._enabled:
@@ -273,7 +285,9 @@ def _write_atomic(path: str, text: str) -> None:
   os.replace(path + ".tmp", path)
 
 
-def _metric_order(name: str) -> tuple[str, int]:
-  metric, _, k = name.partition("@")
-  digits = "".join(ch for ch in k if ch.isdigit())
-  return metric + k.lstrip("0123456789"), int(digits or 0)
+def _metric_order(name: str) -> tuple[bool, str, int]:
+  """Sorts history-kept metrics first, each group by name then cut-off."""
+  metric, _, cutoff = name.partition("@")
+  digits = cutoff[:len(cutoff) - len(cutoff.lstrip("0123456789"))]
+  suffix = cutoff[len(digits):]
+  return bool(suffix), metric + suffix, int(digits or 0)

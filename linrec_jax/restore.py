@@ -3,7 +3,8 @@
 A workdir written by `experiments/train.py` holds `config.json` ({"dataset",
 "preset", "data_dir", "config"}) and `checkpoints/<step>` with the items
 "arrays" ({"state": TrainState, "best_params": params}) and "meta" (JSON,
-with a fingerprint of the arrays). This module reads them and never writes:
+with a fingerprint of the arrays, the run's configuration and the sha256 of
+the prepared data's meta.json). This module reads them and never writes:
 unlike `checkpointing.Checkpointer.restore_latest`, which moves a damaged
 checkpoint aside, it may be pointed at the workdir of a run in progress.
 """
@@ -22,6 +23,7 @@ import orbax.checkpoint as ocp
 
 from linrec_jax import checkpointing
 from linrec_jax import data
+from linrec_jax import run_binding
 from linrec_jax import train
 from linrec_jax.config import TrainConfig
 
@@ -43,6 +45,7 @@ class Trained:
     dataset: the `--dataset` the run was started with.
     step: the training step of the checkpoint read.
     best_epoch: the epoch the best parameters come from (-1: unknown).
+    skipped: one line per newer checkpoint that could not be read.
   """
 
   model: Any
@@ -53,6 +56,7 @@ class Trained:
   dataset: str
   step: int
   best_epoch: int = -1
+  skipped: tuple[str, ...] = ()
 
 
 def read_config(workdir: str) -> dict:
@@ -82,7 +86,8 @@ def load_best_params(workdir: str) -> tuple[Any, dict]:
 
   Returns:
     `(params, meta)`: a nested dict of NumPy arrays, and the checkpoint's
-    JSON record ("step", "progress" with "best_epoch", ...).
+    JSON record ("step", "progress" with "best_epoch", ...) with "skipped":
+    one line per newer checkpoint that could not be read.
 
   Raises:
     FileNotFoundError: no intact checkpoint.
@@ -102,13 +107,16 @@ def load_best_params(workdir: str) -> tuple[Any, dict]:
             _ARRAYS: ocp.args.StandardRestore(),
             _META: ocp.args.JsonRestore()}))
         params = restored[_ARRAYS]["best_params"]
+        checkpointing.verify_meta(dict(restored[_META]))
         _check_fingerprint(params, restored[_META])
       except Exception as error:  # Any failure to read means damage.
-        errors.append(f"step {step}: {type(error).__name__}: {error}"[:300])
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        errors.append(f"step {step}: {type(error).__name__}: "
+                      f"{first_line}"[:300])
         logging.warning("checkpoint %s/%s unreadable, trying an older one: %s",
                         directory, step, errors[-1])
         continue
-      return params, dict(restored[_META], step=int(step))
+      return params, dict(restored[_META], step=int(step), skipped=errors)
   raise FileNotFoundError(
       f"no intact checkpoint in {directory}"
       + (": " + "; ".join(errors) if errors else "")
@@ -137,21 +145,31 @@ def load_trained(workdir: str, *, data_dir: str | None = None) -> Trained:
   Returns:
     A `Trained`.
 
+  The configuration is the one the checkpoint records (config.json's for
+  checkpoints written before they recorded it), and the data must be the
+  prepared data the checkpoint records.
+
   Raises:
     FileNotFoundError: config.json, the data or an intact checkpoint is
       missing.
-    ValueError: the parameters do not fit the configured model.
+    ValueError: the parameters do not fit the configured model, or the data
+      is not the data the run was trained on.
   """
   run = read_config(workdir)
-  config = run["config"]
   data_dir = data_dir or run["data_dir"]
+  params, meta = load_best_params(workdir)
+  config = run["config"]
+  if "config" in meta:
+    config = TrainConfig(**run_binding.recorded_config(meta["config"]))
+  run_binding.check_data(meta.get("data_fingerprint"), data_dir,
+                         workdir=workdir)
   seqs = data.load(data_dir)
   model = train.make_model(config, seqs.num_items)
-  params, meta = load_best_params(workdir)
   _check_shapes(model, params, config.max_len, workdir)
   best_epoch = meta.get("progress", {}).get("best_epoch", -1)
   return Trained(model, params, config, seqs, str(pathlib.Path(data_dir)),
-                 run.get("dataset", ""), meta["step"], best_epoch)
+                 run.get("dataset", ""), meta["step"], best_epoch,
+                 tuple(meta["skipped"]))
 
 
 def _check_shapes(model, params, max_len, workdir) -> None:

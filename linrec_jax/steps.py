@@ -62,6 +62,13 @@ def example_keys(rng: jax.Array, first_row, rows: int) -> jax.Array:
   return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(rng, global_rows)
 
 
+def all_finite(tree: Any) -> jax.Array:
+  """A scalar bool: every float leaf of `tree` is free of NaN and inf."""
+  checks = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)
+            if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)]
+  return jnp.all(jnp.stack(checks)) if checks else jnp.bool_(True)
+
+
 def make_train_step(model, tx: optax.GradientTransformation, *, loss: str,
                     num_items: int, num_negatives: int = 0,
                     microbatches: int = 1,
@@ -82,9 +89,11 @@ def make_train_step(model, tx: optax.GradientTransformation, *, loss: str,
     axis_name: the pmap axis, or None under jit.
 
   Returns:
-    `train_step(state, batch, rng) -> (state, {"loss", "count"})`; the loss
-    is the mean over all counted targets of the global batch. `rng` is the
-    run's key; row r of the global batch at step s draws from
+    `train_step(state, batch, rng) -> (state, {"loss", "count", "finite"})`;
+    the loss is the mean over all counted targets of the global batch;
+    "finite" is False when the step's loss, gradients or new parameters
+    held a NaN or inf, and then the state is the old one with step + 1.
+    `rng` is the run's key; row r of the global batch at step s draws from
     `fold_in(fold_in(rng, s), r)`.
   """
 
@@ -155,9 +164,16 @@ def make_train_step(model, tx: optax.GradientTransformation, *, loss: str,
     grads = jax.tree.map(lambda g: g / count, grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    new_state = state.replace(step=state.step + 1, params=params,
-                              opt_state=opt_state)
-    return new_state, {"loss": total / count, "count": count}
+    # A step whose loss, gradients or new parameters are not finite is not
+    # applied; its flag tells the host, which stops the run.
+    finite = all_finite((total, grads, params))
+    keep = lambda new, old: jax.tree.map(
+        lambda n, o: jnp.where(finite, n, o), new, old)
+    new_state = state.replace(step=state.step + 1,
+                              params=keep(params, state.params),
+                              opt_state=keep(opt_state, state.opt_state))
+    return new_state, {"loss": total / count, "count": count,
+                       "finite": finite}
 
   return train_step
 
@@ -168,9 +184,11 @@ def make_eval_step(model, *, protocol: str, ks: tuple[int, ...],
 
   Args:
     model: the model.
-    protocol: "full" ranks the target among all items (minus `history` when
-      the batch carries it); "uni100"/"pop100" rank it among the batch's
-      `negatives` `[B, S]`.
+    protocol: "full" ranks the target among all items; when the batch
+      carries `history` `[B, M]` it adds, from the same scores, the metrics
+      with the history excluded (names ending in
+      `metrics.HISTORY_EXCLUDED`) and `metrics.SEEN_AT_10`;
+      "uni100"/"pop100" rank it among the batch's `negatives` `[B, S]`.
     ks: cut-offs of the metrics.
     axis_name: the pmap axis, or None under jit.
 
@@ -185,12 +203,15 @@ def make_eval_step(model, *, protocol: str, ks: tuple[int, ...],
     picked = gather_positions(states, batch["positions"])
     scores = model.apply(variables, picked, method="logits")
     if protocol == "full":
-      ranks = metrics.target_ranks(scores, batch["targets"],
-                                   exclude=batch.get("history"))
+      per_example = metrics.rank_metrics(
+          metrics.target_ranks(scores, batch["targets"]), ks)
+      if "history" in batch:
+        per_example.update(metrics.history_excluded_metrics(
+            scores, batch["targets"], batch["history"], ks))
     else:
-      ranks = metrics.sampled_ranks(scores, batch["targets"],
-                                    batch["negatives"])
-    per_example = metrics.rank_metrics(ranks, ks)
+      per_example = metrics.rank_metrics(
+          metrics.sampled_ranks(scores, batch["targets"], batch["negatives"]),
+          ks)
     sums, count = metrics.summarize(per_example, batch["valid"])
     sums["count"] = count.astype(jnp.float32)
     if axis_name is not None:

@@ -1,8 +1,11 @@
 """Recurrent inference for causal LinRec SASRec: O(1) work per interaction.
 
-Covers `linrec` and `linrec_decay` (`RECURRENT_VARIANTS`); with the decay
-the state update is `S = g S + k_hat v^T`, `g` the head's factor
-(`attention.head_decays`), the rest unchanged.
+Covers `linrec`, `linrec_decay` and `linrec_learned_decay`
+(`RECURRENT_VARIANTS`); with a decay the state update is `S = g S + k_hat
+v^T`, `g` the head's factor: fixed (`attention.head_decays`) for
+`linrec_decay`, and for `linrec_learned_decay` read from each layer's
+parameters (`sigmoid` of the block's `attention/decay_logit`, so the layers
+may differ), the rest unchanged.
 
 With causal LinRec every layer's memory of a history is, per head, the
 `K x K` matrix `S = sum_j k_hat_j v_j^T` (LINREC_NOTES §2, "Recurrent
@@ -52,7 +55,7 @@ from jax import lax
 
 from linrec_jax.constants import PAD_ID
 from linrec_jax.layers import attention as attention_lib
-from linrec_jax.layers.encoder import FeedForward
+from linrec_jax.layers.encoder import DECAY_LOGIT, FeedForward
 from linrec_jax.models.sasrec import SASRec
 
 
@@ -63,14 +66,14 @@ class StreamState:
   Attributes:
     kv: float32 `[layers, B, H, K, K]`, per layer and head the running sum
       `sum_j k_hat_j v_j^T` over the user's items so far (each term times
-      `g^(items after j)` with `linrec_decay`).
+      `g^(items after j)` with a decay).
     length: int32 `[B]`, the position counter: real items fed so far (the
       next item takes position `min(length, max_len - 1)`).
     last: `[B, D]`, the top layer's output at the latest item (zeros before
       the first one), which `scores` ranks the items with.
     ln_eps: LayerNorm epsilon of the model (static).
     activation: feed-forward activation name of the model (static).
-    attention: `linrec` or `linrec_decay` (static).
+    attention: one of `RECURRENT_VARIANTS` (static).
   """
 
   kv: jax.Array
@@ -82,7 +85,7 @@ class StreamState:
 
 
 # Attention variants whose per-layer memory is a fixed-size state.
-RECURRENT_VARIANTS = ('linrec', 'linrec_decay')
+RECURRENT_VARIANTS = ('linrec', 'linrec_decay', 'linrec_learned_decay')
 
 
 def check_model(model) -> None:
@@ -115,6 +118,16 @@ def _check_params(params, model) -> None:
         f'{model.layers} layers, max_len {model.max_len}, hidden '
         f'{model.hidden}, pre_ln {model.pre_ln}'
     )
+  if model.attention in attention_lib.LEARNED_DECAY_VARIANTS:
+    for index in range(model.layers):
+      layer = encoder[f'block{index}']['attention']
+      shape = getattr(layer.get(DECAY_LOGIT), 'shape', None)
+      if shape != (model.heads,):
+        raise ValueError(
+            f'params do not fit the model: block{index}/attention/'
+            f'{DECAY_LOGIT} has shape {shape}; {model.attention} needs '
+            f'({model.heads},)'
+        )
 
 
 def init_state(params, batch_size: int, *, model) -> StreamState:
@@ -196,6 +209,15 @@ def _attend(p, x, kv, decay):
   return _dense(p['out'], out.reshape(batch, -1)), kv
 
 
+def _layer_decay(p, state):
+  """`[H]` decay factors of one layer (attention parameters `p`), or None."""
+  if state.attention == 'linrec_decay':
+    return attention_lib.head_decays(state.kv.shape[2])
+  if state.attention == 'linrec_learned_decay':
+    return attention_lib.learned_decays(p[DECAY_LOGIT])
+  return None
+
+
 def _block(p, x, kv, *, decay, ln_eps, activation, pre_ln):
   """One `encoder.TransformerBlock` at one position: `[B, D]` -> `[B, D]`."""
   hidden = x.shape[-1]
@@ -232,12 +254,12 @@ def update(params, state: StreamState, item_ids) -> StreamState:
   x = embed['items']['embedding'][item_ids] + embed['positions'][position]
   x = _norm(embed['norm'], x, state.ln_eps)
   pre_ln = 'final_norm' in encoder
-  decay = (attention_lib.head_decays(state.kv.shape[2])
-           if state.attention == 'linrec_decay' else None)
   kvs = []
   for layer in range(state.kv.shape[0]):
+    block = encoder[f'block{layer}']
     x, kv = _block(
-        encoder[f'block{layer}'], x, state.kv[layer], decay=decay,
+        block, x, state.kv[layer],
+        decay=_layer_decay(block['attention'], state),
         ln_eps=state.ln_eps,
         activation=state.activation, pre_ln=pre_ln,
     )

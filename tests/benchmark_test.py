@@ -6,6 +6,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
@@ -14,7 +16,7 @@ def test_one_cell_end_to_end(tmp_path):
   subprocess.run(
       [sys.executable, '-m', 'experiments.benchmark', '--variants=linrec',
        '--lengths=8', '--batches=2', '--modes=infer', '--repeats=2',
-       f'--output={output}'],
+       '--matmul_size=128', f'--output={output}'],
       cwd=REPO_ROOT, check=True, capture_output=True, timeout=120)
   report = json.loads(output.read_text())
   assert {'date', 'versions', 'cpu_count', 'load_avg_at_start',
@@ -27,6 +29,15 @@ def test_one_cell_end_to_end(tmp_path):
       <= record.items()
   assert record['seconds'] > 0 and record['peak_rss_gib'] > 0
   assert 1 <= len(record['times_s']) <= 2
+  # The peak is measured twice, at the start and at the end of the run.
+  assert [p['size'] for p in report['matmul_peak']] == [128, 128]
+  assert report['matmul_peak_gflops'] == max(
+      p['gflops'] for p in report['matmul_peak'])
+  assert record['xla_flops'] > 0
+  assert record['gflops_per_s'] == pytest.approx(
+      record['xla_flops'] / record['seconds'] / 1e9)
+  assert record['share_of_matmul_peak'] == pytest.approx(
+      record['gflops_per_s'] / report['matmul_peak_gflops'])
   assert len(record['load_avg_start']) == len(record['load_avg_end']) == 3
   assert report['machine']['accelerators'] == [] or all(
       report['machine']['accelerators'])
@@ -65,3 +76,26 @@ def test_cloze_benchmark_scores_the_same_loss_both_ways(tmp_path):
   # The same masked targets, scored two ways: the same mean loss.
   assert summary['loss_difference'] < 1e-5
   assert abs(timed['all']['loss'] - timed['masked']['loss']) < 1e-5
+
+
+@pytest.mark.parametrize('module, argv, named', [
+    ('benchmark', ['--lengths=8,abc'], "--lengths: 'abc' is not a whole"),
+    ('benchmark_attention', ['--memory_fraction=nan'], '--memory_fraction:'),
+    ('benchmark_cloze', ['--hidden=1000000000'],
+     '--num_items, --hidden, --ffn, --layers, --max_len: the parameters'),
+    ('benchmark_devices', ['--batch_size=0'], '--batch_size: must be'),
+    ('benchmark_streaming', ['--batch=10', '--users_per_chunk=3'],
+     '--batch=10 is not a multiple of --users_per_chunk=3'),
+])
+def test_bad_flag_of_each_benchmark_is_one_line(tmp_path, module, argv,
+                                                named):
+  output = tmp_path / 'out'
+  target = ('--out' if module == 'benchmark_streaming' else '--output')
+  run = subprocess.run(
+      [sys.executable, '-m', f'experiments.{module}', *argv,
+       f'{target}={output}'],
+      cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+  assert run.returncode == 1, run.stderr
+  [line] = run.stderr.splitlines()
+  assert line.startswith('error: ') and named in line, line
+  assert list(tmp_path.iterdir()) == []

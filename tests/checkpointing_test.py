@@ -171,8 +171,48 @@ def _wrong_fingerprint(step_dir: pathlib.Path):
   meta_file.write_text(json.dumps(meta))
 
 
-@pytest.mark.parametrize("damage", [_overwrite_middle, _truncate,
-                                    _wrong_fingerprint])
+def _edit_meta(change):
+  """Edits the JSON record of a checkpoint as a user with an editor would."""
+
+  def damage(step_dir: pathlib.Path):
+    meta_file = step_dir / "meta" / "metadata"
+    meta = json.loads(meta_file.read_text())
+    change(meta)
+    meta_file.write_text(json.dumps(meta))
+
+  damage.__name__ = change.__name__
+  return damage
+
+
+def _later_epoch(meta):
+  meta["progress"]["epoch"] = 7
+
+
+def _unfinished(meta):
+  meta["progress"]["finished"] = False
+
+
+def _extra_history(meta):
+  meta["progress"]["history"] = [{"epoch": 1, "ndcg@10": 0.9}]
+
+
+def _step_renumbered(meta):
+  meta["step"] = 5
+
+
+def _checksum_replaced(meta):
+  meta["integrity"] = "0" * 64
+
+
+def _not_json(step_dir: pathlib.Path):
+  (step_dir / "meta" / "metadata").write_text('{"progress": {"epoch": 2')
+
+
+@pytest.mark.parametrize("damage", [
+    _overwrite_middle, _truncate, _wrong_fingerprint, _not_json,
+    _edit_meta(_later_epoch), _edit_meta(_unfinished),
+    _edit_meta(_extra_history), _edit_meta(_step_renumbered),
+    _edit_meta(_checksum_replaced)])
 def test_damaged_latest_is_set_aside_and_previous_used(two_steps, damage,
                                                        caplog):
   directory, trees = two_steps
@@ -188,6 +228,59 @@ def test_damaged_latest_is_set_aside_and_previous_used(two_steps, damage,
               if r.levelno == logging.WARNING]
   assert any("checkpoints/2 is damaged" in w and "checkpoints_damaged/2" in w
              for w in warnings), warnings
+  assert all("\n" not in w for w in warnings)
+  checkpointer = checkpointing.Checkpointer(str(directory))
+  checkpointer.restore_latest(_abstract(trees[1]))
+  assert checkpointer.damaged == []  # Nothing left to set aside.
+  checkpointer.close()
+
+
+def test_meta_checksum_covers_every_value():
+  meta = {"progress": {"best_metric": 0.25, "finished": True,
+                       "history": [{"epoch": 1}]}, "step": 3}
+  meta["integrity"] = checkpointing.meta_checksum(meta)
+  checkpointing.verify_meta(meta)
+  for edit in (lambda m: m["progress"].update(best_metric=0.26),
+               lambda m: m["progress"].update(finished=False),
+               lambda m: m["progress"]["history"].append({"epoch": 2}),
+               lambda m: m.update(step=4),
+               lambda m: m.update(extra=1)):
+    edited = json.loads(json.dumps(meta))
+    edit(edited)
+    with pytest.raises(ValueError, match="does not match its recorded"):
+      checkpointing.verify_meta(edited)
+
+
+def test_damaged_checkpoints_are_listed_with_the_reason(two_steps):
+  directory, trees = two_steps
+  _edit_meta(_later_epoch)(directory / "2")
+  checkpointer = checkpointing.Checkpointer(str(directory),
+                                            warn=lambda line: None)
+  arrays, meta = checkpointer.restore_latest(_abstract(trees[1]))
+  checkpointer.close()
+  assert meta["step"] == 1
+  [damaged] = checkpointer.damaged
+  assert damaged.step == 2
+  assert damaged.reason == ("ValueError: its JSON metadata does not match "
+                            "its recorded checksum")
+  assert damaged.moved_to == str(directory) + "_damaged/2"
+
+
+def test_check_sees_the_record_before_the_arrays_and_can_refuse(two_steps):
+  directory, trees = two_steps
+  seen = []
+
+  def refuse(meta):
+    seen.append(meta["step"])
+    raise RuntimeError("another configuration")
+
+  checkpointer = checkpointing.Checkpointer(str(directory))
+  with pytest.raises(RuntimeError, match="another configuration"):
+    checkpointer.restore_latest(_abstract(trees[1]), check=refuse)
+  checkpointer.close()
+  assert seen == [2]
+  assert _step_dirs(directory) == [1, 2]
+  assert not pathlib.Path(str(directory) + "_damaged").exists()
 
 
 def test_all_damaged_restores_nothing(two_steps):
@@ -214,7 +307,8 @@ def test_files_are_arrays_and_json_never_pickles(two_steps):
   assert seen_json == json_names
   # The small metadata item is plain JSON with the bookkeeping in it.
   meta = json.loads((directory / "2" / "meta" / "metadata").read_text())
-  assert set(meta) == {"progress", "fingerprint", "step", "leaves"}
+  assert set(meta) == {"progress", "fingerprint", "step", "leaves",
+                       "integrity"}
   assert meta["leaves"]["['best_params']['dense']['kernel']"] == [
       [64, 32], "float32"]
   # Orbax's tree metadata describes every leaf as an array ("None" is

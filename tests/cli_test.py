@@ -143,15 +143,15 @@ def test_every_field_is_a_flag():
 def test_a_new_train_config_field_becomes_a_flag_by_itself(monkeypatch):
   @dataclasses.dataclass(frozen=True)
   class WithNewField(config_lib.TrainConfig):
-    attention_dropout: float = 0.0
+    label_smoothing: float = 0.0
 
   monkeypatch.setattr(config_lib, "TrainConfig", WithNewField)
-  monkeypatch.setitem(config_help.FIELD_HELP, "attention_dropout",
-                      "Dropout on the attention weights during training.")
-  config = _resolve("--preset=tiny", "--config.attention_dropout=0.25")
+  monkeypatch.setitem(config_help.FIELD_HELP, "label_smoothing",
+                      "Share of the target's probability spread over the items.")
+  config = _resolve("--preset=tiny", "--config.label_smoothing=0.25")
   assert isinstance(config, WithNewField)
-  assert (config.attention_dropout, config.hidden) == (0.25, 16)
-  assert _resolve("--preset=tiny").attention_dropout == 0.0
+  assert (config.label_smoothing, config.hidden) == (0.25, 16)
+  assert _resolve("--preset=tiny").label_smoothing == 0.0
 
 
 def test_config_file_takes_the_place_of_the_preset(tmp_path):

@@ -16,7 +16,8 @@ from linrec_jax.layers import attention
 def _validate(**fields):
   return config_lib.validate(
       config_lib.TrainConfig(**fields), attention_variants=attention.VARIANTS,
-      causal_variants=attention.CAUSAL_VARIANTS, model_names=models.MODELS)
+      causal_variants=attention.CAUSAL_VARIANTS, model_names=models.MODELS,
+      weight_dropout_variants=attention.WEIGHT_DROPOUT_VARIANTS)
 
 
 def _from_flags(*argv):
@@ -84,6 +85,33 @@ BAD = [
     (dict(model="bert4rec", causal=True, train_mode="cloze"), "causal"),
     (dict(model="sasrec", train_mode="cloze"), "train_mode"),
     (dict(model="sasrec", causal=False, train_mode="all"), "causal"),
+    (dict(length_bucket=-1), "length_bucket"),
+    (dict(length_bucket=25, pad_side="left"), "length_bucket"),
+    (dict(model="bert4rec", causal=False, train_mode="cloze",
+          length_bucket=25), "length_bucket"),
+    (dict(attention="softmax", attention_dropout=1.0), "attention_dropout"),
+    (dict(attention="softmax", attention_dropout=-0.1), "attention_dropout"),
+    (dict(attention="linrec", attention_dropout=0.2), "attention_dropout"),
+    # Not finite: NaN fails every comparison, inf passes "positive".
+    (dict(lr=float("nan")), "lr"),
+    (dict(lr=float("inf")), "lr"),
+    (dict(weight_decay=float("nan")), "weight_decay"),
+    (dict(weight_decay=float("inf")), "weight_decay"),
+    (dict(grad_clip=float("inf")), "grad_clip"),
+    (dict(grad_clip=float("nan")), "grad_clip"),
+    (dict(dropout=float("nan")), "dropout"),
+    (dict(mask_prob=float("nan")), "mask_prob"),
+    (dict(mask_last_prob=float("nan")), "mask_last_prob"),
+    (dict(time_limit_minutes=float("inf")), "time_limit_minutes"),
+    (dict(time_limit_minutes=float("nan")), "time_limit_minutes"),
+    (dict(lr=-1e-3), "lr"),
+    # Out of any range a shape or an int32 array can hold.
+    (dict(hidden=2**40, heads=1), "hidden"),
+    (dict(batch_size=10**12), "batch_size"),
+    (dict(max_len=2**31), "max_len"),
+    (dict(epochs=10**10), "epochs"),
+    (dict(seed=-1), "seed"),
+    (dict(seed=2**31), "seed"),
 ]
 
 
@@ -100,6 +128,10 @@ def test_bad_value_names_its_flag(fields, flag):
     dict(model="bert4rec", causal=False, train_mode="cloze"),
     dict(hidden=12, heads=3),
     dict(dropout=0.0, max_steps=0, devices=0, windows_per_user=0),
+    dict(attention="linrec_learned_decay"),
+    dict(attention="softmax_learned_decay"),
+    dict(model="bert4rec", attention="linrec_learned_decay", causal=False,
+         train_mode="cloze"),
 ])
 def test_good_values_pass(fields):
   assert _validate(**fields) == config_lib.TrainConfig(**fields)

@@ -74,3 +74,5 @@ def test_choice_lists_match_the_library():
   assert set(choices.MODELS) == set(models.MODELS)
   assert set(choices.ATTENTION_VARIANTS) == set(attention.VARIANTS)
   assert choices.CAUSAL_ATTENTION_VARIANTS == attention.CAUSAL_VARIANTS
+  assert (choices.WEIGHT_DROPOUT_ATTENTION_VARIANTS
+          == attention.WEIGHT_DROPOUT_VARIANTS)

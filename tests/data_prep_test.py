@@ -7,12 +7,14 @@ write small synthetic files into tmp_path.
 import collections
 import gzip
 import hashlib
+import io
 import json
 import os
 import pathlib
 import subprocess
 import sys
 import time
+import tracemalloc
 import zipfile
 
 import numpy as np
@@ -432,6 +434,15 @@ def test_never_replaces_a_foreign_directory(tmp_path):
   assert (foreign / "notes.txt").read_text() == "mine"
 
 
+def test_unwritable_output_names_it(tmp_path):
+  path = _write(tmp_path / "s.txt", "1 2\n1 3\n1 4\n")
+  inside_a_file = tmp_path / "s.txt" / "prepared"
+  with pytest.raises(OSError, match=f"cannot write {inside_a_file}: "):
+    prepare.prepare_dataset("x", path, inside_a_file)
+  assert path.read_text() == "1 2\n1 3\n1 4\n"
+  assert _leftovers(tmp_path) == []
+
+
 def test_download_offline_and_checksum(tmp_path, monkeypatch):
   cache = tmp_path / "cache"
   monkeypatch.setattr(download, "ML1M_URL", "http://127.0.0.1:9/ml-1m.zip")
@@ -488,3 +499,254 @@ def test_cli(tmp_path):
   assert result.returncode == 1
   assert f"{bad}, line 2, field 2 (item): non-integer id 'x'" in result.stderr
   assert not (tmp_path / "b").exists()
+
+
+# Exact parsing ---------------------------------------------------------------
+
+_INTER = b"user_id:token\titem_id:token\n"
+AMBIGUOUS_INPUTS = [
+    # (file name, contents, expected line, expected field, what)
+    ("s.txt", b"1 2\n1 +5\n", 2, "2 (item)", "non-canonical integer id '+5'"),
+    ("s.txt", b"1 2\n1 5_000\n", 2, "2 (item)", "non-canonical"),
+    ("s.txt", b"1 2\n05 3\n", 2, "1 (user)", "write it as 5"),
+    ("s.txt", b"1 2\n-0 3\n", 2, "1 (user)", "non-canonical"),
+    ("s.txt", b"1 2\n1 5.0\n", 2, "2 (item)", "non-integer id '5.0'"),
+    ("r.dat", b"1::2::5::9\n1:: 5::3::9\n", 2, "2 (item)", "non-canonical"),
+    ("r.dat", b"1::2::5::9\n1::5::3::9_0\n", 2, "4 (timestamp)", "ambiguous"),
+    ("c.txt", b"0\t1\t12.0\n0\t 1\t12.0\n", 2, "2 (item)", "non-canonical"),
+    ("c.txt", b"0\t1\t12.0\n0\t1\t12.0 \n", 2, "3 (timestamp)", "ambiguous"),
+    ("train.txt", b"0 1 2\n1 03 4\n", 2, "2 (item)", "non-canonical"),
+    ("s.txt", b"1 2\r1 3\r1 4\r", 1, None, "carriage return without a line"),
+    ("s.txt", b"1 2\r\n1 3\r1 4\r\n", 2, None, "carriage return"),
+    ("train.txt", b"0 1 2\r1 3 4\r", 1, None, "carriage return"),
+    ("s.txt", b"1 2\n1\x0c3\n", 2, None, "control character 0x0c"),
+    ("s.txt", b"1 2\n1 3\x00\n", 2, "2 (item)", "control character 0x00"),
+    ("s.txt", b"1 2\n1 \xff3\n", 2, "2 (item)", "not valid UTF-8"),
+    ("d.inter", _INTER + b"a\tb\nal\xe9ce\tb\n", 3, "1 (user)", "UTF-8"),
+    ("d.inter", b"user_id:token\titem_id:token\tn\xe9:token\na\tb\tc\n", 1,
+     "3", "not valid UTF-8"),
+    ("d.inter", b"user_id:token\titem_id:token\tuser_id:token\na\tb\tc\n", 1,
+     "3", "'user_id' appears twice (fields 1 and 3)"),
+    ("d.inter", b"item_id:token\tuser_id:token\titem_id:float\na\tb\t1\n", 1,
+     "3", "'item_id' appears twice"),
+    ("d.inter", b"user_id:token\tx:float\titem_id:token\tx:float\na\t1\tb\t2\n",
+     1, "4", "'x' appears twice"),
+    ("d.inter", _INTER + b"a\tb\na \tb\n", 3, "1 (user)", "white space"),
+    ("d.inter", b"user_id:token\titem_id:token\r\na\tb\rc\td\r\n", 2, "2 (item)",
+     "carriage return"),
+    ("l.txt", SNAP_LINES.encode() + b"3\t2010-10-11 20:21:20Z\t1\t2\t3\n", 7,
+     "2 (timestamp)", "ISO 8601"),
+    ("l.txt", SNAP_LINES.encode() + b"3\t2010-10-11T20:21Z\t1\t2\t3\n", 7,
+     "2 (timestamp)", "ISO 8601"),
+    ("l.txt", SNAP_LINES.encode() + b"3\t2010-10-11T20:21:20ZZ\t1\t2\t3\n", 7,
+     "2 (timestamp)", "ISO 8601"),
+]
+
+
+@pytest.mark.parametrize("name,raw,line,field,what", AMBIGUOUS_INPUTS)
+@pytest.mark.parametrize("compress", [False, True])
+def test_ambiguous_input_is_an_error(tmp_path, name, raw, line, field, what,
+                                     compress):
+  path = tmp_path / (name + ".gz" * compress)
+  path.write_bytes(gzip.compress(raw) if compress else raw)
+  output = tmp_path / "out" / "prepared"
+  with pytest.raises(DataFormatError) as info:
+    prepare.prepare_dataset("x", path, output)
+  message = str(info.value)
+  assert "\n" not in message
+  assert message.startswith(f"{path}, line {line}"), message
+  assert info.value.line == line
+  assert info.value.field == field, message
+  assert what in message, message
+  assert not (tmp_path / "out").exists()
+
+
+def test_blank_input_and_trailing_space(tmp_path):
+  blank = _write(tmp_path / "w.txt", " \n\t\n")
+  with pytest.raises(DataFormatError, match="empty input"):
+    prepare.prepare_dataset("x", blank, tmp_path / "o", format=readers.SASREC)
+  # Trailing blank lines go; space at the end of the last line is data.
+  spaced = _write(tmp_path / "c.txt", "0\t1\t1.0\n0\t2\t2.0\n0\t3\t3.0 \n\n")
+  with pytest.raises(DataFormatError, match="line 3, field 3"):
+    prepare.prepare_dataset("x", spaced, tmp_path / "o")
+  _write(spaced, "0\t1\t1.0\n0\t2\t2.0\n0\t3\t3.0\n \n\n")
+  output = prepare.prepare_dataset("x", spaced, tmp_path / "o")
+  assert _original_sequences(output) == {"0": ["1", "2", "3"]}
+
+
+def test_canonical_ids_still_read_exactly(tmp_path):
+  lines = "0 -12\n0 7\n0 9223372036854775807\n10 -9223372036854775808\n10 7\n"
+  path = _write(tmp_path / "s.txt", lines + "10 0\n")
+  output = prepare.prepare_dataset("x", path, tmp_path / "o")
+  assert _original_sequences(output) == {
+      "0": ["-12", "7", "9223372036854775807"],
+      "10": ["-9223372036854775808", "7", "0"],
+  }
+
+
+# Compressed input -------------------------------------------------------------
+
+
+def _zip_bytes(members, compression=zipfile.ZIP_DEFLATED) -> bytes:
+  buffer = io.BytesIO()
+  with zipfile.ZipFile(buffer, "w", compression=compression) as archive:
+    for name, text in members.items():
+      archive.writestr(name, text)
+  return buffer.getvalue()
+
+
+def _with_method(archive: bytes, method: int) -> bytes:
+  """The archive with its members' compression method field set to `method`."""
+  out = bytearray(archive)
+  for signature, offset in ((b"PK\x03\x04", 8), (b"PK\x01\x02", 10)):
+    at = out.find(signature)
+    while at >= 0:
+      out[at + offset : at + offset + 2] = method.to_bytes(2, "little")
+      at = out.find(signature, at + 4)
+  return bytes(out)
+
+
+RATINGS = "1::10::5::300\n1::11::3::100\n1::12::1::200\n" * 50
+_GOOD_GZIP = gzip.compress(("1 2\n1 3\n1 4\n" * 4000).encode())
+CORRUPT_ARCHIVES = [
+    # (file name, stored bytes, what)
+    ("s.txt.gz", _GOOD_GZIP[:10] + b"\xff" * 40 + _GOOD_GZIP[50:],
+     "not a readable gzip file"),
+    ("s.txt.gz", _GOOD_GZIP[: len(_GOOD_GZIP) // 2],
+     "not a readable gzip file"),
+    ("s.txt.gz", _GOOD_GZIP[:-8] + b"\0" * 8, "not a readable gzip file"),
+    ("s.txt.gz", b"\x1f\x8b", "not a readable gzip file"),
+    ("ml-1m.zip",
+     _with_method(_zip_bytes({"ml-1m/ratings.dat": RATINGS}), 9),
+     "ratings.dat: unsupported"),
+    ("ml-1m.zip",
+     _with_method(_zip_bytes({"ml-1m/ratings.dat": RATINGS}), 99),
+     "unsupported"),
+    ("ml-1m.zip", b"PK\x03\x04" + b"\0" * 60, "not a readable zip file"),
+    ("ml-1m.zip", _zip_bytes({"ml-1m/ratings.dat": RATINGS * 9})[:-30],
+     "not a readable zip file"),
+]
+
+
+@pytest.mark.parametrize("name,raw,what", CORRUPT_ARCHIVES)
+@pytest.mark.parametrize("fmt", ["auto", "given"])
+def test_corrupt_compressed_input(tmp_path, name, raw, what, fmt):
+  path = tmp_path / name
+  path.write_bytes(raw)
+  given = readers.GROUPLENS if name.endswith(".zip") else readers.SASREC
+  options = {} if fmt == "auto" else {"format": given}
+  with pytest.raises(DataFormatError) as info:
+    prepare.prepare_dataset("x", path, tmp_path / "o", **options)
+  message = str(info.value)
+  assert message.startswith(f"{path}: ") and "\n" not in message, message
+  assert what in message, message
+  assert not (tmp_path / "o").exists()
+
+
+def _gzip_stream(path: pathlib.Path, line: bytes, total: int) -> None:
+  """Writes `total` bytes of repeated `line`, gzip-compressed, in pieces."""
+  piece = line * ((1 << 20) // len(line))
+  with gzip.open(path, "wb") as f:
+    for _ in range(total // len(piece)):
+      f.write(piece)
+
+
+def test_input_beyond_the_size_limit(tmp_path):
+  limit = 4 << 20
+  bomb = tmp_path / "s.txt.gz"
+  _gzip_stream(bomb, b"1 2\n", 256 << 20)
+  assert bomb.stat().st_size < (2 << 20)
+  tracemalloc.start()
+  with pytest.raises(DataFormatError, match="decompresses to more than "
+                     f"{limit} bytes.*--max_input_mb"):
+    prepare.prepare_dataset("x", bomb, tmp_path / "o", max_input_bytes=limit,
+                            format=readers.SASREC)
+  _, peak = tracemalloc.get_traced_memory()
+  tracemalloc.stop()
+  assert peak < 8 * limit
+  plain = _write(tmp_path / "p.txt", "1 2\n" * (limit // 4 + 1))
+  with pytest.raises(DataFormatError, match=f"{limit + 4} bytes, over the "
+                     "input limit"):
+    prepare.prepare_dataset("x", plain, tmp_path / "o", max_input_bytes=limit)
+  archive = tmp_path / "ml-1m.zip"
+  archive.write_bytes(_zip_bytes({"ml-1m/ratings.dat": RATINGS * 500}))
+  with pytest.raises(DataFormatError, match="ratings.dat holds 1050000 bytes"):
+    prepare.prepare_dataset("x", archive, tmp_path / "o",
+                            max_input_bytes=1 << 20)
+  assert not (tmp_path / "o").exists()
+  output = prepare.prepare_dataset("x", archive, tmp_path / "o",
+                                   max_input_bytes=2 << 20)
+  assert data.load(output).num_users == 1
+  assert parsing.MAX_INPUT_BYTES == 2 << 30
+
+
+# The command line ------------------------------------------------------------
+
+
+def _run_module(*args: str) -> subprocess.CompletedProcess:
+  env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+  return subprocess.run(
+      [sys.executable, "-m", "data_prep", *args],
+      cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
+  )
+
+
+@pytest.mark.parametrize("everything", [
+    False, pytest.param(True, marks=pytest.mark.slow)])
+def test_every_cli_error_is_one_line(tmp_path, everything):
+  good = _write(tmp_path / "s.txt", "1 2\n1 3\n1 4\n")
+  bad = _write(tmp_path / "b.txt", "1 2\n1 03\n")
+  gz = tmp_path / "t.txt.gz"
+  gz.write_bytes(_GOOD_GZIP[: len(_GOOD_GZIP) // 2])
+  existing = tmp_path / "existing"
+  assert _run_module(f"--input={good}", f"--output_dir={existing}"
+                     ).returncode == 0
+  before = {p.name: p.read_bytes() for p in existing.iterdir()}
+  a_file = _write(tmp_path / "a_file", "x")
+  out = tmp_path / "o"
+  cases = [
+      # (arguments, exit status, what the line says)
+      ([f"--input={good}"], 2, "--output_dir"),
+      ([f"--input={good}", "--output_dir="], 2, "--output_dir is empty"),
+      ([f"--input={good}", f"--output_dir={out}", "--k_core=x"], 2,
+       "--k_core"),
+      ([f"--input={good}", f"--output_dir={out}", "--k_core=-1"], 1,
+       "k_core must be an integer >= 0"),
+      ([f"--input={good}", f"--output_dir={out}", "--min_rating=nan"], 1,
+       "min_rating must be a finite number"),
+      ([f"--input={good}", f"--output_dir={out}", "--max_input_mb=0"], 2,
+       "--max_input_mb"),
+      ([f"--input={good}", f"--output_dir={out}", "--nope=1"], 2, "nope"),
+      ([f"--input={good}", f"--output_dir={out}", "extra"], 2,
+       "unexpected arguments ['extra']"),
+      ([f"--input={good}", f"--output_dir={out}", "--format=csv"], 2,
+       "--format"),
+      ([f"--input={tmp_path / 'none.txt'}", f"--output_dir={out}"], 1,
+       "none.txt"),
+      ([f"--input={bad}", f"--output_dir={out}"], 1,
+       f"{bad}, line 2, field 2 (item): non-canonical"),
+      ([f"--input={gz}", f"--output_dir={out}"], 1,
+       f"{gz}: not a readable gzip file"),
+      ([f"--input={good}", f"--output_dir={a_file}"], 1, "not a directory"),
+      ([f"--input={good}", f"--output_dir={existing}"], 1, "--overwrite"),
+      ([f"--input={bad}", f"--output_dir={existing}", "--overwrite"], 1,
+       "line 2"),
+  ]
+  # The default run takes one case of each kind (flag, flag value, input,
+  # archive, output); the slow run takes them all.
+  fast = ("--output_dir is empty", "--k_core", f"{bad}, line 2", f"{gz}: not",
+          "--overwrite")
+  if not everything:
+    cases = [c for c in cases if c[2].startswith(fast)]
+    assert len(cases) == len(fast)
+  for args, status, what in cases:
+    result = _run_module(*args)
+    assert result.returncode == status, (args, result.stderr)
+    lines = result.stderr.strip().split("\n")
+    assert len(lines) == 1 and lines[0].startswith("error: "), (args, lines)
+    assert what in lines[0], (args, lines)
+    assert "Traceback" not in result.stdout
+  assert not out.exists()
+  assert {p.name: p.read_bytes() for p in existing.iterdir()} == before
+  assert a_file.read_text() == "x"
+  assert _leftovers(tmp_path) == []

@@ -464,7 +464,9 @@ def test_ml1m_batches_are_fast_and_small(ml1m_prepared):
     batch = loader.batch(0, 0)
     elapsed = time.perf_counter() - start
     assert batch["inputs"].shape == (2048, 200)
-    assert elapsed < 0.1, (mode, elapsed)
+    # Gathering on demand takes ~0.05 s on an idle 2-core machine; building
+    # prefixes would take seconds. The bound leaves room for a loaded one.
+    assert elapsed < 0.5, (mode, elapsed)
 
 
 def test_ml1m_eval_covers_every_user_once(ml1m_prepared):

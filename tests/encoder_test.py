@@ -63,6 +63,62 @@ def test_parameter_count_matches_formula(pre_ln):
   assert _num_params(variables) == layers * (qkvo + ffn + norms) + final_norm
 
 
+def _param_paths(variables):
+  return {jax.tree_util.keystr(path, simple=True, separator='/')
+          for path, _ in jax.tree_util.tree_leaves_with_path(
+              variables['params'])}
+
+
+# One block's parameters, written out: what every variant without a learned
+# decay has.
+BLOCK_PATHS = {
+    f'block0/{layer}/{name}'
+    for layer, names in [
+        ('attention/query', ('kernel', 'bias')),
+        ('attention/key', ('kernel', 'bias')),
+        ('attention/value', ('kernel', 'bias')),
+        ('attention/out', ('kernel', 'bias')),
+        ('ffn/dense_in', ('kernel', 'bias')),
+        ('ffn/dense_out', ('kernel', 'bias')),
+        ('norm0', ('scale', 'bias')),
+        ('norm1', ('scale', 'bias')),
+    ]
+    for name in names
+}
+
+
+@pytest.mark.parametrize('name', sorted(attention.VARIANTS))
+def test_only_learned_decay_variants_add_a_parameter(name):
+  variables = _encoder(name, layers=1).init(jax.random.key(0), _inputs())
+  learned = name in attention.LEARNED_DECAY_VARIANTS
+  extra = {'block0/attention/decay_logit'} if learned else set()
+  assert _param_paths(variables) == BLOCK_PATHS | extra
+  if learned:
+    theta = variables['params']['block0']['attention']['decay_logit']
+    assert theta.dtype == jnp.float32
+    # H = 2: 1 - g = 2^-2.75 and 2^-6.25 (`head_decays`), theta = logit(g).
+    one_minus_g = 2.0 ** -np.array([2.75, 6.25])
+    np.testing.assert_allclose(theta, np.log((1 - one_minus_g) / one_minus_g),
+                               rtol=1e-6)
+
+
+@pytest.mark.parametrize('name, causal', [
+    ('linrec_learned_decay', True), ('linrec_learned_decay', False),
+    ('softmax_learned_decay', True)])
+def test_gradient_reaches_the_decay_logits(name, causal):
+  model = _encoder(name, causal)
+  x = _inputs()
+  mask = jnp.array([[True] * L, [True] * 4 + [False] * (L - 4)])
+  variables = model.init(jax.random.key(5), x, mask)
+  weights = jax.random.normal(jax.random.key(6), (B, L, D))
+  loss = lambda p: jnp.sum(weights * model.apply({'params': p}, x, mask))
+  grads = jax.grad(loss)(variables['params'])
+  for block in ('block0', 'block1'):
+    grad = np.asarray(grads[block]['attention']['decay_logit'])
+    assert grad.shape == (H,)
+    assert np.isfinite(grad).all() and (np.abs(grad) > 1e-6).all()
+
+
 def _layer_norm(x, scale, bias, eps):
   mean = x.mean(-1, keepdims=True)
   var = ((x - mean) ** 2).mean(-1, keepdims=True)

@@ -36,7 +36,9 @@ FINAL_STEP = 30
 STEPS_PER_EPOCH = 12
 # First bytes of a pickle of protocol 2 or newer: PROTO opcode, version.
 _PICKLE_HEADS = tuple(bytes([0x80, v]) for v in range(2, 6))
-METRICS = {f"{m}@{k}" for m in ("hit", "ndcg", "mrr") for k in (5, 10, 20)}
+_KEPT = {f"{m}@{k}" for m in ("hit", "ndcg", "mrr") for k in (5, 10, 20)}
+# Both protocols: history kept, history excluded, and seen items in the top 10.
+METRICS = _KEPT | {name + "_nohist" for name in _KEPT} | {"seen@10"}
 
 
 def _env(**extra) -> dict[str, str]:
@@ -96,8 +98,11 @@ def _history(workdir) -> list[dict]:
 
 def _assert_metrics_in_range(metrics: dict[str, float]):
   assert set(metrics) == METRICS
-  for name, value in metrics.items():
-    assert 0.0 <= value <= 1.0, (name, value)
+  assert 0.0 <= metrics["seen@10"] <= 10.0
+  for name in _KEPT:
+    # Taking seen items out of the ranking can only lift each target.
+    assert 0.0 <= metrics[name] <= metrics[name + "_nohist"] + 1e-6, name
+    assert metrics[name + "_nohist"] <= 1.0, name
   for k in (5, 10, 20):
     assert metrics[f"mrr@{k}"] <= metrics[f"ndcg@{k}"] <= metrics[f"hit@{k}"]
   assert metrics["hit@5"] <= metrics["hit@10"] <= metrics["hit@20"]
@@ -164,11 +169,14 @@ def test_rerun_with_another_model_stops_and_keeps_the_checkpoints(
   copy = tmp_path / "copy"
   shutil.copytree(reference[0], copy)
   config_before = (copy / "config.json").read_text()
-  process = _run(*sample_args(copy, "--hidden=32"))  # the last flag wins
-  assert process.returncode != 0
-  assert "Traceback" not in process.stderr
-  assert "holds arrays of another model configuration" in process.stderr, (
-      process.stderr[-3000:])
+  process = _run(*sample_args(copy, "--hidden=32", "--attention=softmax",
+                               "--seed=3"))  # the last flag wins
+  assert process.returncode == 1
+  assert process.stderr.count("\n") == 1, process.stderr  # One line.
+  assert process.stderr.startswith(
+      f"error: --workdir={copy} holds a run of another configuration: "
+      "--attention: 'linrec' there, 'softmax' here; --hidden: 16 there, 32 "
+      "here; --seed: 2000 there, 3 here."), process.stderr
   assert _steps(copy / "checkpoints") == [FINAL_STEP - 3, FINAL_STEP]
   assert not (copy / "checkpoints_damaged").exists()
   assert _results(copy) == _results(reference[0])
@@ -258,10 +266,14 @@ def test_damaged_latest_checkpoint_is_reported_and_previous_used(
     data[len(data) // 2:] = bytes(len(data) - len(data) // 2)
     path.write_bytes(bytes(data))
   process = _checked(_run(*sample_args(workdir)))
-  assert (f"checkpoints/{FINAL_STEP} is damaged" in process.stderr and
-          f"checkpoints_damaged/{FINAL_STEP}" in process.stderr), (
-              process.stderr)
-  assert f"resumed from step {FINAL_STEP - 3}" in process.stdout
+  # One line says what was found and what was used; no traceback anywhere.
+  [line] = [line for line in process.stdout.splitlines()
+            if "is damaged" in line]
+  assert f"checkpoints/{FINAL_STEP} is damaged" in line
+  assert f"moved to {workdir}/checkpoints_damaged/{FINAL_STEP}" in line
+  assert line.endswith(f"resumed from step {FINAL_STEP - 3} "
+                       f"({workdir}/checkpoints)")
+  assert process.stderr == "", process.stderr
   assert _steps(workdir / "checkpoints_damaged") == [FINAL_STEP]
   _assert_same_outcome(workdir, reference[0])
 
@@ -355,3 +367,168 @@ def test_batch_that_does_not_split_over_devices_fails_in_subprocess(
   assert "3 devices" in process.stderr, process.stderr
   assert not workdir.exists()
   assert not (tmp_path / "prepared").exists()
+
+
+def _snapshot(directory) -> dict:
+  """Every file under `directory` with its bytes and modification time."""
+  root = pathlib.Path(directory)
+  return {str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mtime_ns)
+          for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.slow  # Two training runs.
+def test_second_training_on_a_busy_workdir_stops_at_once(
+    reference, sample_args, tmp_path):
+  workdir = tmp_path / "busy"
+  first = subprocess.Popen(_command(*sample_args(workdir)), cwd=REPO_ROOT,
+                           env=_env(), stdout=subprocess.PIPE,
+                           stderr=subprocess.DEVNULL, text=True)
+  watchdog = threading.Timer(RUN_TIMEOUT_S, first.kill)
+  watchdog.start()
+  try:
+    printed = []
+    for line in first.stdout:  # The first run holds the lock while training.
+      printed.append(line)
+      if _step_of(line) == 1:
+        break
+    # Paused, so that it is still training whatever the machine's load.
+    first.send_signal(signal.SIGSTOP)
+    before = _snapshot(workdir / "checkpoints")
+    start = time.monotonic()
+    try:
+      second = _run(*sample_args(workdir))
+    finally:
+      first.send_signal(signal.SIGCONT)
+    assert second.returncode == 1
+    [message] = second.stderr.splitlines()
+    assert message.startswith(f"error: --workdir={workdir} is in use by "
+                              f"another training (pid {first.pid} since ")
+    assert time.monotonic() - start < RUN_TIMEOUT_S / 2
+    assert _snapshot(workdir / "checkpoints") == before  # It wrote nothing.
+    printed.extend(first.stdout)
+    assert first.wait() == 0, "".join(printed)
+  finally:
+    watchdog.cancel()
+    first.stdout.close()
+  # The first run was not disturbed; its lock went with it.
+  _assert_same_outcome(workdir, reference[0])
+  _checked(_run(*sample_args(workdir)))
+
+
+def test_killed_holder_leaves_no_stale_lock(tmp_path):
+  workdir = tmp_path / "work"
+  holder = subprocess.Popen(
+      [sys.executable, "-c",
+       "import sys, time\n"
+       "from linrec_jax import workdir_lock\n"
+       f"with workdir_lock.hold({str(workdir)!r}) as announce:\n"
+       "  announce(); print('held', flush=True); time.sleep(600)\n"],
+      cwd=REPO_ROOT, env=_env(), stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline() == "held\n"
+    probe = ("from linrec_jax import workdir_lock\n"
+             f"with workdir_lock.hold({str(workdir)!r}): print('free')\n")
+    busy = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT,
+                          env=_env(), capture_output=True, text=True,
+                          timeout=RUN_TIMEOUT_S)
+    assert "WorkdirBusyError" in busy.stderr
+    assert f"pid {holder.pid} since" in busy.stderr
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    free = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT,
+                          env=_env(), capture_output=True, text=True,
+                          timeout=RUN_TIMEOUT_S)
+    assert free.stdout == "free\n", free.stderr
+  finally:
+    holder.kill()
+    holder.stdout.close()
+
+
+def _broken_prepared(root: pathlib.Path, prepared: pathlib.Path) -> str:
+  """A copy of the prepared sample whose sequences file is cut short."""
+  broken = root / "broken-data"
+  shutil.copytree(prepared, broken)
+  arrays = broken / "sequences.npz"
+  arrays.write_bytes(arrays.read_bytes()[:100])
+  return str(broken)
+
+
+# Errors a user causes with the data at hand: (extra flags, what the one
+# line must hold). `{root}` is the test's directory.
+USER_ERRORS = [
+    (["--hidden=1000000000"], "--hidden=1000000000"),
+    (["--batch_size=100000"], "--batch_size=100000 exceeds the"),
+    (["--lr=1e30"], "--lr=1e+30 is probably too high"),
+    (["--lr=nan"], "--lr: must be a finite number"),
+    (["--dropout=inf"], "--dropout: must be a finite number"),
+    (["--workdir="], "--workdir is empty"),
+    (["--workdir=/proc/linrec-run"], "--workdir=/proc/linrec-run is not "
+                                     "writable"),
+    (["--workdir={root}/a-file"], "--workdir={root}/a-file is not writable"),
+    (["--dataset={root}/broken-data"], "{root}/broken-data"),
+]
+
+_USER_ERROR_DRIVER = _BAD_FLAG_DRIVER
+
+
+@pytest.fixture(scope="module")
+def user_error_outcomes(sample_args, reference, tmp_path_factory):
+  """[(exit message, workdir snapshot before, after)] per USER_ERRORS."""
+  root = tmp_path_factory.mktemp("user_errors")
+  (root / "a-file").write_text("not a directory\n")
+  prepared = pathlib.Path(json.loads(
+      (reference[0] / "config.json").read_text())["data_dir"])
+  _broken_prepared(root, prepared)
+  cases, workdirs = [], []
+  for index, (argv, _) in enumerate(USER_ERRORS):
+    workdir = root / f"work{index}"
+    argv = [a.format(root=root) for a in argv]
+    cases.append([*sample_args(workdir), *argv])
+    workdirs.append(workdir)
+  process = subprocess.run(
+      [sys.executable, "-c", _USER_ERROR_DRIVER, json.dumps(cases)],
+      cwd=REPO_ROOT, env=_env(), capture_output=True, text=True,
+      timeout=RUN_TIMEOUT_S)
+  assert process.returncode == 0, process.stderr[-3000:]
+  assert "Traceback" not in process.stderr, process.stderr[-3000:]
+  outcomes = json.loads(process.stdout.splitlines()[-1])
+  return root, [(o["exit"], w) for o, w in zip(outcomes, workdirs)]
+
+
+@pytest.mark.parametrize("index", range(len(USER_ERRORS)),
+                         ids=[" ".join(a) for a, _ in USER_ERRORS])
+def test_user_error_is_one_line_and_leaves_no_results(user_error_outcomes,
+                                                      index):
+  root, outcomes = user_error_outcomes
+  message, workdir = outcomes[index]
+  expected = USER_ERRORS[index][1].format(root=root)
+  assert isinstance(message, str), message  # sys.exit(message): status 1
+  assert message.startswith("error: ") and "\n" not in message, message
+  assert expected in message, message
+  assert not (workdir / "results.json").exists()
+  assert not (workdir / "checkpoints").exists() or not any(
+      (workdir / "checkpoints").iterdir())
+
+
+@pytest.mark.slow  # Two training runs.
+def test_full_disk_is_one_line_and_the_next_run_resumes(reference,
+                                                        sample_args,
+                                                        tmp_path):
+  workdir = tmp_path / "full"
+  # Files may not grow past 40 KB: the first checkpoint cannot be written,
+  # as on a full disk (EFBIG instead of ENOSPC).
+  limit = ("import resource, signal, sys, runpy\n"
+           "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+           "resource.setrlimit(resource.RLIMIT_FSIZE, (40_000, 40_000))\n"
+           "sys.argv = ['train', *sys.argv[1:]]\n"
+           "runpy.run_module('experiments.train', run_name='__main__')\n")
+  process = subprocess.run(
+      [sys.executable, "-c", limit, *sample_args(workdir)], cwd=REPO_ROOT,
+      env=_env(), capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+  assert process.returncode == 1, process.stderr[-3000:]
+  [message] = process.stderr.splitlines()
+  assert message.startswith("error: ") and str(workdir) in message, message
+  assert not (workdir / "results.json").exists()
+  # Without the limit the run starts over and ends as the reference.
+  _checked(_run(*sample_args(workdir)))
+  _assert_same_outcome(workdir, reference[0])

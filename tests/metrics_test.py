@@ -145,3 +145,36 @@ def test_jit_equals_eager():
       jax.jit(metrics.sampled_ranks)(_SCORES, _TARGETS, negatives),
       metrics.sampled_ranks(_SCORES, _TARGETS, negatives),
   )
+
+
+def test_seen_in_top_counts_history_items_among_the_best():
+  # 12 items; scores descending with the item id except where set.
+  scores = np.concatenate(
+      [np.full((2, 1), 99.0), np.tile(np.arange(12, 0, -1.0), (2, 1))], 1
+  ).astype(np.float32)  # item i scores 13 - i: top 10 = items 1..10
+  history = np.array([[1, 2, 11, 12, 0], [0, 0, 0, 0, 0]])
+  seen = metrics.item_mask(13, history)
+  np.testing.assert_array_equal(metrics.seen_in_top(scores, seen, 10),
+                                [2.0, 0.0])
+  # Padding never counts as seen nor as a top item.
+  assert not bool(np.asarray(seen)[:, 0].any())
+  np.testing.assert_array_equal(metrics.seen_in_top(scores, seen, 1),
+                                [1.0, 0.0])
+
+
+def test_history_excluded_metrics_hand_values():
+  # 6 items. Row 0: ranking 5 > 4 > 3 > 2 > 1 > 6, target 3, history {5, 1}.
+  # Kept: rank 3. Excluded: 5 goes (above), 1 is below: rank 2.
+  scores = np.array([[9.0, 0.2, 0.4, 0.6, 0.8, 1.0, 0.0]], np.float32)
+  target, history = np.array([3]), np.array([[5, 1, 0]])
+  kept = metrics.rank_metrics(metrics.target_ranks(scores, target), (2, 5))
+  both = metrics.history_excluded_metrics(scores, target, history, (2, 5))
+  np.testing.assert_allclose(kept['ndcg@5'], [1 / np.log2(4)])
+  np.testing.assert_allclose(kept['hit@2'], [0.0])
+  np.testing.assert_allclose(both['ndcg@5_nohist'], [1 / np.log2(3)])
+  np.testing.assert_allclose(both['hit@2_nohist'], [1.0])
+  np.testing.assert_allclose(both['mrr@5_nohist'], [0.5])
+  # Top 10 holds all 6 items: both history items are in it.
+  np.testing.assert_allclose(both['seen@10'], [2.0])
+  assert set(both) == {f'{m}@{k}_nohist' for m in ('hit', 'ndcg', 'mrr')
+                       for k in (2, 5)} | {'seen@10'}

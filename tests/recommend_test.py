@@ -5,12 +5,14 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from data_prep import prepare
 from data_prep import writer
 from experiments import recommend
 from linrec_jax import checkpointing
@@ -18,6 +20,7 @@ from linrec_jax import data
 from linrec_jax import optimizer
 from linrec_jax import ranking
 from linrec_jax import restore
+from linrec_jax import run_binding
 from linrec_jax import steps
 from linrec_jax import train
 from linrec_jax.config import TrainConfig
@@ -209,6 +212,11 @@ def test_command_line(run):
                         check=False)
   assert done.returncode == 1
   assert "error: unknown user id(s) nobody" in done.stderr
+  done = subprocess.run(command[:-3] + ["--workdir=", "--users=u20"],
+                        cwd=REPO, capture_output=True, text=True, timeout=300,
+                        check=False)
+  assert done.returncode == 1
+  assert done.stderr == "error: --workdir is empty; give a directory\n"
 
 
 @pytest.mark.slow
@@ -226,3 +234,122 @@ def test_recommend_after_real_training(tmp_path):
   _, results = recommend.recommend(workdir, users=USER_IDS, k=3,
                                    engine="streaming")
   assert [len(r["items"]) for r in results] == [3, 3, 3]
+
+
+def _prepared_run(root, prepare_args):
+  """A saved run over data prepared by data_prep (NUM_ITEMS items)."""
+  data_dir = str(prepare.prepare_dataset(*prepare_args[:2], root / "prep",
+                                         **prepare_args[2]))
+  assert data.load(data_dir).num_items == NUM_ITEMS
+  workdir = str(root / "workdir")
+  _save_run(workdir, data_dir)
+  return workdir
+
+
+def test_titles_from_the_recbole_item_file(tmp_path):
+  # Yelp's field names; user a has items 1..6, b 7..12, in time order.
+  rows = [f"{'ab'[i // 6]}\tbiz{i + 1}\t{100 - i}" for i in range(NUM_ITEMS)]
+  inter = tmp_path / "yelp.inter"
+  inter.write_text("user_id:token\tbusiness_id:token\tdate:float\n" +
+                   "\n".join(rows) + "\n")
+  (tmp_path / "yelp.item").write_text(
+      "business_id:token\titem_name:token_seq\tcity:token_seq\n" +
+      "".join(f"biz{i}\tShop number {i}\tCity {i}\n"
+              for i in range(1, NUM_ITEMS + 1)))
+  workdir = _prepared_run(tmp_path, ("yelp", inter, dict(
+      item_field="business_id", time_field="date")))
+  _, results = recommend.recommend(workdir, users=["a"], k=4)
+  items = results[0]["items"] + results[0]["recent"]
+  assert len(items) == 7
+  for item in items:
+    assert item["title"] == f"Shop number {item['item'][3:]}"
+  _, results = recommend.recommend(workdir, users=["b"], k=2,
+                                   title_field="city")
+  for item in results[0]["items"]:
+    assert item["title"] == f"City {item['item'][3:]}"
+  with pytest.raises(ValueError, match=r"yelp\.item, line 1: the header has "
+                     "no genre field.*--title_field"):
+    recommend.recommend(workdir, users=["b"], title_field="genre")
+
+
+def test_ml1m_titles_from_the_grouplens_zip(tmp_path, monkeypatch):
+  monkeypatch.setenv("LINREC_DATA_DIR", str(tmp_path / "no-data-here"))
+  ratings = "".join(f"{1 + i // 6}::{10 + i}::4::{i}\n"
+                    for i in range(NUM_ITEMS))
+  # GroupLens ships movies.dat in ISO-8859-1.
+  movies = "".join(f"{10 + i}::Film {i} \u00e9t\u00e9 (1999)::Drama\n"
+                   for i in range(NUM_ITEMS))
+  archive = tmp_path / "ml-1m.zip"
+  with zipfile.ZipFile(archive, "w") as z:
+    z.writestr("ml-1m/ratings.dat", ratings)
+    z.writestr("ml-1m/movies.dat", movies.encode("latin-1"))
+  workdir = _prepared_run(tmp_path, ("ml-1m", archive, {}))
+  _, results = recommend.recommend(workdir, users=["1"], k=3)
+  for item in results[0]["items"] + results[0]["recent"]:
+    number = int(item["item"]) - 10
+    assert item["title"] == f"Film {number} \u00e9t\u00e9 (1999)"
+
+
+def _save_bound_run(workdir, data_dir, config=CONFIG):
+  """A workdir whose checkpoint records its config and its data."""
+  model = train.make_model(config, NUM_ITEMS)
+  tx = optimizer.make_optimizer(lr=config.lr)
+  state = jax.device_get(steps.create_train_state(
+      model, tx, jax.random.key(0), MAX_LEN))
+  checkpointer = checkpointing.Checkpointer(
+      os.path.join(workdir, "checkpoints"))
+  checkpointer.save(3, {"state": state, "best_params": state.params}, {
+      "progress": {"best_epoch": 2}, "config": json.loads(config.to_json()),
+      "data_fingerprint": run_binding.prepared_fingerprint(data_dir)})
+  checkpointer.close()
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    json.dump({"dataset": "toy", "preset": "tiny", "data_dir": data_dir,
+               "config": json.loads(config.to_json())}, f)
+
+
+def test_other_prepared_data_is_refused(tmp_path):
+  data_dir = _write_data(tmp_path / "prepared")
+  workdir = str(tmp_path / "workdir")
+  _save_bound_run(workdir, data_dir)
+  assert restore.load_trained(workdir).best_epoch == 2
+  other = tmp_path / "other"
+  shutil.copytree(data_dir, other)
+  meta = json.loads((other / "meta.json").read_text())
+  meta["dataset"] = "toy-prepared-again"
+  (other / "meta.json").write_text(json.dumps(meta))
+  with pytest.raises(ValueError, match=f"--workdir={workdir} was trained on "
+                     f"other prepared data than {other}/meta.json"):
+    recommend.recommend(workdir, users=["u10"], data_dir=str(other))
+  # The same files under another path are the same data.
+  moved = tmp_path / "moved"
+  shutil.copytree(data_dir, moved)
+  recommend.recommend(workdir, users=["u10"], data_dir=str(moved))
+
+
+def test_the_checkpoint_config_wins_over_an_edited_config_json(tmp_path):
+  data_dir = _write_data(tmp_path / "prepared")
+  workdir = str(tmp_path / "workdir")
+  _save_bound_run(workdir, data_dir)
+  path = os.path.join(workdir, "config.json")
+  with open(path) as f:
+    run = json.load(f)
+  run["config"]["attention"] = "softmax"
+  with open(path, "w") as f:
+    json.dump(run, f)
+  assert restore.load_trained(workdir).config.attention == "linrec"
+
+
+def test_an_edited_checkpoint_record_is_skipped_and_reported(tmp_path):
+  data_dir = _write_data(tmp_path / "prepared")
+  workdir = str(tmp_path / "workdir")
+  _save_run(workdir, data_dir, steps_saved=(1, 2))
+  record = os.path.join(workdir, "checkpoints", "2", "meta", "metadata")
+  with open(record) as f:
+    meta = json.load(f)
+  meta["progress"]["best_epoch"] = 9
+  with open(record, "w") as f:
+    json.dump(meta, f)
+  trained = restore.load_trained(workdir)
+  assert trained.step == 1
+  assert trained.skipped == ("step 2: ValueError: its JSON metadata does not "
+                             "match its recorded checksum",)

@@ -41,8 +41,19 @@ def np_decay(q, decay=None):
   return np.asarray(decay, np.float64)[:, None, None] ** distance
 
 
-def np_weights(name, q, k, visible, mask, decay=None):
+def np_sigmoid(theta):
+  """Logistic function in float64, written from its definition."""
+  with np.errstate(over='ignore'):  # exp(-theta) = inf gives 0, as it should.
+    return 1 / (1 + np.exp(-np.asarray(theta, np.float64)))
+
+
+def np_weights(name, q, k, visible, mask, decay=None, decay_logit=None):
   d = q.shape[-1]
+  if name in ('linrec_learned_decay', 'softmax_learned_decay'):
+    # The fixed-decay weights with g_h = sigmoid(theta_h).
+    assert decay_logit is not None, f'{name} needs decay_logit'
+    fixed = name.replace('learned_', '')
+    return np_weights(fixed, q, k, visible, mask, np_sigmoid(decay_logit))
   if name == 'softmax':
     scores = np.einsum('blhd,bmhd->bhlm', q, k) / np.sqrt(d)
     scores = np.where(visible, scores, -np.inf)
@@ -84,10 +95,12 @@ def np_weights(name, q, k, visible, mask, decay=None):
   return np.einsum('blhd,bmhd->bhlm', unit_q, unit_k) / np.sqrt(d)
 
 
-def np_attention(name, q, k, v, mask=None, causal=False, decay=None):
+def np_attention(name, q, k, v, mask=None, causal=False, decay=None,
+                 decay_logit=None):
   q, k, v = (np.asarray(x, np.float64) for x in (q, k, v))
   b, l = q.shape[:2]
   mask = np.ones((b, l), bool) if mask is None else np.asarray(mask)
-  weights = np_weights(name, q, k, np_visible(mask, l, causal), mask, decay)
+  weights = np_weights(name, q, k, np_visible(mask, l, causal), mask, decay,
+                       decay_logit)
   out = np.einsum('bhlm,bmhd->blhd', weights, v)
   return np.where(mask[:, :, None, None], out, 0)

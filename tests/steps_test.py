@@ -212,3 +212,69 @@ def test_sampled_loss_shares_negatives_per_example_and_drops_hits():
       count += 1
   assert float(metrics["count"]) == count
   np.testing.assert_allclose(float(metrics["loss"]), total / count, rtol=1e-5)
+
+
+def test_eval_step_reports_both_protocols_from_the_same_scores():
+  model = _model()
+  params = _state(model, optax.sgd(1.0)).params
+  batch = dict(_eval_batch())
+  history = np.array(batch["inputs"])  # the inputs are each row's history
+  batch["history"] = jnp.asarray(history)
+  sums = jax.jit(steps.make_eval_step(model, protocol="full", ks=(5,)))(
+      params, batch)
+  # NumPy reference from the model's scores: ranks with ties against the
+  # target, padding column out, history dropped or kept.
+  states = model.apply({"params": params}, batch["inputs"])
+  picked = states[jnp.arange(BATCH), batch["positions"]]
+  scores = np.asarray(model.apply({"params": params}, picked,
+                                  method="logits"))
+  expected = {"ndcg@5": 0.0, "ndcg@5_nohist": 0.0, "seen@10": 0.0}
+  for row in np.flatnonzero(np.asarray(batch["valid"])):
+    target = int(batch["targets"][row])
+    seen = set(history[row][history[row] != PAD_ID]) - {target}
+    above = [i for i in range(1, NUM_ITEMS + 1)
+             if i != target and scores[row, i] >= scores[row, target]]
+    for name, competing in (("ndcg@5", above),
+                            ("ndcg@5_nohist", [i for i in above
+                                               if i not in seen])):
+      rank = 1 + len(competing)
+      expected[name] += 1 / np.log2(rank + 1) if rank <= 5 else 0.0
+    top10 = np.argsort(-scores[row, 1:], kind="stable")[:10] + 1
+    expected["seen@10"] += len(set(top10) & set(history[row]) - {PAD_ID})
+  for name, value in expected.items():
+    np.testing.assert_allclose(float(sums[name]), value, rtol=1e-5,
+                               err_msg=name)
+  assert float(sums["ndcg@5_nohist"]) >= float(sums["ndcg@5"])
+
+
+@pytest.mark.parametrize("poison", ["nan_param", "inf_lr"])
+def test_a_non_finite_step_is_not_applied_and_flagged(poison):
+  model = _model()
+  lr = float("inf") if poison == "inf_lr" else 0.1
+  tx = optax.adam(lr)
+  state, batch, rng = _state(model, tx), _batch(), jax.random.PRNGKey(5)
+  if poison == "nan_param":
+    table = state.params["embed"]["items"]["embedding"]
+    params = jax.tree.map(lambda x: x, state.params)
+    params["embed"]["items"]["embedding"] = table.at[3, 0].set(jnp.nan)
+    state = state.replace(params=params)
+  before = jax.device_get(state)
+  step = jax.jit(steps.make_train_step(model, tx, loss="ce",
+                                       num_items=NUM_ITEMS))
+  after, metrics = step(state, batch, rng)
+  assert not bool(metrics["finite"])
+  assert int(after.step) == int(before.step) + 1
+  for old, new in zip(jax.tree.leaves((before.params, before.opt_state)),
+                      jax.tree.leaves((after.params, after.opt_state))):
+    np.testing.assert_array_equal(np.asarray(new), np.asarray(old))
+
+
+def test_a_finite_step_is_flagged_finite():
+  model, tx = _model(), optax.adam(1e-3)
+  state, batch, rng = _state(model, tx), _batch(), jax.random.PRNGKey(5)
+  after, metrics = jax.jit(steps.make_train_step(
+      model, tx, loss="ce", num_items=NUM_ITEMS))(state, batch, rng)
+  assert bool(metrics["finite"])
+  assert not np.array_equal(
+      np.asarray(after.params["embed"]["items"]["embedding"]),
+      np.asarray(state.params["embed"]["items"]["embedding"]))

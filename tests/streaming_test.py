@@ -40,9 +40,29 @@ def _params(model, seed=0):
 MODEL = _model()
 PARAMS = _params(MODEL)
 DECAY_MODEL = _model(attention='linrec_decay')
-# Same parameter tree: the decay has no parameters.
-MODELS = pytest.mark.parametrize('model', [MODEL, DECAY_MODEL],
-                                 ids=['linrec', 'linrec_decay'])
+LEARNED_MODEL = _model(attention='linrec_learned_decay')
+
+
+def _with_decay_logits(params, logits):
+  """A copy of `params` with `logits[block]` as that block's decay logits."""
+  params = jax.tree.map(lambda x: x, params)
+  for block, theta in logits.items():
+    params['encoder'][block]['attention']['decay_logit'] = jnp.asarray(
+        theta, jnp.float32)
+  return params
+
+
+# Different learned decays in each layer and head, far from the initial
+# logits (about 1.75 and 4.32): g = 0.38, 0.95 in block0, 0.82, 0.27 in
+# block1.
+LEARNED_PARAMS = _with_decay_logits(
+    _params(LEARNED_MODEL),
+    {'block0': [-0.5, 3.0], 'block1': [1.5, -1.0]})
+# linrec_decay has the same parameter tree as linrec: its decay is fixed.
+MODELS = pytest.mark.parametrize(
+    'model, params',
+    [(MODEL, PARAMS), (DECAY_MODEL, PARAMS), (LEARNED_MODEL, LEARNED_PARAMS)],
+    ids=['linrec', 'linrec_decay', 'linrec_learned_decay'])
 
 
 def _histories(lengths, width, seed=2):
@@ -72,18 +92,18 @@ def _stream(model, params, inputs):
 
 
 @MODELS
-def test_item_by_item_equals_full_pass_at_several_lengths(model):
+def test_item_by_item_equals_full_pass_at_several_lengths(model, params):
   inputs = _histories([MAX_LEN] * BATCH, MAX_LEN)
-  state = streaming.init_state(PARAMS, BATCH, model=model)
+  state = streaming.init_state(params, BATCH, model=model)
   for t in range(MAX_LEN):
-    state = streaming.update(PARAMS, state, jnp.asarray(inputs[:, t]))
+    state = streaming.update(params, state, jnp.asarray(inputs[:, t]))
     length = t + 1
     if length in (1, 3, MAX_LEN):
       # No padding: the full pass sees exactly the `length` items.
-      expected = _full_scores(model, PARAMS, inputs[:, :length],
+      expected = _full_scores(model, params, inputs[:, :length],
                               np.full(BATCH, length))
       np.testing.assert_allclose(
-          streaming.scores(PARAMS, state), expected, **TOL
+          streaming.scores(params, state), expected, **TOL
       )
       np.testing.assert_array_equal(state.length, length)
 
@@ -113,19 +133,36 @@ def test_padding_updates_leave_state_unchanged_and_match_padded_pass(
 
 
 @MODELS
-def test_feed_skips_padding_anywhere(model):
+def test_feed_skips_padding_anywhere(model, params):
   lengths = np.array([3, 6, MAX_LEN, 1])
   right = _histories(lengths, MAX_LEN)
   left = np.stack([np.roll(row, MAX_LEN - n) for row, n in zip(right, lengths)])
   holes = right.copy()
   holes[0] = [0, right[0, 0], 0, right[0, 1], right[0, 2], 0, 0, 0]
-  empty = streaming.init_state(PARAMS, BATCH, model=model)
-  expected = _full_scores(model, PARAMS, right, lengths)
+  empty = streaming.init_state(params, BATCH, model=model)
+  expected = _full_scores(model, params, right, lengths)
   for inputs in (right, left, holes):
-    state = streaming.feed(PARAMS, empty, jnp.asarray(inputs))
+    state = streaming.feed(params, empty, jnp.asarray(inputs))
     np.testing.assert_array_equal(state.length, lengths)
-    np.testing.assert_allclose(streaming.scores(PARAMS, state), expected,
+    np.testing.assert_allclose(streaming.scores(params, state), expected,
                                **TOL)
+
+
+def test_learned_decay_is_read_from_each_layer():
+  # Guards the learned-decay equivalence above: the scores follow the
+  # parameters, so equal scores mean the same decays were used.
+  inputs = _histories([MAX_LEN] * BATCH, MAX_LEN)
+  empty = streaming.init_state(LEARNED_PARAMS, BATCH, model=LEARNED_MODEL)
+  base = streaming.scores(LEARNED_PARAMS,
+                          streaming.feed(LEARNED_PARAMS, empty, inputs))
+  for block in ('block0', 'block1'):
+    theta = LEARNED_PARAMS['encoder'][block]['attention']['decay_logit']
+    params = _with_decay_logits(LEARNED_PARAMS, {block: theta + 2.0})
+    moved = streaming.scores(params, streaming.feed(params, empty, inputs))
+    np.testing.assert_allclose(
+        moved, _full_scores(LEARNED_MODEL, params, inputs,
+                            np.full(BATCH, MAX_LEN)), **TOL)
+    assert np.abs(np.asarray(moved) - np.asarray(base)).max() > 1e-3
 
 
 @pytest.mark.slow
@@ -152,12 +189,13 @@ def test_scores_depend_on_earlier_items():
   np.testing.assert_array_equal(got[0], got[3])
 
 
-def test_state_size_does_not_grow():
-  state = streaming.init_state(PARAMS, BATCH, model=MODEL)
+@MODELS
+def test_state_size_does_not_grow(model, params):
+  state = streaming.init_state(params, BATCH, model=model)
   shapes = jax.tree.map(lambda x: (x.shape, x.dtype), state)
   inputs = _histories([3 * MAX_LEN] * BATCH, 3 * MAX_LEN)
   for t in range(3 * MAX_LEN):
-    state = streaming.update(PARAMS, state, jnp.asarray(inputs[:, t]))
+    state = streaming.update(params, state, jnp.asarray(inputs[:, t]))
     if t + 1 in (1, MAX_LEN, 3 * MAX_LEN):
       assert jax.tree.map(lambda x: (x.shape, x.dtype), state) == shapes
 
@@ -217,6 +255,13 @@ def test_rejects_models_without_recurrent_form(model):
 def test_rejects_params_of_another_model():
   with pytest.raises(ValueError, match='do not fit'):
     streaming.init_state(PARAMS, 1, model=_model(layers=1))
+  with pytest.raises(ValueError, match='do not fit.*decay_logit has shape '
+                     'None'):
+    streaming.init_state(PARAMS, 1, model=LEARNED_MODEL)
+  with pytest.raises(ValueError, match=r'decay_logit has shape \(2,\); '
+                     r'linrec_learned_decay needs \(4,\)'):
+    streaming.init_state(LEARNED_PARAMS, 1, model=_model(
+        attention='linrec_learned_decay', heads=4))
 
 
 def test_jit_batched_update_compiles_once():

@@ -83,6 +83,44 @@ def machine():
   }
 
 
+def xla_flops(compiled):
+  """XLA's FLOP count of a compiled computation, or None if it gives none.
+
+  `compiled` is `jax.jit(f).lower(...).compile()`. The count is XLA's cost
+  analysis of the whole program as compiled (padding included: it sees
+  shapes, not data); a loop body is counted once, not once per iteration.
+  """
+  analysis = compiled.cost_analysis()
+  if isinstance(analysis, (list, tuple)):  # Older JAX: one dict per program.
+    analysis = analysis[0] if analysis else None
+  flops = (analysis or {}).get('flops')
+  return float(flops) if flops and flops > 0 else None
+
+
+def measure_matmul_peak(size=2048, repeats=7):
+  """This machine's float32 matmul rate in JAX: a jitted `size`^3 matmul.
+
+  Returns:
+    A dict: `size`, `seconds` (the median of `repeats` runs after one
+    warm-up run) and `gflops` (2 size^3 / seconds / 1e9).
+  """
+  import statistics  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+
+  keys = jax.random.split(jax.random.key(0))
+  a, b = (jax.random.normal(key, (size, size), 'float32') for key in keys)
+  matmul = jax.jit(lambda a, b: a @ b).lower(a, b).compile()
+  jax.block_until_ready(matmul(a, b))
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(matmul(a, b))
+    times.append(time.perf_counter() - start)
+  seconds = statistics.median(times)
+  return {'size': size, 'seconds': seconds, 'times_s': times,
+          'gflops': 2 * size**3 / seconds / 1e9}
+
+
 def _kill(proc):
   """Kills the child's whole process group (it is its own group leader)."""
   try:

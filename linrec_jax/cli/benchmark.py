@@ -19,6 +19,14 @@ report. On an accelerator, `peak_device_gib` is the device allocator's peak
 (`memory_stats()["peak_bytes_in_use"]`), the figure compared there. Cells
 predicted not to fit in the available memory are skipped.
 
+`xla_flops` is XLA's cost analysis of the compiled cell (padding included;
+a loop body counted once, so for cells with loops, such as causal LinRec's
+chunked scan or --microbatches > 1, it is a lower bound), `gflops_per_s` is
+that over `seconds`, and `share_of_matmul_peak` divides it by this
+machine's float32 matmul rate, the best of a jitted 2048^3 matmul (median
+of 7 runs) measured in a fresh process at the start and at the end of the
+same run (`matmul_peak` in the report).
+
   linrec-benchmark            # full grid, ~40 min on 2 cores
   linrec-benchmark --quick    # a small grid, a few minutes
 
@@ -38,6 +46,8 @@ from absl import flags
 
 from linrec_jax import cli
 from linrec_jax.cli import bench_common
+from linrec_jax.cli import failures
+from linrec_jax.cli import flag_checks
 
 VARIANTS = {  # name -> (attention, causal)
     'softmax': ('softmax', False),
@@ -46,6 +56,7 @@ VARIANTS = {  # name -> (attention, causal)
     'linear': ('linear', False),
     'efficient': ('efficient', False),
     'linrec_decay_causal': ('linrec_decay', True),
+    'linrec_learned_decay_causal': ('linrec_learned_decay', True),
 }
 DEFAULT_VARIANTS = ['softmax', 'linrec', 'linrec_causal', 'linear',
                     'efficient']
@@ -85,6 +96,8 @@ _OUTPUT = flags.DEFINE_string(
     'output', 'benchmarks/model_cpu.json', 'JSON path; PNGs go beside it.')
 _REPLOT = flags.DEFINE_bool('replot', False, 'Only redraw the PNGs of '
                             '--output from its JSON.')
+_MATMUL = flags.DEFINE_integer(
+    'matmul_size', 2048, 'The float32 matmul (size^3) that measures the peak.')
 _CELL = flags.DEFINE_string('cell', None, 'Internal: run one cell (JSON).')
 _CELL_OUTPUT = flags.DEFINE_string('cell_output', None, 'Internal.')
 
@@ -106,6 +119,8 @@ def _run_cell(cell):
   if cell['variant'] == 'idle':  # The runtime and compiler, nothing big.
     jax.block_until_ready(jax.jit(lambda x: x + 1)(jnp.zeros(())))
     return {'peak_rss_gib_self': peak_rss_gib()}
+  if cell['variant'] == 'matmul_peak':
+    return bench_common.measure_matmul_peak(cell['size'])
   attention, causal = VARIANTS[cell['variant']]
   n, batch = cell['n'], cell['batch']
   model = SASRec(num_items=NUM_ITEMS, max_len=n, hidden=HIDDEN, layers=LAYERS,
@@ -133,7 +148,8 @@ def _run_cell(cell):
                     'targets': targets}, keys[2]]
   start = time.perf_counter()
   compiled = fn.lower(*args).compile()
-  result = {'compile_s': time.perf_counter() - start}
+  result = {'compile_s': time.perf_counter() - start,
+            'xla_flops': bench_common.xla_flops(compiled)}
   memory = compiled.memory_analysis()
   if memory is not None:
     result.update(
@@ -213,8 +229,8 @@ def _grid():
   batches = QUICK['batches'] if quick else _BATCHES.value
   unknown = sorted(set(_VARIANTS.value) - set(VARIANTS))
   if unknown:
-    raise app.UsageError(f'--variants: unknown {unknown}; valid names: '
-                         f'{sorted(VARIANTS)}')
+    raise ValueError(f'--variants: unknown {unknown}; valid names: '
+                     f'{sorted(VARIANTS)}')
   return [dict(variant=v, n=int(n), batch=int(b), mode=m)
           for b in batches for n in lengths for v in _VARIANTS.value
           for m in _MODES.value]
@@ -251,11 +267,26 @@ def _measure(cell, failed):
   return record
 
 
+def _add_flops(record, peak_gflops):
+  """Adds `gflops_per_s` and `share_of_matmul_peak` to an 'ok' record."""
+  if record['status'] == 'ok' and record.get('xla_flops') and peak_gflops:
+    record['gflops_per_s'] = record['xla_flops'] / record['seconds'] / 1e9
+    record['share_of_matmul_peak'] = record['gflops_per_s'] / peak_gflops
+
+
+def _best_peak(peaks):
+  return max((p.get('gflops', 0.0) for p in peaks), default=0.0)
+
+
 def _describe(r):
   if r['status'] == 'ok':
     device = (f'  device {r["peak_device_gib"]:6.2f} GiB'
               if 'peak_device_gib' in r else '')
+    flops = (f'  {r["gflops_per_s"]:6.1f} GFLOP/s '
+             f'({100 * r["share_of_matmul_peak"]:4.1f} % of peak)'
+             if 'share_of_matmul_peak' in r else '')
     return (f'{r["seconds"]:9.4f} s  {r["peak_rss_gib"]:6.2f} GiB{device}'
+            f'{flops}'
             f'  load {r["load_avg_start"][0]:.1f}->'
             f'{r["load_avg_end"][0]:.1f}')
   return f'{r["status"]}: {r.get("reason", "")}'
@@ -318,7 +349,7 @@ def _plot(results, idle, output):
       **common)
 
 
-def main(argv):
+def _main(argv):
   del argv
   if _CELL.value:
     result = _run_cell(json.loads(_CELL.value))
@@ -343,6 +374,10 @@ def main(argv):
       'machine': bench_common.machine(), 'results': []}
   print('Idle process (JAX, Flax, one tiny jitted op) ...', flush=True)
   report['idle'] = idle = _spawn({'variant': 'idle'})
+  report['matmul_peak'] = peaks = [
+      _spawn({'variant': 'matmul_peak', 'size': _MATMUL.value})]
+  print(f'float32 {_MATMUL.value}^3 matmul: '
+        f'{_best_peak(peaks):.0f} GFLOP/s', flush=True)
   grid, failed, start = _grid(), {}, time.monotonic()
   print(f'Idle peak RSS {idle.get("peak_rss_gib", float("nan")):.2f} GiB; '
         f'{len(grid)} cells -> {output}', flush=True)
@@ -352,11 +387,19 @@ def main(argv):
           f'left] {cell["variant"]} N={cell["n"]} B={cell["batch"]} '
           f'{cell["mode"]}: ', end='', flush=True)
     record = _measure(cell, failed)
+    _add_flops(record, _best_peak(peaks))
     print(_describe(record), flush=True)
     report['results'].append(record)
     report['linrec_vs_softmax'] = _ratios(report['results'])
     report['machine']['load_avg_at_end'] = bench_common.load_avg()
     bench_common.write_json(output, report)
+  peaks.append(_spawn({'variant': 'matmul_peak', 'size': _MATMUL.value}))
+  report['matmul_peak_gflops'] = _best_peak(peaks)
+  for record in report['results']:
+    _add_flops(record, report['matmul_peak_gflops'])
+  bench_common.write_json(output, report)
+  print(f'\nfloat32 {_MATMUL.value}^3 matmul peak (best of start and end): '
+        f'{report["matmul_peak_gflops"]:.0f} GFLOP/s')
   print(f'\n{"variant":14} {"N":>5} {"B":>3} {"mode":5}  result')
   for r in report['results']:
     print(f'{r["variant"]:14} {r["n"]:5d} {r["batch"]:3d} {r["mode"]:5}  '
@@ -367,6 +410,23 @@ def main(argv):
   _plot(report['results'], idle, output)
   print(f'Wrote {output} (and its PNGs, if drawn) in '
         f'{(time.monotonic() - start) / 60:.1f} min')
+
+
+def _check_flags():
+  """Stops with one line naming the first bad flag."""
+  flag_checks.check_size_lists('lengths', 'batches')
+  flag_checks.check_choices('modes', ('train', 'infer'))
+  flag_checks.check_sizes('microbatches', 'repeats')
+  flag_checks.check_positive_floats('time_budget_s', 'timeout_s', 'min_free_gib')
+  flag_checks.check_fraction('memory_fraction')
+  flag_checks.check_output('output', pathlib.Path(_OUTPUT.value))
+
+
+def main(argv):
+  failures.quiet_info_logs()
+  with failures.user_errors():
+    _check_flags()
+    _main(argv)
 
 
 def run():

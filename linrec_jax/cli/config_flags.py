@@ -137,7 +137,8 @@ def config_from_flags(values=flags.FLAGS) -> config_lib.TrainConfig:
   return config_lib.validate(
       config, attention_variants=choices.ATTENTION_VARIANTS,
       causal_variants=choices.CAUSAL_ATTENTION_VARIANTS,
-      model_names=choices.MODELS)
+      model_names=choices.MODELS,
+      weight_dropout_variants=choices.WEIGHT_DROPOUT_ATTENTION_VARIANTS)
 
 
 def _format_value(value) -> str:

@@ -11,7 +11,9 @@ from their whole history (train + valid + test), cut to the last max_len
 items as the model was trained; --history scores a user the model has never
 seen, oldest item first. Items already in the history are left out of the
 ranking unless --keep_history. For ML-1M the titles come from movies.dat via
-SASRec's item map (--titles, --item_map; defaults under $LINREC_DATA_DIR).
+SASRec's item map (--titles, --item_map; defaults under $LINREC_DATA_DIR);
+for RecBole data from the `.item` file beside the `.inter` file
+(--title_field picks its title field).
 
 --engine=streaming scores causal LinRec SASRec models with
 `linrec_jax.streaming` (one O(1) update per item) instead of the full
@@ -20,17 +22,22 @@ forward pass; both give the same scores up to float32 rounding.
 
 import os
 import sys
+import zipfile
 
 from absl import app
 from absl import flags
 from absl import logging
 import numpy as np
 
+from data_prep import parsing
+from data_prep import recbole
+from linrec_jax import checkpointing
 from linrec_jax import cli
 from linrec_jax import data
 from linrec_jax import datasets
 from linrec_jax import ranking
 from linrec_jax import restore
+from linrec_jax.cli import failures
 
 flags.DEFINE_string("workdir", None, "a training run's --workdir")
 flags.DEFINE_list("users", [], "original user ids, comma-separated")
@@ -39,8 +46,12 @@ flags.DEFINE_list("history", [], "original item ids of a new user, oldest "
 flags.DEFINE_integer("k", 10, "items to print per user")
 flags.DEFINE_bool("keep_history", False, "rank items the user already has")
 flags.DEFINE_string("titles", None, "`id::title::...` file (MovieLens "
-                    "movies.dat); default for ML-1M: $LINREC_DATA_DIR/"
-                    "ml-1m/movies.dat; '' for none")
+                    "movies.dat) or RecBole `.item` file; default for ML-1M: "
+                    "$LINREC_DATA_DIR/ml-1m/movies.dat, for RecBole data: "
+                    "the .item beside the .inter; '' for none")
+flags.DEFINE_string("title_field", None, "RecBole .item files: the title "
+                    "field (default: the first of "
+                    f"{', '.join(recbole.TITLE_FIELDS)})")
 flags.DEFINE_string("item_map", None, "`<dataset item id> <title file id>` "
                     "lines; default for the SASRec ML-1M file: "
                     "$LINREC_DATA_DIR/ml-1m/sas_to_original_items.txt; '' "
@@ -54,6 +65,7 @@ FLAGS = flags.FLAGS
 
 ML1M_TITLES = "ml-1m/movies.dat"
 ML1M_ITEM_MAP = "ml-1m/sas_to_original_items.txt"
+ML1M_TITLES_MEMBER = "movies.dat"
 BATCH_SIZE = 256
 # History items shown above each ranking, most recent last.
 RECENT = 3
@@ -76,30 +88,71 @@ def _internal(ids, known, what, file_name):
 
 
 def _title_paths(trained, titles, item_map):
-  """The --titles and --item_map to use: given, ML-1M defaults, or None."""
+  """The --titles and --item_map to use: given, defaults, or None.
+
+  Defaults: for ML-1M, movies.dat under $LINREC_DATA_DIR (through SASRec's
+  item map for the SASRec file), else the movies.dat inside the GroupLens
+  ml-1m.zip the data came from; for RecBole data, the `.item` file beside
+  the `.inter` file.
+  """
   meta = trained.seqs.meta
+  source = meta.get("source", {})
+  files = [f["path"] for f in source.get("files", [])]
+  if titles is None and source.get("format") == "recbole" and files:
+    item_file = recbole.item_file_of(files[0])
+    if item_file is None:
+      logging.warning("no titles: no .item file beside %s", files[0])
+    return (str(item_file) if item_file else None), item_map or None
   if titles is None and meta.get("dataset") == "ml-1m":
     root = datasets.data_root(None)
     titles = os.path.join(root, ML1M_TITLES)
-    if item_map is None and meta.get("source", {}).get("format") == "sasrec":
+    if item_map is None and source.get("format") == "sasrec":
       item_map = os.path.join(root, ML1M_ITEM_MAP)
+    if (not os.path.isfile(titles) and source.get("format") == "grouplens"
+        and files and _zip_holds(files[0], ML1M_TITLES_MEMBER)):
+      titles = files[0]
     if not all(os.path.isfile(p) for p in (titles, item_map) if p):
       logging.warning("no titles: %s or %s not found", titles, item_map)
       return None, None
   return titles or None, item_map or None
 
 
-def load_titles(trained, item_ids, titles, item_map) -> dict[int, str]:
+def _zip_holds(path, suffix) -> bool:
+  """Whether `path` is a zip archive with a member ending in `suffix`."""
+  if not zipfile.is_zipfile(path):
+    return False
+  with zipfile.ZipFile(path) as archive:
+    return any(name.endswith(suffix) for name in archive.namelist())
+
+
+def _read_titles(path, item_field, title_field) -> dict[str, str]:
+  """Original item id -> title from a RecBole `.item` file, a MovieLens
+  `id::title::...` file (movies.dat) or the ml-1m.zip holding one."""
+  if path.endswith((recbole.ITEM_SUFFIX, recbole.ITEM_SUFFIX + ".gz")):
+    return recbole.read_item_titles(path, item_field=item_field,
+                                    title_field=title_field)
+  raw, _ = parsing.read_input(path, zip_member_suffix=ML1M_TITLES_MEMBER)
+  try:
+    text = raw.decode("utf-8")
+  except UnicodeDecodeError:  # GroupLens ships movies.dat in ISO-8859-1.
+    text = raw.decode("latin-1")
+  by_id = {}
+  for line in text.splitlines():
+    fields = line.split("::")
+    if len(fields) >= 2:
+      by_id[fields[0]] = fields[1]
+  return by_id
+
+
+def load_titles(trained, item_ids, titles, item_map,
+                title_field=None) -> dict[int, str]:
   """Internal item id -> title, from the title file and the item map."""
   titles, item_map = _title_paths(trained, titles, item_map)
   if titles is None:
     return {}
-  by_id = {}
-  with open(titles, encoding="utf-8", errors="replace") as f:
-    for line in f:
-      fields = line.rstrip("\n").split("::")
-      if len(fields) >= 2:
-        by_id[fields[0]] = fields[1]
+  item_field = trained.seqs.meta.get("options", {}).get(
+      "item_field", recbole.Fields.item)
+  by_id = _read_titles(titles, item_field, title_field)
   mapping = {}
   if item_map:
     with open(item_map, encoding="utf-8") as f:
@@ -110,7 +163,8 @@ def load_titles(trained, item_ids, titles, item_map) -> dict[int, str]:
 
 
 def recommend(workdir, *, users=(), history=(), k=10, keep_history=False,
-              titles=None, item_map=None, data_dir=None, engine="full"):
+              titles=None, item_map=None, data_dir=None, engine="full",
+              title_field=None):
   """Top-k items for known users and one new history.
 
   Args:
@@ -119,10 +173,13 @@ def recommend(workdir, *, users=(), history=(), k=10, keep_history=False,
     history: original item ids (`item_ids.txt`) of a new user, oldest first.
     k: items per user.
     keep_history: rank the items of the history too.
-    titles: a `id::title::...` file; None: ML-1M default; '': none.
+    titles: a `id::title::...` file or a RecBole `.item` file; None: the
+      ML-1M or RecBole default; '': none.
     item_map: `<dataset id> <title file id>` lines; None: ML-1M default.
     data_dir: the prepared dataset; None: the one in config.json.
     engine: "full" or "streaming".
+    title_field: the title field of a `.item` file; None: the first of
+      `recbole.TITLE_FIELDS` in its header.
 
   Returns:
     `(trained, results)`: the `restore.Trained` and, per user (then the new
@@ -145,7 +202,7 @@ def recommend(workdir, *, users=(), history=(), k=10, keep_history=False,
                                         data.ITEM_IDS_FILE)))
     names.append("new user (--history)")
   original = {internal: original for original, internal in item_ids.items()}
-  title_of = load_titles(trained, item_ids, titles, item_map)
+  title_of = load_titles(trained, item_ids, titles, item_map, title_field)
   results = []
   for start in range(0, len(histories), BATCH_SIZE):
     batch = histories[start:start + BATCH_SIZE]
@@ -191,14 +248,22 @@ def main(argv):
     raise app.UsageError("give --users and/or --history")
   if FLAGS.k < 1:
     raise app.UsageError("--k must be >= 1")
-  logging.set_verbosity(logging.ERROR)  # Orbax is chatty.
-  try:
+  failures.require_path("workdir", FLAGS.workdir)
+  if FLAGS.data_dir is not None:
+    failures.require_path("data_dir", FLAGS.data_dir)
+  # Orbax logs the failures it raises, tracebacks included; they are
+  # reported as one line.
+  logging.set_verbosity(logging.FATAL)
+  checkpointing.quiet_failed_read_noise()
+  with failures.user_errors():
     trained, results = recommend(
         FLAGS.workdir, users=FLAGS.users, history=FLAGS.history, k=FLAGS.k,
         keep_history=FLAGS.keep_history, titles=FLAGS.titles,
-        item_map=FLAGS.item_map, data_dir=FLAGS.data_dir, engine=FLAGS.engine)
-  except (ValueError, FileNotFoundError) as error:
-    sys.exit(f"error: {error}")
+        item_map=FLAGS.item_map, data_dir=FLAGS.data_dir, engine=FLAGS.engine,
+        title_field=FLAGS.title_field)
+  if trained.skipped:
+    print(f"note: unreadable checkpoints skipped ({'; '.join(trained.skipped)})"
+          f"; using step {trained.step}", file=sys.stderr)
   print(format_results(trained, results, keep_history=FLAGS.keep_history,
                        engine=FLAGS.engine))
 

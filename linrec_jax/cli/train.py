@@ -6,7 +6,10 @@ r"""linrec-train: trains and evaluates a sequential recommender, then tests it.
   linrec-train --flagfile=examples/ml-1m_sasrec_linrec.flags
 
 Rerunning the same command with the same --workdir resumes from the newest
-intact checkpoint. `python -m experiments.train` runs the same program.
+intact checkpoint; a rerun with other values of flags that change the result
+stops before any work (see `linrec_jax.run_binding.RESUMABLE_CHANGES` for
+those that may change). Every error a user can cause ends as one line and
+exit 1. `python -m experiments.train` runs the same program.
 """
 
 import sys
@@ -16,6 +19,7 @@ from absl import flags
 from absl import logging
 
 from linrec_jax.cli import config_flags
+from linrec_jax.cli import failures
 
 flags.DEFINE_string(
     "workdir", None, "Where checkpoints, logs, console.log and results.json "
@@ -43,13 +47,12 @@ _HELP_ARGS = ("--help", "-help", "-h", "--helpshort", "-helpshort", "-?")
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  try:
+  with failures.user_errors():
     config = config_flags.config_from_flags()
-  except ValueError as error:
-    sys.exit(f"error: {error}")
-  if not FLAGS.workdir:
+  if FLAGS.workdir is None:
     sys.exit("error: --workdir: required: the directory for checkpoints, "
              "logs and results")
+  failures.require_path("workdir", FLAGS.workdir)
   # JAX starts only now: --help and bad values answer in a fraction of a
   # second.
   import jax  # pylint: disable=import-outside-toplevel
@@ -58,25 +61,24 @@ def main(argv):
   from linrec_jax import train  # pylint: disable=import-outside-toplevel
   from linrec_jax import datasets  # pylint: disable=import-outside-toplevel
 
-  logging.set_verbosity(logging.WARNING)  # Orbax is chatty at INFO.
+  # Orbax logs the failures it raises, tracebacks included; they are
+  # reported as one line.
+  logging.set_verbosity(logging.FATAL)
+  checkpointing.quiet_failed_read_noise()
   if FLAGS.coordinator_address:
     jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
                                FLAGS.process_id)
-  try:
+  with failures.user_errors():
     devices = sharding.select_devices(config.devices)
     sharding.check_divisible(config.batch_size, len(devices), "batch_size")
     sharding.check_divisible(config.eval_batch_size, len(devices),
                              "eval_batch_size")
     data_dir = datasets.prepared_dir(FLAGS.dataset, FLAGS.data_root,
                                      FLAGS.prepared_root)
-  except ValueError as error:
-    sys.exit(f"error: {error}")
-  try:
+  with failures.user_errors():
     train.train_and_evaluate(config, data_dir, FLAGS.workdir,
                              report=lambda line: print(line, flush=True),
                              run_info=_run_info())
-  except checkpointing.IncompatibleCheckpointError as error:
-    sys.exit(f"error: --workdir={FLAGS.workdir} holds another run: {error}")
 
 
 def _run_info() -> dict:

@@ -9,6 +9,8 @@ takes the value's). Keyword-only arguments:
   positions are zero in every variant, so a caller may rely on that.
 - `causal`: position t attends to positions <= t only (`CAUSAL_VARIANTS`
   lists the variants that support it).
+- `decay_logit`: `[H]`, only and always for `LEARNED_DECAY_VARIANTS`, the
+  attention layer's learned per-head decay logits.
 
 Axis names in einsum strings: B batch, L query positions, M key positions, H
 heads, K query/key head dim, F value head dim; inside the chunked scan, C
@@ -105,10 +107,10 @@ def _l2_normalize(x, axis):
   return x * lax.rsqrt(jnp.sum(x * x, axis=axis, keepdims=True) + NORM_EPS)
 
 
-def _causal_linear_scan(q, k, v, chunk_size, decay=None):
+def _causal_linear_scan(q, k, v, chunk_size, log_decay=None):
   """Causal linear attention `out_t = sum_{j<=t} g^(t-j) (q_t . k_j) v_j`.
 
-  `g` is a per-head decay (1, no decay, when `decay` is None). Within a
+  `g` is a per-head decay (1, no decay, when `log_decay` is None). Within a
   chunk of C positions the causal scores are computed quadratically;
   across chunks a `[B, H, K, F]` state `sum_j g^(end-j) k_j v_j^T` is
   carried by `lax.scan`. Memory is linear in L: no `[.., L, K, F]` or
@@ -120,7 +122,9 @@ def _causal_linear_scan(q, k, v, chunk_size, decay=None):
     k: `[B, L, H, K]` key features (zero at positions to ignore).
     v: `[B, L, H, F]` values.
     chunk_size: positions per chunk (>= 1); clipped to L.
-    decay: optional `[H]` factors in (0, 1], one per head.
+    log_decay: optional `[H]` finite `log g <= 0`, one per head (taking
+      the log as input keeps `g^0 = 1` exact even where `g` itself would
+      round to 0).
 
   Returns:
     `[B, L, H, F]`.
@@ -143,8 +147,8 @@ def _causal_linear_scan(q, k, v, chunk_size, decay=None):
   # within[H, C, T] = g^(c-t) for t <= c (else 0), to_query[C, H] = g^(c+1)
   # (from the carried state, which ends one before the chunk), to_end[T, H]
   # = g^(C-1-t) (from key t to the chunk's end), per_chunk[H] = g^C.
-  log_decay = (jnp.zeros((heads,), q.dtype) if decay is None
-               else jnp.log(jnp.asarray(decay, q.dtype)))
+  log_decay = (jnp.zeros((heads,), q.dtype) if log_decay is None
+               else jnp.asarray(log_decay, q.dtype))
   position = jnp.arange(chunk, dtype=q.dtype)
   distance = position[:, None] - position[None, :]
   within = jnp.where(distance >= 0,
@@ -305,14 +309,20 @@ def linrec_decay(
   (0, 1], one per head, instead of `head_decays(H)` (all 1 gives `linrec`);
   other arguments and the result as in `linrec`.
   """
+  log_decay = jnp.log(_decays(decay, query.shape[2]))
+  return _decayed_linrec(query, key, value, mask, causal, chunk_size,
+                         log_decay)
+
+
+def _decayed_linrec(query, key, value, mask, causal, chunk_size, log_decay):
+  """`linrec_decay` with the decays given as `log_decay` `[H]` (<= 0)."""
   q, k, v, mask = _prepare(query, key, value, mask)
   q_hat, k_hat = _linrec_features(q, k, mask)
-  decay = _decays(decay, q.shape[2])
-  out = _causal_linear_scan(q_hat, k_hat, v, chunk_size, decay)
+  out = _causal_linear_scan(q_hat, k_hat, v, chunk_size, log_decay)
   if not causal:
     flip = lambda x: jnp.flip(x, axis=1)
     out = out + flip(_causal_linear_scan(flip(q_hat), flip(k_hat), flip(v),
-                                         chunk_size, decay))
+                                         chunk_size, log_decay))
     diagonal = jnp.einsum('BLHK,BLHK->BLH', q_hat, k_hat)[..., None]
     out = out - diagonal * v
   return _finish(out, mask, query, key, value)
@@ -351,8 +361,10 @@ def linrec_seqnorm(query, key, value, *, mask=None, causal=False):
   return _finish(out, mask, query, key, value)
 
 
-def _softmax_attention(query, key, value, mask, causal, bias=None):
-  """`softmax` with an optional bias `[H, L, L]` added to the scores."""
+def _softmax_attention(query, key, value, mask, causal, bias=None,
+                       weights_dropout=None):
+  """`softmax` with an optional bias `[H, L, L]` added to the scores and an
+  optional function applied to the weights `[B, H, L, M]` (dropout)."""
   q, k, v, mask = _prepare(query, key, value, mask)
   length = q.shape[1]
   scores = jnp.einsum('BLHK,BMHK->BHLM', q, k) / math.sqrt(q.shape[-1])
@@ -363,11 +375,14 @@ def _softmax_attention(query, key, value, mask, causal, bias=None):
     visible = visible & jnp.tril(jnp.ones((length, length), dtype=bool))
   scores = jnp.where(visible, scores, MASK_VALUE)
   weights = jnp.where(visible, jax.nn.softmax(scores, axis=-1), 0)
+  if weights_dropout is not None:
+    weights = weights_dropout(weights)
   out = jnp.einsum('BHLM,BMHF->BLHF', weights, v)
   return _finish(out, mask, query, key, value)
 
 
-def softmax(query, key, value, *, mask=None, causal=False):
+def softmax(query, key, value, *, mask=None, causal=False,
+            weights_dropout=None):
   """Scaled dot-product softmax attention, the quadratic baseline.
 
   Invisible keys (padded, or in the future when causal) get `MASK_VALUE`
@@ -380,14 +395,19 @@ def softmax(query, key, value, *, mask=None, causal=False):
     value: `[B, L, H, F]`.
     mask: optional bool `[B, L]`, True at real items.
     causal: whether position t sees only positions <= t.
+    weights_dropout: optional function applied to the attention weights
+      `[B, H, L, M]` before they average the values: RecBole's attention
+      dropout (e.g. a bound `flax.linen.Dropout`). None leaves them as is.
 
   Returns:
     `[B, L, H, F]`, zero at padded positions, in the inputs' dtype.
   """
-  return _softmax_attention(query, key, value, mask, causal)
+  return _softmax_attention(query, key, value, mask, causal,
+                            weights_dropout=weights_dropout)
 
 
-def softmax_decay(query, key, value, *, mask=None, causal=False, decay=None):
+def softmax_decay(query, key, value, *, mask=None, causal=False, decay=None,
+                  weights_dropout=None):
   """Softmax with `linrec_decay`'s per-head recency decay: its control.
 
   Not in the paper. Each softmax weight is multiplied by `g_h^|t-j|` (the
@@ -397,14 +417,125 @@ def softmax_decay(query, key, value, *, mask=None, causal=False, decay=None):
   separates what a recency prior gives any attention from what it gives
   LinRec. Quadratic in L, like `softmax`. `decay`: optional `[H]` factors
   in (0, 1], one per head, instead of `head_decays(H)` (all 1 gives
-  `softmax`); other arguments and the result as in `softmax`.
+  `softmax`); other arguments (`weights_dropout` included) and the result as
+  in `softmax`.
   """
-  length, heads = query.shape[1], query.shape[2]
-  position = jnp.arange(length)
+  log_decay = jnp.log(_decays(decay, query.shape[2]))
+  return _decayed_softmax(query, key, value, mask, causal, log_decay,
+                          weights_dropout)
+
+
+def _decayed_softmax(query, key, value, mask, causal, log_decay,
+                     weights_dropout=None):
+  """`softmax_decay` with the decays given as `log_decay` `[H]` (<= 0)."""
+  position = jnp.arange(query.shape[1])
   distance = jnp.abs(position[:, None] - position[None, :])
-  log_decay = jnp.log(_decays(decay, heads))
   bias = log_decay[:, None, None] * distance.astype(log_decay.dtype)
-  return _softmax_attention(query, key, value, mask, causal, bias)
+  return _softmax_attention(query, key, value, mask, causal, bias,
+                            weights_dropout)
+
+
+def decay_logits(heads):
+  """Initial `decay_logit` of the learned-decay variants, `[heads]` float32.
+
+  The logit of `head_decays(heads)`, so that a learned decay starts where
+  `linrec_decay`'s fixed one sits: with `1 - g = 2**-e`, `theta = log(g /
+  (1 - g)) = log(1 - 2**-e) + e log 2`, computed from the exponent `e`
+  rather than from `g` (whose `1 - g` float32 would round). With 4 heads
+  about 0.98, 2.43, 3.70 and 4.93.
+  """
+  exponent = 1 + 7 * (jnp.arange(heads, dtype=jnp.float32) + 0.5) / heads
+  return jnp.log1p(-(2.0 ** -exponent)) + exponent * math.log(2)
+
+
+def _learned_log_decays(name, decay_logit, heads):
+  """`log sigmoid(decay_logit)`, `[heads]`, in at least float32."""
+  if decay_logit is None:
+    raise ValueError(
+        f'{name} needs decay_logit=, the layer\'s learned [heads] parameter '
+        f'(attention.decay_logits({heads}) are its initial values).')
+  decay_logit = jnp.asarray(decay_logit)
+  if decay_logit.shape != (heads,):
+    raise ValueError(f'decay_logit must have shape [heads] = ({heads},); got '
+                     f'{decay_logit.shape}.')
+  dtype = jnp.promote_types(decay_logit.dtype, jnp.float32)
+  return jax.nn.log_sigmoid(decay_logit.astype(dtype))
+
+
+def learned_decays(decay_logit):
+  """The decays `g = sigmoid(decay_logit)` of the learned variants, `[H]`.
+
+  For reading a trained layer (and for `streaming`'s update). `g` lies in
+  (0, 1) for every finite logit, but as a float32 it rounds to 1 above
+  theta ~ 17 and to 0 below theta ~ -87. The attention functions therefore
+  never form `g`: they use `log g = log_sigmoid(theta)`, finite and < 0
+  for every finite theta up to ~87 in float32 (about `theta` for theta << 0,
+  `-exp(-theta)` for theta >> 0), so no head reaches `log 0` (where
+  `g^0 = exp(-inf * 0)` would be NaN) and a head only becomes `g = 1` (no
+  decay, `linrec`) once `exp(-theta)` underflows.
+  """
+  decay_logit = jnp.asarray(decay_logit)
+  dtype = jnp.promote_types(decay_logit.dtype, jnp.float32)
+  return jnp.exp(jax.nn.log_sigmoid(decay_logit.astype(dtype)))
+
+
+def linrec_learned_decay(
+    query,
+    key,
+    value,
+    *,
+    mask=None,
+    causal=False,
+    chunk_size=DEFAULT_CHUNK_SIZE,
+    decay_logit=None,
+):
+  """`linrec_decay` with a learned decay per head: `g_h = sigmoid(theta_h)`.
+
+  Not in the paper. The weight of key j for query t is `g_h^|t-j|` times
+  LinRec's cosine, as in `linrec_decay`, but `g_h` is trained:
+  `decay_logit` is the attention layer's `[H]` parameter `theta`
+  (`encoder.MultiHeadAttention` creates it, initialised to
+  `decay_logits(H)`, i.e. `g = head_decays(H)`). The sigmoid keeps every
+  `g_h` in (0, 1) for any theta without clipping, so a gradient step can
+  never make the decay invalid (`learned_decays`). Same cost as
+  `linrec_decay`, linear in L, and the same O(1) recurrent update `S_t =
+  g S_{t-1} + k_hat_t v_t^T` (`streaming`).
+
+  Args:
+    query: `[B, L, H, K]`.
+    key: `[B, L, H, K]`.
+    value: `[B, L, H, F]`.
+    mask: optional bool `[B, L]`, True at real items.
+    causal: whether position t sees only positions <= t.
+    chunk_size: chunk length of the scan (clipped to L).
+    decay_logit: `[H]` logits theta (required; no default decay).
+
+  Returns:
+    `[B, L, H, F]`, zero at padded positions, in the inputs' dtype.
+
+  Raises:
+    ValueError: `decay_logit` is missing or not `[H]`.
+  """
+  log_decay = _learned_log_decays('linrec_learned_decay', decay_logit,
+                                  query.shape[2])
+  return _decayed_linrec(query, key, value, mask, causal, chunk_size,
+                         log_decay)
+
+
+def softmax_learned_decay(query, key, value, *, mask=None, causal=False,
+                          decay_logit=None, weights_dropout=None):
+  """`softmax_decay` with the learned decay of `linrec_learned_decay`.
+
+  The control of `linrec_learned_decay`: `|t-j| log sigmoid(theta_h)` is
+  added to the softmax scores (ALiBi-style slopes, now trained from
+  `decay_logits(H)`). Quadratic in L. `decay_logit` as in
+  `linrec_learned_decay` (required); other arguments (`weights_dropout`
+  included) and the result as in `softmax`.
+  """
+  log_decay = _learned_log_decays('softmax_learned_decay', decay_logit,
+                                  query.shape[2])
+  return _decayed_softmax(query, key, value, mask, causal, log_decay,
+                          weights_dropout)
 
 
 def linear(
@@ -513,7 +644,18 @@ VARIANTS = {
     'linrec_mean': linrec_mean,
     'linrec_decay': linrec_decay,
     'softmax_decay': softmax_decay,
+    'linrec_learned_decay': linrec_learned_decay,
+    'softmax_learned_decay': softmax_learned_decay,
 }
 CAUSAL_VARIANTS = frozenset(
     {'softmax', 'linrec', 'linear', 'linrec_mean', 'linrec_decay',
-     'softmax_decay', 'efficient'})
+     'softmax_decay', 'efficient', 'linrec_learned_decay',
+     'softmax_learned_decay'})
+# Variants whose attention layer owns a `[heads]` parameter `decay_logit`,
+# passed to the function as `decay_logit=`.
+LEARNED_DECAY_VARIANTS = frozenset(
+    {'linrec_learned_decay', 'softmax_learned_decay'})
+# Variants with a weight matrix to drop (`weights_dropout`): RecBole's
+# attention dropout. The linear variants never form one.
+WEIGHT_DROPOUT_VARIANTS = frozenset(
+    {'softmax', 'softmax_decay', 'softmax_learned_decay'})

@@ -12,9 +12,11 @@ order) computes
 and pre-LN computes ``x = x + dropout(sublayer(LN(x)))`` for each sublayer,
 with one more LayerNorm after the last block.
 
-There is no dropout on attention probabilities: LinRec has no probabilities
-to drop (its configured attention dropout is unused in the official code), so
-for a fair comparison the softmax baseline gets none either.
+Dropout on the attention probabilities (`attention_dropout`, RecBole's
+`attn_dropout_prob`) exists only for the variants that form them
+(`attention.WEIGHT_DROPOUT_VARIANTS`): LinRec has no probabilities to drop
+(its configured attention dropout is unused in the official code). It is 0
+by default.
 """
 
 import functools
@@ -34,8 +36,20 @@ ACTIVATIONS = {
 }
 
 
-def check_block_args(*, hidden, heads, attention, causal, activation='gelu'):
+# Name of the learned decay logits in an attention layer's parameters.
+DECAY_LOGIT = 'decay_logit'
+
+
+def check_block_args(*, hidden, heads, attention, causal, activation='gelu',
+                     attention_dropout=0.0):
   """Raises a ValueError naming the offending field, or returns None."""
+  if attention_dropout and attention not in (
+      attention_lib.WEIGHT_DROPOUT_VARIANTS):
+    raise ValueError(
+        f'attention {attention!r} forms no attention weights to drop; '
+        f'attention_dropout needs one of '
+        f'{sorted(attention_lib.WEIGHT_DROPOUT_VARIANTS)}'
+    )
   if heads <= 0 or hidden % heads:
     raise ValueError(
         f'hidden ({hidden}) must be divisible by heads ({heads})'
@@ -67,26 +81,37 @@ def _dense(features, name):
 class MultiHeadAttention(nn.Module):
   """q/k/v projections, a named attention function, output projection.
 
+  Parameters: dense layers `query`, `key`, `value`, `out`; with an
+  attention in `attention.LEARNED_DECAY_VARIANTS` also `decay_logit`
+  `[heads]` float32 (initialised to `attention.decay_logits(heads)`; the
+  decay is `sigmoid(decay_logit)`), passed to the function as
+  `decay_logit=`. Other variants have no parameter beyond the four dense
+  layers.
+
   Attributes:
     hidden: model size D.
     heads: number of heads H; the head size is K = D // H.
     attention: a key of ``attention.VARIANTS``.
     causal: whether position t may only attend to positions <= t.
+    attention_dropout: dropout rate on the attention weights (variants of
+      ``attention.WEIGHT_DROPOUT_VARIANTS`` only).
   """
 
   hidden: int
   heads: int
   attention: str = 'linrec'
   causal: bool = False
+  attention_dropout: float = 0.0
 
   @nn.compact
-  def __call__(self, x, mask=None):
+  def __call__(self, x, mask=None, deterministic=True):
     """Attends over the sequence.
 
     Args:
       x: ``[B, L, D]`` input states.
       mask: optional bool ``[B, L]``, True at real items; None attends to
         every position (the official LinRec behaviour).
+      deterministic: if False, applies the attention dropout.
 
     Returns:
       ``[B, L, D]``, after the output dense layer.
@@ -97,7 +122,15 @@ class MultiHeadAttention(nn.Module):
     key = split(_dense(self.hidden, 'key')(x))
     value = split(_dense(self.hidden, 'value')(x))
     attend = attention_lib.VARIANTS[self.attention]
-    out = attend(query, key, value, mask=mask, causal=self.causal)
+    options = {}
+    if self.attention in attention_lib.LEARNED_DECAY_VARIANTS:
+      options['decay_logit'] = self.param(
+          DECAY_LOGIT, lambda _, heads: attention_lib.decay_logits(heads),
+          self.heads)
+    if self.attention_dropout > 0 and not deterministic:
+      drop = nn.Dropout(rate=self.attention_dropout)
+      options['weights_dropout'] = lambda w: drop(w, deterministic=False)
+    out = attend(query, key, value, mask=mask, causal=self.causal, **options)
     return _dense(self.hidden, 'out')(out.reshape(batch, length, -1))
 
 
@@ -130,6 +163,7 @@ class TransformerBlock(nn.Module):
     activation: a key of ``ACTIVATIONS`` (exact erf GELU by default).
     ln_eps: LayerNorm epsilon (1e-12 official).
     pre_ln: normalise before each sublayer instead of after the residual.
+    attention_dropout: dropout rate on the attention weights.
   """
 
   hidden: int
@@ -142,11 +176,13 @@ class TransformerBlock(nn.Module):
   activation: str = 'gelu'
   ln_eps: float = 1e-12
   pre_ln: bool = False
+  attention_dropout: float = 0.0
 
   def __post_init__(self):
     check_block_args(
         hidden=self.hidden, heads=self.heads, attention=self.attention,
         causal=self.causal, activation=self.activation,
+        attention_dropout=self.attention_dropout,
     )
     super().__post_init__()
 
@@ -154,11 +190,12 @@ class TransformerBlock(nn.Module):
   def __call__(self, x, mask=None, deterministic=True):
     """Maps states ``[B, L, D]``, mask ``[B, L]`` or None, to ``[B, L, D]``."""
     attend = MultiHeadAttention(
-        self.hidden, self.heads, self.attention, self.causal, name='attention'
+        self.hidden, self.heads, self.attention, self.causal,
+        self.attention_dropout, name='attention'
     )
     attn_mask = mask if self.mask_padding else None
     sublayers = (
-        lambda h: attend(h, attn_mask),
+        lambda h: attend(h, attn_mask, deterministic),
         FeedForward(self.hidden, self.ffn, self.activation, name='ffn'),
     )
     drop = nn.Dropout(rate=self.dropout)
@@ -190,11 +227,13 @@ class Encoder(nn.Module):
   activation: str = 'gelu'
   ln_eps: float = 1e-12
   pre_ln: bool = False
+  attention_dropout: float = 0.0
 
   def __post_init__(self):
     check_block_args(
         hidden=self.hidden, heads=self.heads, attention=self.attention,
         causal=self.causal, activation=self.activation,
+        attention_dropout=self.attention_dropout,
     )
     super().__post_init__()
 
@@ -215,7 +254,8 @@ class Encoder(nn.Module):
           self.hidden, self.heads, self.ffn, attention=self.attention,
           causal=self.causal, mask_padding=self.mask_padding,
           dropout=self.dropout, activation=self.activation,
-          ln_eps=self.ln_eps, pre_ln=self.pre_ln, name=f'block{i}',
+          ln_eps=self.ln_eps, pre_ln=self.pre_ln,
+          attention_dropout=self.attention_dropout, name=f'block{i}',
       )(x, mask, deterministic)
     if self.pre_ln:
       x = nn.LayerNorm(epsilon=self.ln_eps, name='final_norm')(x)

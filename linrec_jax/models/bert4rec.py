@@ -36,11 +36,13 @@ class BERT4Rec(nn.Module):
   pre_ln: bool = False
   ln_eps: float = 1e-12
   activation: str = 'gelu'
+  attention_dropout: float = 0.0
 
   def __post_init__(self):
     check_block_args(
         hidden=self.hidden, heads=self.heads, attention=self.attention,
         causal=False, activation=self.activation,
+        attention_dropout=self.attention_dropout,
     )
     super().__post_init__()
 
@@ -57,7 +59,7 @@ class BERT4Rec(nn.Module):
     self.encoder = Encoder(
         self.layers, self.hidden, self.heads, self.ffn, self.attention,
         False, self.mask_padding, self.dropout, self.activation,
-        self.ln_eps, self.pre_ln,
+        self.ln_eps, self.pre_ln, self.attention_dropout,
     )
     self.head = nn.Dense(
         self.hidden, kernel_init=normal_init, bias_init=nn.initializers.zeros

@@ -35,6 +35,8 @@ class SASRec(nn.Module):
       LayerNorm stays; the encoder adds a final LayerNorm).
     ln_eps: LayerNorm epsilon.
     activation: feed-forward activation name (exact erf GELU by default).
+    attention_dropout: dropout on the attention weights (RecBole's
+      ``attn_dropout_prob``; softmax variants only, 0 by default).
   """
 
   num_items: int
@@ -50,11 +52,13 @@ class SASRec(nn.Module):
   pre_ln: bool = False
   ln_eps: float = 1e-12
   activation: str = 'gelu'
+  attention_dropout: float = 0.0
 
   def __post_init__(self):
     check_block_args(
         hidden=self.hidden, heads=self.heads, attention=self.attention,
         causal=self.causal, activation=self.activation,
+        attention_dropout=self.attention_dropout,
     )
     super().__post_init__()
 
@@ -66,7 +70,7 @@ class SASRec(nn.Module):
     self.encoder = Encoder(
         self.layers, self.hidden, self.heads, self.ffn, self.attention,
         self.causal, self.mask_padding, self.dropout, self.activation,
-        self.ln_eps, self.pre_ln,
+        self.ln_eps, self.pre_ln, self.attention_dropout,
     )
 
   def __call__(self, inputs, deterministic=True):
