@@ -602,7 +602,7 @@ class TrainBatches:
 
 def _round_up(length: int, multiple: int, limit: int) -> int:
   """`length` rounded up to a multiple of `multiple`, in `[1, limit]`."""
-  return min(max(-(-length // multiple) * multiple, multiple, 1), limit)
+  return min(max(-(-length // multiple) * multiple, multiple), limit)
 
 
 def _prefix_examples(starts, ends) -> tuple[np.ndarray, np.ndarray]:

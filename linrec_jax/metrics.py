@@ -87,14 +87,21 @@ def target_ranks(scores, targets, *, exclude=None):
   Returns:
     int32 [B] ranks in `1..num_items`.
   """
+  excluded = None
+  if exclude is not None:
+    excluded = item_mask(jnp.shape(scores)[1], exclude)
+  return _ranks(scores, targets, excluded)
+
+
+def _ranks(scores, targets, excluded=None):
+  """`target_ranks` with the excluded items given as a bool [B, V] mask."""
   scores = jnp.asarray(scores)
   targets = jnp.asarray(targets, jnp.int32)
-  num_columns = scores.shape[1]
-  columns = jnp.arange(num_columns)
+  columns = jnp.arange(scores.shape[1])
   is_target = columns == targets[:, None]  # [B, V]
   competing = (columns != PAD_ID) & ~is_target
-  if exclude is not None:
-    competing = competing & ~item_mask(num_columns, exclude)
+  if excluded is not None:
+    competing = competing & ~excluded
   above = _not_below(scores, _target_scores(scores, targets)) & competing
   return (1 + jnp.sum(above, axis=-1)).astype(jnp.int32)
 
@@ -164,7 +171,7 @@ def history_excluded_metrics(scores, targets, history, ks=DEFAULT_KS):
     items of the ranking that keeps the history are already in it.
   """
   seen = item_mask(jnp.shape(scores)[1], history)
-  excluded = rank_metrics(target_ranks(scores, targets, exclude=history), ks)
+  excluded = rank_metrics(_ranks(scores, targets, seen), ks)
   result = {name + HISTORY_EXCLUDED: value for name, value in excluded.items()}
   result[SEEN_AT_10] = seen_in_top(scores, seen, 10)
   return result
