@@ -102,12 +102,12 @@ def test_cropped_batch_gives_the_padded_loss_and_gradients(attention, mode):
     logits = model.apply({"params": params}, picked, method="logits")
     return losses.safe_mean(*losses.cross_entropy(logits, batch["targets"]))
 
+  value_and_grad = jax.jit(jax.value_and_grad(loss))
   cropped_any = False
   for batch in _epoch(_loader(mode, BUCKET)):
     cropped_any |= batch["inputs"].shape[1] < MAX_LEN
-    value, grads = jax.value_and_grad(loss)(params, batch)
-    padded_value, padded_grads = jax.value_and_grad(loss)(params,
-                                                          _padded(batch))
+    value, grads = value_and_grad(params, batch)
+    padded_value, padded_grads = value_and_grad(params, _padded(batch))
     np.testing.assert_allclose(value, padded_value, rtol=1e-5)
     for got, want in zip(jax.tree.leaves(grads),
                          jax.tree.leaves(padded_grads)):

@@ -43,6 +43,8 @@ def _parse():
   parser.add_argument("--process_id", type=int, default=0)
   parser.add_argument("--num_processes", type=int, default=2)
   parser.add_argument("--port", type=int, default=0)
+  parser.add_argument("--device_counts", default="1,2,4,8",
+                      help="steps mode: device counts of the ce cases")
   return parser.parse_args()
 
 
@@ -169,8 +171,8 @@ def check_steps() -> dict:
   failures, report = [], {}
   model, tx = _model(dropout=0.1), optax.adam(1e-2)
   batches, eval_batch = _train_batches(STEPS), _eval_batch()
-  cases = [(kind, n, "ce", 1) for kind in ("pmap", "mesh")
-           for n in (1, 2, 4, 8)]
+  counts = [int(n) for n in ARGS.device_counts.split(",")]
+  cases = [(kind, n, "ce", 1) for kind in ("pmap", "mesh") for n in counts]
   cases += [("pmap", 4, "sampled", 1), ("mesh", 4, "sampled", 1)]
   # Gradient accumulation: 2 chunks of each device's 4 rows, same update.
   cases += [("mesh", 4, "ce", 2), ("pmap", 4, "sampled", 2)]

@@ -120,8 +120,9 @@ def test_known_users_full_history_excluded(run):
     left = NUM_ITEMS - len(set(history))
     assert len(ranked) == min(4, left)
     assert ranked == list(np.argsort(-expected, kind="stable")[:len(ranked)])
+    # float32 scores of size ~1: an absolute floor for those near 0.
     np.testing.assert_allclose([item["score"] for item in result["items"]],
-                               expected[ranked], rtol=1e-5)
+                               expected[ranked], rtol=1e-5, atol=1e-6)
     assert result["history_length"] == len(history)
     assert result["items"][0]["title"] is None
 
