@@ -46,6 +46,7 @@ class TrainConfig:
   # Data and objective.
   train_mode: str = "all"
   windows_per_user: int = 1
+  window_stride: int = 0
   pad_side: str = "right"
   length_bucket: int = 0
   mask_prob: float = 0.2
@@ -139,7 +140,13 @@ def validate(config: TrainConfig, *, attention_variants, causal_variants,
            "num_negatives", "microbatches")
   non_negative("warmup_steps", "weight_decay", "grad_clip", "max_steps",
                "time_limit_minutes", "devices", "windows_per_user",
-               "length_bucket", "seed")
+               "length_bucket", "seed", "window_stride")
+  if config.window_stride:
+    _require(config.train_mode == "all", "window_stride",
+             "needs --train_mode=all")
+    _require(config.window_stride <= config.max_len, "window_stride",
+             f"must be at most --max_len={config.max_len}, got "
+             f"{config.window_stride}")
   if config.length_bucket:
     _require(config.train_mode != "cloze" and config.pad_side == "right",
              "length_bucket", "needs --train_mode=all or prefix with "

@@ -34,6 +34,11 @@ FIELD_HELP = {
                   "the official setup) or cloze (BERT4Rec's masked items).",
     "windows_per_user": "Training windows of --max_len items cut from each "
                         "history per epoch in mode all (0: every window).",
+    "window_stride": "Items between the ends of successive training windows "
+                     "in mode all (0: --max_len, no overlap); below "
+                     "--max_len each target is trained once, in the window "
+                     "where it sees at least --max_len minus this many "
+                     "preceding items.",
     "length_bucket": "Group training rows of similar length and crop each "
                      "batch to a multiple of this many positions (0: pad "
                      "every batch to --max_len); right padding only.",

@@ -342,7 +342,13 @@ class TrainBatches:
     all:    a window of up to N + 1 training items; inputs are its first N,
             targets the next item at every position (T = N). The most recent
             window per user, or up to `windows_per_user` windows going back
-            in time (0: all), whose targets do not overlap (stride N).
+            in time (0: all). Windows end `window_stride` = S items apart
+            (default S = N: they do not overlap). With S < N each target is
+            trained once, in the oldest window that holds it: a window
+            keeps only its last S targets (all of them in the user's oldest
+            window), so every target but the first N of a user sees at least
+            N - S preceding items, where windows cut at fixed borders give
+            the first target of each window none.
     prefix: every prefix of a training part predicts its next item, from the
             second training item on; inputs are the last N items before the
             target (T = 1), as the official LinRec code trains.
@@ -386,6 +392,7 @@ class TrainBatches:
       max_predictions: int | None = None,
       mask_last_prob: float = 0.0,
       length_bucket: int = 0,
+      window_stride: int = 0,
   ):
     """Indexes the examples of an epoch.
 
@@ -406,6 +413,8 @@ class TrainBatches:
       length_bucket: W > 0 groups rows of similar length and crops each
         batch to a multiple of W (see the class docstring); 0 pads every
         batch to max_len.
+      window_stride: S in (0, max_len] for mode all (see the class
+        docstring); 0 = max_len.
     """
     if mode not in MODES:
       raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -430,7 +439,14 @@ class TrainBatches:
     if length_bucket and (mode == MODE_CLOZE or pad_side != PAD_RIGHT):
       raise ValueError("length_bucket needs mode all or prefix with right "
                        "padding (cropping left padding would move positions)")
+    if not 0 <= window_stride <= max_len:
+      raise ValueError(
+          f"window_stride must be in [0, max_len={max_len}], got "
+          f"{window_stride}")
+    if window_stride not in (0, max_len) and mode != MODE_ALL:
+      raise ValueError("window_stride < max_len needs mode all")
     self.length_bucket = length_bucket
+    self.window_stride = window_stride or max_len
     self.max_predictions = max_predictions
     self.mask_last_prob = mask_last_prob
     self.mode, self.max_len, self.batch_size = mode, max_len, batch_size
@@ -449,10 +465,11 @@ class TrainBatches:
       # `all` windows hold N + 1 items with N targets (from the 2nd item
       # on); cloze windows hold N items, all of them possible targets.
       first_target = 1 if mode == MODE_ALL else 0
-      self._rows, self._ends = _window_examples(
+      self._rows, self._ends, self._skipped = _window_examples(
           split.train_start + first_target,
           split.train_end,
           max_len,
+          self.window_stride,
           windows_per_user,
       )
     # Real inputs of every example (the `lengths - 1` / `lengths` of the
@@ -566,6 +583,11 @@ class TrainBatches:
     # With left padding the first real item follows a padding input: no
     # target there either.
     targets = np.where(inputs != PAD_ID, window[:, 1:], PAD_ID)
+    if self.window_stride < self.max_len:
+      # Windows other than a user's oldest are full (no padding), so their
+      # first `skipped` columns are the targets a later window trains.
+      skipped = self._skipped[picked][:, None]
+      targets = np.where(np.arange(self.max_len) < skipped, PAD_ID, targets)
     return {
         "inputs": np.ascontiguousarray(inputs),
         "positions": self._all_positions(len(rows)),
@@ -614,20 +636,29 @@ def _prefix_examples(starts, ends) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _window_examples(
-    first_targets, ends, stride, windows_per_user
-) -> tuple[np.ndarray, np.ndarray]:
-  """(row int32, window end int64) for windows going back from the end.
+    first_targets, ends, length, stride, windows_per_user
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Windows of `length` targets going back from each user's end.
 
-  Window k of a user ends at `ends - k * stride`; the windows cover the
-  positions from `first_targets` on without overlap.
+  Window k of a user ends at `ends - k * stride` (exclusive) and holds the
+  targets of the `length` positions before; there are just enough windows
+  for the oldest to reach `first_targets` (or `windows_per_user`, if fewer).
+
+  Returns:
+    (row int32, window end int64, skipped int64), one entry per window:
+    `skipped` counts the leading targets of the window that the next older
+    window trains (`length - stride`; 0 in a user's oldest window).
   """
   covered = np.maximum(ends - first_targets, 0)
-  counts = -(-covered // stride)
+  counts = np.where(covered > 0,
+                    1 + np.maximum(-(-(covered - length) // stride), 0), 0)
   if windows_per_user:
     counts = np.minimum(counts, windows_per_user)
   rows = np.repeat(np.arange(len(counts), dtype=np.int32), counts)
   back = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-  return rows, ends[rows] - back * stride
+  oldest = back == counts[rows] - 1
+  skipped = np.where(oldest, 0, length - stride)
+  return rows, ends[rows] - back * stride, skipped
 
 
 def num_eval_batches(seqs: Sequences, batch_size: int) -> int:

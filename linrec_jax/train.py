@@ -135,7 +135,7 @@ def train_and_evaluate(config: TrainConfig, data_dir: str, workdir: str, *,
       mask_prob=config.mask_prob, mask_token=_mask_token(model),
       max_predictions=config.max_predictions or None,
       mask_last_prob=config.mask_last_prob,
-      length_bucket=config.length_bucket)
+      length_bucket=config.length_bucket, window_stride=config.window_stride)
   steps_per_epoch = loader.num_batches
   if steps_per_epoch == 0:
     raise ValueError(f"--batch_size={config.batch_size} exceeds the "

@@ -158,6 +158,56 @@ def test_all_mode_more_windows_cover_each_target_once():
       assert set(targets.tolist()) == train - firsts
 
 
+@pytest.mark.parametrize("pad_side", ["right", "left"])
+def test_all_mode_overlapping_windows_train_each_target_once_in_context(
+    pad_side):
+  seqs = _sequences()
+  train = _train_items(seqs)
+  firsts = set((seqs.offsets[:-1] + 1).tolist())
+  max_len, stride = 4, 2
+  loader = data.TrainBatches(
+      seqs, mode="all", max_len=max_len, batch_size=1, seed=3,
+      windows_per_user=0, window_stride=stride, pad_side=pad_side)
+  # Targets per user 0 1 2 4 9 22 0 6: one window up to 4 targets, then
+  # one more per 2 targets beyond the first 4: 1+1+1+(1+3)+(1+9)+(1+1).
+  assert loader.num_examples == 19
+  seen = []
+  for batch in _epoch(loader):
+    (inputs,), (targets,) = batch["inputs"], batch["targets"]
+    for column in np.flatnonzero(targets != PAD_ID):
+      target = int(targets[column])
+      context = inputs[: column + 1]
+      context = context[context != PAD_ID]
+      # Consecutive items ending right before the target (causal order).
+      np.testing.assert_array_equal(
+          context, np.arange(target - len(context), target))
+      user = np.searchsorted(seqs.offsets, target - 1, "right") - 1
+      preceding = target - 1 - seqs.offsets[user]  # Training items before.
+      assert len(context) >= min(preceding, max_len - stride + 1)
+      seen.append(target)
+  assert sorted(seen) == sorted(train - firsts)
+
+
+def test_window_stride_of_max_len_changes_nothing():
+  seqs = _sequences()
+  kwargs = dict(mode="all", max_len=4, batch_size=3, seed=5,
+                windows_per_user=0)
+  plain = data.TrainBatches(seqs, **kwargs)
+  strided = data.TrainBatches(seqs, window_stride=4, **kwargs)
+  assert plain.num_batches == strided.num_batches
+  for a, b in zip(_epoch(plain, 2), _epoch(strided, 2)):
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key])
+
+
+@pytest.mark.parametrize("kwargs", [dict(mode="all", window_stride=5),
+                                    dict(mode="prefix", window_stride=2),
+                                    dict(mode="all", window_stride=-1)])
+def test_window_stride_out_of_range_is_refused(kwargs):
+  with pytest.raises(ValueError, match="window_stride"):
+    data.TrainBatches(_sequences(), max_len=4, batch_size=1, seed=0, **kwargs)
+
+
 def test_prefix_mode_enumerates_every_prefix_once():
   seqs = _sequences()
   train = _train_items(seqs)
