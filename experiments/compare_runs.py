@@ -9,8 +9,9 @@ Prints three tables, the first run being the baseline:
 
 - the validation --metric by epoch (every --every epochs and the last), with
   each other run's relative difference to the baseline at equal epochs;
-- the updates (and epoch) at which each run first reached each of
-  --thresholds: time to quality, independent of the machine;
+- the updates (and epoch, and minutes of training plus validation where the
+  records are timed) at which each run first reached each of --thresholds:
+  time to quality (updates do not depend on the machine, minutes do);
 - per run: best validation value and epoch, epochs run, and the test Hit,
   NDCG and MRR at 10 when `results.json` exists ("running" otherwise).
 
@@ -28,7 +29,7 @@ _NAMES = flags.DEFINE_list('names', None,
                            'a label per workdir (default: base names)')
 _METRIC = flags.DEFINE_string('metric', 'ndcg@10', 'validation metric')
 _EVERY = flags.DEFINE_integer('every', 4, 'epochs between curve rows')
-_THRESHOLDS = flags.DEFINE_list('thresholds', ['0.08', '0.10', '0.12'],
+_THRESHOLDS = flags.DEFINE_list('thresholds', ['0.12', '0.14', '0.16'],
                                 'validation values for time to quality')
 _OUTPUT = flags.DEFINE_string('output', None, 'Markdown path (optional)')
 flags.mark_flag_as_required('workdirs')

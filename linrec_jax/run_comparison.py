@@ -22,11 +22,15 @@ class Run:
     epochs: epochs ended so far (validated or not).
     curve: epoch -> (updates so far, validation metric), epochs in order.
     results: the parsed `results.json`, or None while the run has not ended.
+    minutes: epoch -> minutes from the start of training to the end of that
+      epoch's validation (the records' training `seconds` plus their
+      `valid_seconds` where recorded); empty when the records hold no time.
   """
   name: str
   epochs: int
   curve: dict
   results: dict | None
+  minutes: dict = dataclasses.field(default_factory=dict)
 
 
 def read_run(workdir, metric, name=None):
@@ -45,7 +49,8 @@ def read_run(workdir, metric, name=None):
   if not os.path.exists(path):
     raise FileNotFoundError(f'{path}: no such file (not a training workdir, '
                             'or no epoch has ended yet)')
-  curve, epochs = {}, 0
+  curve, epochs, minutes, seconds = {}, 0, {}, 0.0
+  timed = True
   with open(path) as f:
     for number, line in enumerate(f, 1):
       try:
@@ -57,6 +62,14 @@ def read_run(workdir, metric, name=None):
           raise ValueError(f'{path}:{number}: field "{field}" missing or '
                            'not an integer')
       epochs = max(epochs, record['epoch'])
+      for field in ('seconds', 'valid_seconds'):
+        if field in record and not isinstance(record[field], (int, float)):
+          raise ValueError(f'{path}:{number}: field "{field}" is not a '
+                           'number')
+      timed = timed and 'seconds' in record
+      seconds += record.get('seconds', 0.0) + record.get('valid_seconds', 0.0)
+      if timed:
+        minutes[record['epoch']] = seconds / 60
       if 'valid' not in record:  # An epoch without validation.
         continue
       if metric not in record['valid']:
@@ -69,7 +82,8 @@ def read_run(workdir, metric, name=None):
     with open(results_path) as f:
       results = json.load(f)
   name = name or os.path.basename(os.path.normpath(workdir))
-  return Run(name, epochs, dict(sorted(curve.items())), results)
+  return Run(name, epochs, dict(sorted(curve.items())), results,
+             dict(sorted(minutes.items())))
 
 
 def relative(value, baseline):
@@ -121,17 +135,23 @@ def curve_table(runs, metric, every):
 
 
 def threshold_table(runs, metric, thresholds):
-  """Updates (epoch) to first reach each threshold."""
+  """Updates (epoch, minutes where timed) to first reach each threshold."""
   header = [f'valid {metric} reached'] + [f'{t:g}' for t in thresholds]
   rows = []
   for run in runs:
     cells = []
     for threshold in thresholds:
       reached = first_reached(run.curve, threshold)
-      cells.append('not yet' if reached is None
-                   else f'{reached[0]:,} ({reached[1]})')
+      if reached is None:
+        cells.append('not yet')
+        continue
+      step, epoch = reached
+      when = (f'{epoch}, {run.minutes[epoch]:.0f} min'
+              if epoch in run.minutes else f'{epoch}')
+      cells.append(f'{step:,} ({when})')
     rows.append([run.name] + cells)
-  return 'Updates to first reach (epoch)\n\n' + _table(header, rows)
+  return ('Updates to first reach (epoch, minutes of training and '
+          'validation on the machine that ran it)\n\n' + _table(header, rows))
 
 
 def summary_table(runs, metric):

@@ -331,7 +331,9 @@ def _train(run: _Run, report, run_info, *, announce, on_epoch=None) -> dict:
                 "train_loss": progress.epoch_loss_sum /
                               max(progress.epoch_loss_steps, 1)}
       if (epoch + 1) % config.eval_every_epochs == 0 or step == total_steps:
+        valid_start = time.perf_counter()
         record["valid"] = evaluators["valid"](state.params)
+        record["valid_seconds"] = time.perf_counter() - valid_start
         if record["valid"][early_stop_metric(config)] > progress.best_metric:
           progress.best_metric = record["valid"][early_stop_metric(config)]
           progress.best_epoch = epoch + 1

@@ -75,6 +75,26 @@ def test_tables_by_hand(two_runs):
       in text
 
 
+def test_minutes_to_quality_add_training_and_validation_seconds(tmp_path):
+  workdir = _workdir(tmp_path, 'timed', [])
+  records = [dict(epoch=1, step=10, seconds=90.0, valid_seconds=30.0,
+                  valid={'ndcg@10': 0.05}),
+             dict(epoch=2, step=20, seconds=60.0),  # Not validated.
+             dict(epoch=3, step=30, seconds=60.0, valid_seconds=30.0,
+                  valid={'ndcg@10': 0.12})]
+  (pathlib.Path(workdir) / 'metrics.jsonl').write_text(
+      ''.join(json.dumps(r) + '\n' for r in records))
+  run = run_comparison.read_run(workdir, 'ndcg@10')
+  # 120 s, then 180 s, then 270 s.
+  assert run.minutes == {1: 2.0, 2: 3.0, 3: 4.5}
+  text = run_comparison.threshold_table([run], 'ndcg@10', [0.05, 0.1, 0.2])
+  assert '| timed | 10 (1, 2 min) | 30 (3, 4 min) | not yet |' in text
+  (pathlib.Path(workdir) / 'metrics.jsonl').write_text(
+      json.dumps(dict(records[0], seconds='90')) + '\n')
+  with pytest.raises(ValueError, match=r':1: field "seconds" is not a number'):
+    run_comparison.read_run(workdir, 'ndcg@10')
+
+
 def test_missing_metrics_file_is_named(tmp_path):
   with pytest.raises(FileNotFoundError, match='metrics.jsonl'):
     run_comparison.read_run(str(tmp_path), 'ndcg@10')

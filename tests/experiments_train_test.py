@@ -96,6 +96,7 @@ def _history(workdir) -> list[dict]:
   records = [json.loads(line) for line in lines]
   for record in records:
     record.pop("seconds")
+    record.pop("valid_seconds", None)
   return records
 
 
