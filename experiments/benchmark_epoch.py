@@ -26,9 +26,9 @@ import numpy as np
 from linrec_jax import configs
 from linrec_jax import data
 from linrec_jax import datasets
+from linrec_jax import models
 from linrec_jax import optimizer
 from linrec_jax import steps
-from linrec_jax import train
 from linrec_jax.cli import bench_common
 
 _ATTENTIONS = flags.DEFINE_list('attentions', ['linrec', 'softmax'],
@@ -54,7 +54,7 @@ def measure(seqs, attention, bucket, sample, repeats):
   """Per-layout step times, epoch estimates and padded slots."""
   config = configs.to_train_config(configs.get_config(
       'cpu', dataset='ml-1m', model='sasrec', attention=attention))
-  model = train.make_model(config, seqs.num_items)
+  model = models.make_model(config, seqs.num_items)
   tx = optimizer.make_optimizer(lr=config.lr)
   step = jax.jit(steps.make_train_step(model, tx, loss='ce',
                                        num_items=seqs.num_items))

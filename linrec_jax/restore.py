@@ -23,8 +23,8 @@ import orbax.checkpoint as ocp
 
 from linrec_jax import checkpointing
 from linrec_jax import data
+from linrec_jax import models
 from linrec_jax import run_binding
-from linrec_jax import train
 from linrec_jax.config import TrainConfig
 
 CONFIG_FILE = "config.json"
@@ -37,7 +37,7 @@ class Trained:
   """A trained model and what it was trained on.
 
   Attributes:
-    model: the linen model (`train.make_model` of the configuration).
+    model: the linen model (`models.make_model` of the configuration).
     params: the best parameters (highest validation NDCG@10), NumPy arrays.
     config: the run's `TrainConfig`.
     seqs: the prepared sequences it was trained on.
@@ -164,7 +164,7 @@ def load_trained(workdir: str, *, data_dir: str | None = None) -> Trained:
   run_binding.check_data(meta.get("data_fingerprint"), data_dir,
                          workdir=workdir)
   seqs = data.load(data_dir)
-  model = train.make_model(config, seqs.num_items)
+  model = models.make_model(config, seqs.num_items)
   _check_shapes(model, params, config.max_len, workdir)
   best_epoch = meta.get("progress", {}).get("best_epoch", -1)
   return Trained(model, params, config, seqs, str(pathlib.Path(data_dir)),

@@ -52,17 +52,8 @@ def early_stop_metric(config: TrainConfig) -> str:
   return "ndcg@10"
 
 
-def make_model(config: TrainConfig, num_items: int):
-  """The linen model a configuration describes."""
-  fields = dict(num_items=num_items, max_len=config.max_len,
-                hidden=config.hidden, layers=config.layers,
-                heads=config.heads, ffn=config.ffn, dropout=config.dropout,
-                attention_dropout=config.attention_dropout,
-                attention=config.attention, mask_padding=config.mask_padding,
-                pre_ln=config.pre_ln)
-  if config.model == "sasrec":
-    fields["causal"] = config.causal
-  return models.MODELS[config.model](**fields)
+# Its former home; the models package holds it now.
+make_model = models.make_model
 
 
 def _mask_token(model) -> int | None:
@@ -118,7 +109,7 @@ def train_and_evaluate(config: TrainConfig, data_dir: str, workdir: str, *,
   """
   start_time = time.perf_counter()
   seqs = _load_prepared(data_dir)
-  model = make_model(config, seqs.num_items)
+  model = models.make_model(config, seqs.num_items)
   devices = sharding.select_devices(config.devices)
   sharding.check_divisible(config.batch_size, len(devices), "batch_size")
   if (config.batch_size // len(devices)) % config.microbatches:

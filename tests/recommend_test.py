@@ -17,6 +17,7 @@ from data_prep import writer
 from experiments import recommend
 from linrec_jax import checkpointing
 from linrec_jax import data
+from linrec_jax import models
 from linrec_jax import optimizer
 from linrec_jax import ranking
 from linrec_jax import restore
@@ -50,7 +51,7 @@ def _write_data(directory):
 
 def _save_run(workdir, data_dir, seed=0, steps_saved=(3,), config=CONFIG):
   """A workdir as experiments/train.py leaves it, with random parameters."""
-  model = train.make_model(config, NUM_ITEMS)
+  model = models.make_model(config, NUM_ITEMS)
   tx = optimizer.make_optimizer(lr=config.lr)
   state = steps.create_train_state(model, tx, jax.random.key(seed), MAX_LEN)
   # Far from the init, so the ranking depends on the history.
@@ -293,7 +294,7 @@ def test_ml1m_titles_from_the_grouplens_zip(tmp_path, monkeypatch):
 
 def _save_bound_run(workdir, data_dir, config=CONFIG):
   """A workdir whose checkpoint records its config and its data."""
-  model = train.make_model(config, NUM_ITEMS)
+  model = models.make_model(config, NUM_ITEMS)
   tx = optimizer.make_optimizer(lr=config.lr)
   state = jax.device_get(steps.create_train_state(
       model, tx, jax.random.key(0), MAX_LEN))

@@ -157,7 +157,7 @@ def test_make_model_passes_the_config(model, causal_field):
   config = TrainConfig(model=model, hidden=16, heads=2, ffn=24, layers=1,
                        max_len=12, causal=model == "sasrec",
                        train_mode="cloze" if model == "bert4rec" else "all")
-  made = train.make_model(config, num_items=30)
+  made = models.make_model(config, num_items=30)
   assert isinstance(made, models.MODELS[model])
   assert (made.num_items, made.max_len, made.hidden, made.heads, made.ffn,
           made.layers) == (30, 12, 16, 2, 24, 1)
