@@ -33,6 +33,7 @@ from data_prep import readers
 from data_prep import recbole
 from data_prep import writer
 from linrec_jax import data
+from linrec_jax import prepared_data
 
 _FIELD_OPTIONS = tuple(recbole.Fields.OPTIONS.values())
 _OPTIONS = ("format", "min_rating", "k_core", "dedup_consecutive",
@@ -165,6 +166,63 @@ def prepare_dataset(
       meta=meta,
       overwrite=overwrite,
   )
+
+
+def prepare_if_needed(
+    dataset: str,
+    input_path: str | pathlib.Path | list | None,
+    output_dir: str | pathlib.Path,
+    **options,
+) -> pathlib.Path:
+  """Prepares a dataset into output_dir unless it is already prepared there.
+
+  For the training job: the first run prepares, later runs (and resumed runs)
+  reuse the directory. An existing directory prepared from another dataset or
+  with other options is an error rather than silently used or replaced; one
+  prepared alike by an older version (no checksums in meta.json) is prepared
+  again in its place, atomically. Leftovers of an interrupted write beside
+  output_dir are cleaned up first (`writer.clean_leftovers`).
+
+  Args:
+    dataset: the dataset name, e.g. "ml-1m" (selects the presets).
+    input_path: the raw file(s); None downloads where supported (ml-1m).
+    output_dir: where the prepared dataset lives.
+    **options: overrides of the preset, as for `prepare_dataset`.
+
+  Returns:
+    output_dir as an absolute Path.
+
+  Raises:
+    data.PreparedDataError: output_dir holds a dataset prepared differently,
+      or an unreadable meta.json.
+  """
+  output_dir = pathlib.Path(output_dir).absolute()
+  wanted = (dataset, resolve_options(dataset, **options))
+  writer.clean_leftovers(output_dir)
+  if not (output_dir / data.META_FILE).is_file():
+    try:
+      return prepare_dataset(dataset, input_path, output_dir, **options)
+    except FileExistsError:
+      # Another process (e.g. another host) prepared it meanwhile.
+      if not (output_dir / data.META_FILE).is_file():
+        raise
+  meta, _ = prepared_data.read_meta(output_dir)
+  found = (meta.get("dataset"), meta.get("options"))
+  if found != wanted or meta.get("format_version") != data.FORMAT_VERSION:
+    raise data.PreparedDataError(
+        output_dir,
+        f"holds a dataset prepared differently (dataset, options = {found}, "
+        f"format_version={meta.get('format_version')}); wanted {wanted}, "
+        f"format_version={data.FORMAT_VERSION}: choose another directory or "
+        "delete it",
+    )
+  if not prepared_data.has_checksums(meta):
+    logging.warning(
+        "%s was prepared by an older version (no checksums): preparing it "
+        "again", output_dir)
+    return prepare_dataset(dataset, input_path, output_dir,
+                                   overwrite=True, **options)
+  return output_dir
 
 
 def _define_flags() -> None:

@@ -29,7 +29,7 @@ from absl import flags
 import jax
 import numpy as np
 
-from linrec_jax import datasets
+from data_prep import datasets
 from linrec_jax import data
 from linrec_jax import evaluation
 from linrec_jax import optimizer

@@ -23,9 +23,9 @@ from absl import flags
 import jax
 import numpy as np
 
+from data_prep import datasets
 from linrec_jax import configs
 from linrec_jax import data
-from linrec_jax import datasets
 from linrec_jax import models
 from linrec_jax import optimizer
 from linrec_jax import steps

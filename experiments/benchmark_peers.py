@@ -297,7 +297,7 @@ def _write_prefix_pools(cell):
   parent's peak RSS is inherited by every child it starts afterwards.
   """
   # pylint: disable=g-import-not-at-top
-  from linrec_jax import datasets
+  from data_prep import datasets
   from linrec_jax import data
   # pylint: enable=g-import-not-at-top
   directory = datasets.prepared_dir('ml-1m', cell['data_root'],

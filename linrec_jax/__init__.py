@@ -28,7 +28,7 @@ _LAZY = {
 _LAZY_ATTRIBUTES = {
     "SASRec": ("linrec_jax.models", "SASRec"),
     "BERT4Rec": ("linrec_jax.models", "BERT4Rec"),
-    "run": ("linrec_jax.quickstart", "run"),
+    "run": ("linrec_jax.cli.quickstart", "run"),
 }
 
 __all__ = ["attention", "losses", "metrics", "models", "negatives", "SASRec",

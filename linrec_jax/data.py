@@ -22,7 +22,6 @@ import dataclasses
 import pathlib
 from typing import Any, Iterator
 
-from absl import logging
 import numpy as np
 
 from linrec_jax import prepared_data
@@ -139,68 +138,6 @@ def history_end(seqs: Sequences, stage: str) -> np.ndarray:
   if stage not in _HELD_OUT:
     raise ValueError(f"stage must be {VALID!r} or {TEST!r}, got {stage!r}")
   return seqs.offsets[1:] - _HELD_OUT[stage]
-
-
-def prepare_if_needed(
-    dataset: str,
-    input_path: str | pathlib.Path | list | None,
-    output_dir: str | pathlib.Path,
-    **options,
-) -> pathlib.Path:
-  """Prepares a dataset into output_dir unless it is already prepared there.
-
-  For the training job: the first run prepares, later runs (and resumed runs)
-  reuse the directory. An existing directory prepared from another dataset or
-  with other options is an error rather than silently used or replaced; one
-  prepared alike by an older version (no checksums in meta.json) is prepared
-  again in its place, atomically. Leftovers of an interrupted write beside
-  output_dir are cleaned up first (`data_prep.writer.clean_leftovers`).
-
-  Args:
-    dataset: the dataset name, e.g. "ml-1m" (selects the presets).
-    input_path: the raw file(s); None downloads where supported (ml-1m).
-    output_dir: where the prepared dataset lives.
-    **options: overrides of the preset, as for
-      `data_prep.prepare.prepare_dataset`.
-
-  Returns:
-    output_dir as an absolute Path.
-
-  Raises:
-    PreparedDataError: output_dir holds a dataset prepared differently, or an
-      unreadable meta.json.
-  """
-  # Imported here: data_prep depends on this module for the format constants.
-  from data_prep import prepare  # pylint: disable=import-outside-toplevel
-  from data_prep import writer  # pylint: disable=import-outside-toplevel
-
-  output_dir = pathlib.Path(output_dir).absolute()
-  wanted = (dataset, prepare.resolve_options(dataset, **options))
-  writer.clean_leftovers(output_dir)
-  if not (output_dir / META_FILE).is_file():
-    try:
-      return prepare.prepare_dataset(dataset, input_path, output_dir, **options)
-    except FileExistsError:
-      # Another process (e.g. another host) prepared it meanwhile.
-      if not (output_dir / META_FILE).is_file():
-        raise
-  meta, _ = prepared_data.read_meta(output_dir)
-  found = (meta.get("dataset"), meta.get("options"))
-  if found != wanted or meta.get("format_version") != FORMAT_VERSION:
-    raise PreparedDataError(
-        output_dir,
-        f"holds a dataset prepared differently (dataset, options = {found}, "
-        f"format_version={meta.get('format_version')}); wanted {wanted}, "
-        f"format_version={FORMAT_VERSION}: choose another directory or "
-        "delete it",
-    )
-  if not prepared_data.has_checksums(meta):
-    logging.warning(
-        "%s was prepared by an older version (no checksums): preparing it "
-        "again", output_dir)
-    return prepare.prepare_dataset(dataset, input_path, output_dir,
-                                   overwrite=True, **options)
-  return output_dir
 
 
 # Batches ---------------------------------------------------------------------

@@ -10,7 +10,7 @@ one-line message names the file at fault.
 
 Directories prepared before the checksums were recorded (meta.json without
 `files`) are refused with a message asking to prepare them again;
-`linrec_jax.data.prepare_if_needed` does that by itself.
+`data_prep.prepare.prepare_if_needed` does that by itself.
 """
 
 import dataclasses

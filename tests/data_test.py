@@ -86,18 +86,18 @@ def test_prepare_if_needed(tmp_path, monkeypatch):
   raw = tmp_path / "s.txt"
   raw.write_text("1 5\n1 6\n1 7\n2 6\n2 5\n2 9\n")
   output = tmp_path / "prepared"
-  assert data.prepare_if_needed("ml-1m", raw, output) == output
+  assert prepare.prepare_if_needed("ml-1m", raw, output) == output
   assert data.load(output).num_users == 2
 
   def fail(*args, **kwargs):
     raise AssertionError("prepared again")
 
   monkeypatch.setattr(prepare, "prepare_dataset", fail)
-  assert data.prepare_if_needed("ml-1m", raw, output) == output
+  assert prepare.prepare_if_needed("ml-1m", raw, output) == output
   with pytest.raises(ValueError, match="prepared differently"):
-    data.prepare_if_needed("ml-1m", raw, output, k_core=5)
+    prepare.prepare_if_needed("ml-1m", raw, output, k_core=5)
   with pytest.raises(ValueError, match="prepared differently"):
-    data.prepare_if_needed("gowalla", raw, output)
+    prepare.prepare_if_needed("gowalla", raw, output)
 
 
 # Training batches -----------------------------------------------------------

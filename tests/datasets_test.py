@@ -1,4 +1,4 @@
-"""Tests of linrec_jax.datasets: where --dataset=ml-1m comes from.
+"""Tests of data_prep.datasets: where --dataset=ml-1m comes from.
 
 No network: the GroupLens download is a file:// URL to a small zip built
 here (with its md5 patched in), and "offline" is a port nothing listens on.
@@ -11,9 +11,9 @@ import zipfile
 
 import pytest
 
+from data_prep import datasets
 from data_prep import download
 from data_prep import sources
-from linrec_jax import datasets
 from linrec_jax import data
 
 OFFLINE_URL = "http://127.0.0.1:9/ml-1m.zip"

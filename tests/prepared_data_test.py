@@ -235,17 +235,17 @@ def test_prepare_if_needed_prepares_a_legacy_directory_again(tmp_path,
   raw = tmp_path / "s.txt"
   raw.write_text(RAW)
   output = tmp_path / "prepared"
-  data.prepare_if_needed("tiny", raw, output)
+  prepare.prepare_if_needed("tiny", raw, output)
   _make_legacy(output)
   with caplog.at_level(logging.WARNING):
-    assert data.prepare_if_needed("tiny", raw, output) == output
+    assert prepare.prepare_if_needed("tiny", raw, output) == output
   assert "older version" in caplog.text
   seqs = data.load(output)
   np.testing.assert_array_equal(seqs.items, ITEMS)
   assert sorted(p.name for p in tmp_path.iterdir()) == ["prepared", "s.txt"]
   _make_legacy(output)
   with pytest.raises(PreparedDataError, match="prepared differently"):
-    data.prepare_if_needed("tiny", raw, output, k_core=2)
+    prepare.prepare_if_needed("tiny", raw, output, k_core=2)
   (output / "meta.json").write_text("{")
   with pytest.raises(PreparedDataError, match="meta.json: not valid JSON"):
-    data.prepare_if_needed("tiny", raw, output)
+    prepare.prepare_if_needed("tiny", raw, output)

@@ -1,4 +1,4 @@
-"""`linrec_jax.search`: two Optuna trials of the tiny preset, end to end."""
+"""`linrec_jax.cli.hyperparameter_search`: two Optuna trials of the tiny preset, end to end."""
 
 import csv
 import json
@@ -6,7 +6,7 @@ import pathlib
 
 import pytest
 
-from linrec_jax import search
+from linrec_jax.cli import hyperparameter_search as search
 
 optuna = pytest.importorskip(
     "optuna", reason="Optuna is optional: pip install 'linrec_jax[search]' "

@@ -38,7 +38,7 @@ def run_check(*args: str) -> dict:
 @pytest.fixture(scope="module")
 def prepared_root(data_file, tmp_path_factory) -> pathlib.Path:
   """The ML-1M sample prepared once, where `--prepared_root` finds it."""
-  from linrec_jax import datasets  # pylint: disable=import-outside-toplevel
+  from data_prep import datasets  # pylint: disable=import-outside-toplevel
 
   raw = data_file(SAMPLE)
   root = tmp_path_factory.mktemp("prepared")

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from data_prep import prepare
 from linrec_jax import data
 from linrec_jax import evaluation
 from linrec_jax import memory_budget
@@ -168,7 +169,7 @@ def test_make_model_passes_the_config(model, causal_field):
 def sample_dir(data_file, tmp_path_factory):
   raw = data_file(SAMPLE_FILE)
   output = tmp_path_factory.mktemp("prepared") / "ml-1m-sample"
-  return str(data.prepare_if_needed("ml-1m", raw, output))
+  return str(prepare.prepare_if_needed("ml-1m", raw, output))
 
 
 def _tiny(**fields) -> TrainConfig:

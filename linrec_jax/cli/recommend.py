@@ -29,12 +29,12 @@ from absl import flags
 from absl import logging
 import numpy as np
 
+from data_prep import datasets
 from data_prep import parsing
 from data_prep import recbole
 from linrec_jax import checkpointing
 from linrec_jax import cli
 from linrec_jax import data
-from linrec_jax import datasets
 from linrec_jax import ranking
 from linrec_jax import restore
 from linrec_jax.cli import failures

@@ -5,7 +5,7 @@ r"""linrec-search: hyperparameter search with Optuna (pruned trials).
       --params=lr,dropout --epochs=3 --workdir=/tmp/s
 
 Every trial is a training run in WORKDIR/trial_NNN; WORKDIR/trials.md and
-trials.csv rank them by validation NDCG@10. See linrec_jax/search.py.
+trials.csv rank them by validation NDCG@10. See linrec_jax/cli/hyperparameter_search.py.
 """
 
 import sys
@@ -20,7 +20,7 @@ from linrec_jax import configs
 _WORKDIR = flags.DEFINE_string("workdir", None, "Trials and tables go here.")
 _TRIALS = flags.DEFINE_integer("trials", 10, "Number of trials.")
 _PARAMS = flags.DEFINE_list("params", ["lr", "dropout"], "Names of "
-                            "linrec_jax.search.SPACE to search.")
+                            "linrec_jax.cli.hyperparameter_search.SPACE to search.")
 _DATASET = flags.DEFINE_string("dataset", "ml-1m", "As linrec-train.")
 _MODEL = flags.DEFINE_string("model", "sasrec", "As linrec-train.")
 _ATTENTION = flags.DEFINE_string("attention", "linrec", "As linrec-train.")
@@ -40,7 +40,7 @@ def main(argv):
   if not _WORKDIR.value:
     sys.exit("error: --workdir: required")
   logging.set_verbosity(logging.WARNING)
-  from linrec_jax import search  # pylint: disable=import-outside-toplevel
+  from linrec_jax.cli import hyperparameter_search as search  # pylint: disable=import-outside-toplevel
   fixed = {} if _EPOCHS.value is None else {"epochs": _EPOCHS.value}
   try:
     search.search(workdir=_WORKDIR.value, trials=_TRIALS.value,

@@ -56,10 +56,10 @@ def main(argv):
   # JAX starts only now: --help and bad values answer in a fraction of a
   # second.
   import jax  # pylint: disable=import-outside-toplevel
+  from data_prep import datasets  # pylint: disable=import-outside-toplevel
   from linrec_jax import checkpointing  # pylint: disable=import-outside-toplevel
   from linrec_jax import sharding  # pylint: disable=import-outside-toplevel
   from linrec_jax import train  # pylint: disable=import-outside-toplevel
-  from linrec_jax import datasets  # pylint: disable=import-outside-toplevel
 
   # Orbax logs the failures it raises, tracebacks included; they are
   # reported as one line.

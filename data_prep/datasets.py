@@ -3,6 +3,7 @@
 import os
 
 from data_prep import download
+from data_prep import prepare
 from data_prep import sources
 from linrec_jax import configs
 from linrec_jax import data
@@ -49,7 +50,7 @@ def prepared_dir(dataset: str, root: str | None, prepared_root: str) -> str:
           f"--data_root: {raw} not found; point --data_root (or "
           f"LINREC_DATA_DIR) at the folder holding {configs.DATASETS[dataset]}")
     print(f"preparing {dataset} from {raw} into {output}", flush=True)
-  return str(data.prepare_if_needed(dataset.removesuffix("-sample"), raw,
+  return str(prepare.prepare_if_needed(dataset.removesuffix("-sample"), raw,
                                     output))
 
 
@@ -64,7 +65,7 @@ def _prepared_ml1m(root: str, prepared_root: str) -> str:
     print(f"preparing {sources.ML1M} from {source.description} into "
           f"{output}", flush=True)
   try:
-    return str(data.prepare_if_needed(sources.ML1M, source.input_path,
+    return str(prepare.prepare_if_needed(sources.ML1M, source.input_path,
                                       output, **source.options))
   except download.DownloadError as error:
     raise ValueError(sources.missing_message(root, error.reason)) from error

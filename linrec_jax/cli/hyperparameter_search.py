@@ -19,7 +19,7 @@ import math
 import os
 from typing import Callable
 
-from linrec_jax import quickstart
+from linrec_jax.cli import quickstart
 
 OBJECTIVE = "ndcg@10"
 # name -> (kind, low, high): the documented search space.
@@ -82,7 +82,7 @@ def search(*, workdir: str, trials: int, dataset: str = "ml-1m",
   common = dict(dataset=dataset, model=model, attention=attention,
                 preset=preset)
   quickstart.resolve_config(**common, **fixed)  # fails early on bad values
-  from linrec_jax import datasets  # pylint: disable=import-outside-toplevel
+  from data_prep import datasets  # pylint: disable=import-outside-toplevel
   from linrec_jax import train  # pylint: disable=import-outside-toplevel
   data_dir = datasets.prepared_dir(dataset, data_root, prepared_root)
   os.makedirs(workdir, exist_ok=True)

@@ -64,8 +64,8 @@ def run(*, workdir: str, dataset: str = "ml-1m", model: str = "sasrec",
   config = resolve_config(dataset=dataset, model=model, attention=attention,
                           preset=preset, **overrides)
   # pylint: disable=import-outside-toplevel
+  from data_prep import datasets
   from linrec_jax import train
-  from linrec_jax import datasets
   # pylint: enable=import-outside-toplevel
   data_dir = datasets.prepared_dir(dataset, data_root, prepared_root)
   return train.train_and_evaluate(
