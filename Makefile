@@ -13,7 +13,7 @@ WORKDIR ?= runs/ml-1m_sasrec_linrec
 PEERS_VENV ?= .venv-peers
 BENCH_PEERS_FLAGS ?=
 
-.PHONY: setup setup-search train test test-slow bench-peers
+.PHONY: setup setup-search train test test-slow bench-peers format
 
 # The pinned dependencies, then this project itself (editable: the commands
 # linrec-train, linrec-prepare, linrec-recommend, linrec-benchmark and
@@ -45,3 +45,8 @@ test-slow: setup-search
 
 bench-peers: setup
 	$(PY) -m experiments.benchmark_peers --peers_venv=$(PEERS_VENV) --peers_python=$(PYTHON) $(BENCH_PEERS_FLAGS)
+
+# Formats the Python files in place (pyink, configured in pyproject.toml).
+format: setup
+	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pyink .
