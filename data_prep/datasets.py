@@ -39,7 +39,8 @@ def prepared_dir(dataset: str, root: str | None, prepared_root: str) -> str:
     raise ValueError(
         f"--dataset={dataset!r} is neither one of "
         f"{', '.join(configs.DATASETS)} nor a prepared directory "
-        f"(no {data.META_FILE} there; prepare one with data_prep.prepare)")
+        f"(no {data.META_FILE} there; prepare one with data_prep.prepare)"
+    )
   if dataset == sources.ML1M:
     return _prepared_ml1m(data_root(root), prepared_root)
   raw = os.path.join(data_root(root), configs.DATASETS[dataset])
@@ -48,25 +49,33 @@ def prepared_dir(dataset: str, root: str | None, prepared_root: str) -> str:
     if not os.path.exists(raw):
       raise ValueError(
           f"--data_root: {raw} not found; point --data_root (or "
-          f"LINREC_DATA_DIR) at the folder holding {configs.DATASETS[dataset]}")
+          f"LINREC_DATA_DIR) at the folder holding {configs.DATASETS[dataset]}"
+      )
     print(f"preparing {dataset} from {raw} into {output}", flush=True)
-  return str(prepare.prepare_if_needed(dataset.removesuffix("-sample"), raw,
-                                    output))
+  return str(
+      prepare.prepare_if_needed(dataset.removesuffix("-sample"), raw, output)
+  )
 
 
 def _prepared_ml1m(root: str, prepared_root: str) -> str:
   """The prepared ML-1M: SASRec's file if at hand, else GroupLens'."""
   source = sources.sasrec_source(root)
   if source.input_path is None and not _is_prepared(
-      os.path.join(prepared_root, source.prepared_name)):
+      os.path.join(prepared_root, source.prepared_name)
+  ):
     source = sources.grouplens_source(root)
   output = os.path.join(prepared_root, source.prepared_name)
   if not _is_prepared(output):
-    print(f"preparing {sources.ML1M} from {source.description} into "
-          f"{output}", flush=True)
+    print(
+        f"preparing {sources.ML1M} from {source.description} into " f"{output}",
+        flush=True,
+    )
   try:
-    return str(prepare.prepare_if_needed(sources.ML1M, source.input_path,
-                                      output, **source.options))
+    return str(
+        prepare.prepare_if_needed(
+            sources.ML1M, source.input_path, output, **source.options
+        )
+    )
   except download.DownloadError as error:
     raise ValueError(sources.missing_message(root, error.reason)) from error
 

@@ -159,8 +159,10 @@ def _read_limited(f, path, max_bytes: int) -> bytes:
     total += len(part)
     if total > max_bytes:
       raise DataFormatError(
-          path, f"decompresses to more than {max_bytes} bytes, "
-          f"{_over_limit(max_bytes)}")
+          path,
+          f"decompresses to more than {max_bytes} bytes, "
+          f"{_over_limit(max_bytes)}",
+      )
     parts.append(part)
   return b"".join(parts)
 
@@ -182,8 +184,10 @@ def _read_zip_member(path, raw: bytes, suffix: str | None, max_bytes) -> bytes:
       member_name = member.filename
       if member.file_size > max_bytes:
         raise DataFormatError(
-            path, f"{member.filename} holds {member.file_size} bytes, "
-            f"{_over_limit(max_bytes)}")
+            path,
+            f"{member.filename} holds {member.file_size} bytes, "
+            f"{_over_limit(max_bytes)}",
+        )
       with archive.open(member) as f:
         return _read_limited(f, path, max_bytes)
   except NotImplementedError as e:
@@ -218,7 +222,8 @@ def first_line(path: str | pathlib.Path) -> bytes | None:
 
 
 def split_first_line(
-    data: bytes, path: str | pathlib.Path | None = None,
+    data: bytes,
+    path: str | pathlib.Path | None = None,
     delimiter: bytes | None = None,
 ) -> tuple[bytes, bytes]:
   """Splits off the first line (a header): returns (header, rest).
@@ -264,8 +269,9 @@ def check_text(
   line_end = chunk.find(b"\n", position)
   line = chunk[line_start : len(chunk) if line_end < 0 else line_end]
   line_no = first_line + chunk.count(b"\n", 0, line_start)
-  _raise_bad_text(line, line_no, path, delimiter, position - line_start,
-                  field_names)
+  _raise_bad_text(
+      line, line_no, path, delimiter, position - line_start, field_names
+  )
 
 
 def _raise_bad_text(line, line_no, path, delimiter, column, field_names=None):
@@ -407,9 +413,7 @@ def _fields_per_line(chunk: bytes, delimiter: bytes | None) -> np.ndarray:
     starts = ~space
     starts[1:] &= space[:-1]
     field_at = np.flatnonzero(starts)
-    return np.bincount(
-        np.searchsorted(newlines, field_at), minlength=num_lines
-    )
+    return np.bincount(np.searchsorted(newlines, field_at), minlength=num_lines)
   delimiter_at = np.flatnonzero(buf == delimiter[0])
   line_of = np.searchsorted(newlines, delimiter_at)
   return np.bincount(line_of, minlength=num_lines) + 1

@@ -36,8 +36,13 @@ from linrec_jax import data
 from linrec_jax import prepared_data
 
 _FIELD_OPTIONS = tuple(recbole.Fields.OPTIONS.values())
-_OPTIONS = ("format", "min_rating", "k_core", "dedup_consecutive",
-            *_FIELD_OPTIONS)
+_OPTIONS = (
+    "format",
+    "min_rating",
+    "k_core",
+    "dedup_consecutive",
+    *_FIELD_OPTIONS,
+)
 _DOWNLOADABLE = "ml-1m"
 # RecBole's Yelp names, as examples in the help.
 _FIELD_EXAMPLES = {
@@ -219,9 +224,12 @@ def prepare_if_needed(
   if not prepared_data.has_checksums(meta):
     logging.warning(
         "%s was prepared by an older version (no checksums): preparing it "
-        "again", output_dir)
-    return prepare_dataset(dataset, input_path, output_dir,
-                                   overwrite=True, **options)
+        "again",
+        output_dir,
+    )
+    return prepare_dataset(
+        dataset, input_path, output_dir, overwrite=True, **options
+    )
   return output_dir
 
 
@@ -278,8 +286,10 @@ def _one_line(error: BaseException) -> str:
 
 def main(argv: Sequence[str]) -> int:
   if len(argv) > 1:
-    print(f"error: unexpected arguments {argv[1:]} (flags are --name=value)",
-          file=sys.stderr)
+    print(
+        f"error: unexpected arguments {argv[1:]} (flags are --name=value)",
+        file=sys.stderr,
+    )
     return 2
   fv = flags.FLAGS
   # The summary below is printed; errors are one line.

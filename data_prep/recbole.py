@@ -125,9 +125,13 @@ def parse_header(header: bytes, path) -> list[tuple[str, str]]:
     names = [known for known, _ in fields]
     if name in names:
       raise DataFormatError(
-          path, f"header field {name!r} appears twice (fields "
+          path,
+          f"header field {name!r} appears twice (fields "
           f"{names.index(name) + 1} and {j + 1}): which one holds the data is "
-          "ambiguous", line=1, field=str(j + 1))
+          "ambiguous",
+          line=1,
+          field=str(j + 1),
+      )
     fields.append((name, kind))
   return fields
 
@@ -221,8 +225,13 @@ def read_item_titles(
   header_line, body = parsing.split_first_line(raw)
   header = parse_header(header_line, path)
   item_at = find_field(
-      header, item_field, path, role="item", kind=TOKEN,
-      option="item_field", required=True,
+      header,
+      item_field,
+      path,
+      role="item",
+      kind=TOKEN,
+      option="item_field",
+      required=True,
   )
   if title_field is None:
     present = [name for name, _ in header]
@@ -236,8 +245,13 @@ def read_item_titles(
           line=1,
       )
   title_at = find_field(
-      header, title_field, path, role="title", kind=None,
-      option="title_field", required=True,
+      header,
+      title_field,
+      path,
+      role="title",
+      kind=None,
+      option="title_field",
+      required=True,
   )
   titles, first_seen = {}, {}
   for line_no, line in enumerate(body.split(b"\n") if body else [], start=2):

@@ -142,8 +142,11 @@ def clean_leftovers(output_dir: str | pathlib.Path) -> list[str]:
       if not output_dir.exists():
         os.rename(path, output_dir)
         _sync_directory(output_dir.parent)
-        logging.warning("restored %s from %s (a replace was interrupted)",
-                        output_dir, path.name)
+        logging.warning(
+            "restored %s from %s (a replace was interrupted)",
+            output_dir,
+            path.name,
+        )
       else:
         shutil.rmtree(path, ignore_errors=True)
     elif kind == _TMP_PREFIX:
@@ -240,10 +243,19 @@ def _exchange(a: pathlib.Path, b: pathlib.Path) -> bool:
   function = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
   if function is None:
     return False
-  function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int,
-                       ctypes.c_char_p, ctypes.c_uint]
-  if function(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b),
-              _RENAME_EXCHANGE) == 0:
+  function.argtypes = [
+      ctypes.c_int,
+      ctypes.c_char_p,
+      ctypes.c_int,
+      ctypes.c_char_p,
+      ctypes.c_uint,
+  ]
+  if (
+      function(
+          _AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE
+      )
+      == 0
+  ):
     return True
   code = ctypes.get_errno()
   if code in _EXCHANGE_UNSUPPORTED:
@@ -276,14 +288,14 @@ def _leftover_kind(name: str, output_name: str) -> str | None:
   """The prefix of a leftover of output_name's writes, or None."""
   for prefix in (_TMP_PREFIX, _OLD_PREFIX, _TRASH_PREFIX):
     head = f"{prefix}{output_name}."
-    if name.startswith(head) and len(name[len(head):].split(".")) == 3:
+    if name.startswith(head) and len(name[len(head) :].split(".")) == 3:
       return prefix
   return None
 
 
 def _writer_is_dead(name: str, output_name: str) -> bool:
   """Whether the process that made the .tmp- directory `name` has ended."""
-  host, pid, _ = name[len(f"{_TMP_PREFIX}{output_name}."):].split(".")
+  host, pid, _ = name[len(f"{_TMP_PREFIX}{output_name}.") :].split(".")
   if host != _owner_tag().split(".")[0] or not pid.isdigit():
     return False
   if int(pid) == os.getpid():

@@ -26,10 +26,12 @@ from linrec_jax.constants import PAD_ID
 
 _WORKDIRS = flags.DEFINE_list('workdirs', None, 'training workdirs')
 _USERS = flags.DEFINE_integer('num_users', 1024, 'users to inspect')
-_RECENT = flags.DEFINE_integer('recent_items', 5,
-                               'latest items counted as recent')
-_BATCH = flags.DEFINE_integer('forward_batch_size', 128,
-                              'users per forward pass')
+_RECENT = flags.DEFINE_integer(
+    'recent_items', 5, 'latest items counted as recent'
+)
+_BATCH = flags.DEFINE_integer(
+    'forward_batch_size', 128, 'users per forward pass'
+)
 _OUTPUT = flags.DEFINE_string('json_output', None, 'JSON path (optional)')
 flags.mark_flag_as_required('workdirs')
 
@@ -40,10 +42,15 @@ def run_focus(workdir, users, recent, batch_size):
   config, model = trained.config, trained.model
   sums, count = None, 0
   batches = data.eval_batches(
-      trained.seqs, data.VALID, max_len=config.max_len, batch_size=batch_size,
-      pad_side=config.pad_side, mask_token=getattr(model, 'mask_token', None))
+      trained.seqs,
+      data.VALID,
+      max_len=config.max_len,
+      batch_size=batch_size,
+      pad_side=config.pad_side,
+      mask_token=getattr(model, 'mask_token', None),
+  )
   for batch in batches:
-    rows = np.flatnonzero(batch['valid'])[:users - count]
+    rows = np.flatnonzero(batch['valid'])[: users - count]
     inputs = jnp.asarray(batch['inputs'][rows])
     positions = jnp.asarray(batch['positions'][rows])
     mask = inputs != PAD_ID
@@ -57,40 +64,65 @@ def run_focus(workdir, users, recent, batch_size):
     stats = []
     for (query, key), decay_logit in zip(blocks, decay_logits):
       weights = inspection.attention_weights(
-          config.attention, query, key,
-          mask=mask if config.mask_padding else None, causal=causal,
-          decay_logit=decay_logit)
+          config.attention,
+          query,
+          key,
+          mask=mask if config.mask_padding else None,
+          causal=causal,
+          decay_logit=decay_logit,
+      )
       row_weights = weights[jnp.arange(len(rows)), :, positions]
-      stats.append({name: float(jnp.sum(value)) for name, value in
-                    inspection.focus(row_weights, visible, recent).items()})
-    sums = stats if sums is None else [
-        {name: a[name] + b[name] for name in a} for a, b in zip(sums, stats)]
+      stats.append(
+          {
+              name: float(jnp.sum(value))
+              for name, value in inspection.focus(
+                  row_weights, visible, recent
+              ).items()
+          }
+      )
+    sums = (
+        stats
+        if sums is None
+        else [
+            {name: a[name] + b[name] for name in a} for a, b in zip(sums, stats)
+        ]
+    )
     count += len(rows)
     if count >= users:
       break
   heads = config.heads
-  return [{name: value / (count * heads) for name, value in block.items()}
-          for block in sums]
+  return [
+      {name: value / (count * heads) for name, value in block.items()}
+      for block in sums
+  ]
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # Orbax is chatty at INFO.
   report = {}
-  print(f'{"run":34} block  recent  top  negative  effective keys  '
-        f'(uniform recent)')
+  print(
+      f'{"run":34} block  recent  top  negative  effective keys  '
+      f'(uniform recent)'
+  )
   for workdir in _WORKDIRS.value:
-    report[workdir] = run_focus(workdir, _USERS.value, _RECENT.value,
-                                _BATCH.value)
+    report[workdir] = run_focus(
+        workdir, _USERS.value, _RECENT.value, _BATCH.value
+    )
     for index, block in enumerate(report[workdir]):
-      print(f'{workdir[-34:]:34} {index:5d}  {block["recent_share"]:.3f}  '
-            f'{block["top_share"]:.3f}  {block["negative_share"]:.3f}  '
-            f'{block["effective_keys"]:14.1f}  '
-            f'({block["uniform_recent_share"]:.3f})')
+      print(
+          f'{workdir[-34:]:34} {index:5d}  {block["recent_share"]:.3f}  '
+          f'{block["top_share"]:.3f}  {block["negative_share"]:.3f}  '
+          f'{block["effective_keys"]:14.1f}  '
+          f'({block["uniform_recent_share"]:.3f})'
+      )
   if _OUTPUT.value:
     with open(_OUTPUT.value, 'w') as f:
-      json.dump({'users': _USERS.value, 'recent': _RECENT.value,
-                 'runs': report}, f, indent=2)
+      json.dump(
+          {'users': _USERS.value, 'recent': _RECENT.value, 'runs': report},
+          f,
+          indent=2,
+      )
 
 
 if __name__ == '__main__':

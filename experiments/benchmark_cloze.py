@@ -34,8 +34,9 @@ from linrec_jax.models.bert4rec import BERT4Rec
 from linrec_jax.cli import failures
 from linrec_jax.cli import flag_checks
 
-_ATTENTIONS = flags.DEFINE_list('attentions', ['softmax', 'linrec'],
-                                'Attention variants.')
+_ATTENTIONS = flags.DEFINE_list(
+    'attentions', ['softmax', 'linrec'], 'Attention variants.'
+)
 _NUM_ITEMS = flags.DEFINE_integer('num_items', 3416, 'Catalogue size.')
 _MAX_LEN = flags.DEFINE_integer('max_len', 200, 'Window length N.')
 _BATCH = flags.DEFINE_integer('batch_size', 128, 'Windows per step.')
@@ -45,8 +46,9 @@ _FFN = flags.DEFINE_integer('ffn', 128, 'Feed-forward width.')
 _LAYERS = flags.DEFINE_integer('layers', 2, 'Encoder blocks.')
 _MASK_PROB = flags.DEFINE_float('mask_prob', 0.2, 'Cloze masking rate.')
 _REPEATS = flags.DEFINE_integer('repeats', 7, 'Timed passes.')
-_OUTPUT = flags.DEFINE_string('output', 'benchmarks/cloze_cpu.json',
-                              'Where the JSON report goes.')
+_OUTPUT = flags.DEFINE_string(
+    'output', 'benchmarks/cloze_cpu.json', 'Where the JSON report goes.'
+)
 
 
 def cloze_layouts(rng, *, batch, max_len, num_items, mask_prob):
@@ -60,31 +62,60 @@ def cloze_layouts(rng, *, batch, max_len, num_items, mask_prob):
   limit = data.default_max_predictions(mask_prob, max_len)
   masked = data.cloze_mask(rng, np.ones_like(windows, bool), mask_prob, limit)
   masked_only = data.cloze_batch(windows, masked, num_items + 1, limit)
-  every = dict(masked_only,
-               positions=np.tile(np.arange(max_len, dtype=np.int32),
-                                 (batch, 1)),
-               targets=np.where(masked, windows, PAD_ID).astype(np.int32))
+  every = dict(
+      masked_only,
+      positions=np.tile(np.arange(max_len, dtype=np.int32), (batch, 1)),
+      targets=np.where(masked, windows, PAD_ID).astype(np.int32),
+  )
   return {'all': every, 'masked': masked_only}
 
 
 def _main(argv):
   del argv
-  report = {'machine': bench_common.machine(), 'config': {
-      name: flags.FLAGS[name].value for name in (
-          'num_items', 'max_len', 'batch_size', 'hidden', 'heads', 'ffn',
-          'layers', 'mask_prob', 'repeats')}, 'records': []}
+  report = {
+      'machine': bench_common.machine(),
+      'config': {
+          name: flags.FLAGS[name].value
+          for name in (
+              'num_items',
+              'max_len',
+              'batch_size',
+              'hidden',
+              'heads',
+              'ffn',
+              'layers',
+              'mask_prob',
+              'repeats',
+          )
+      },
+      'records': [],
+  }
   layouts = cloze_layouts(
-      np.random.default_rng(0), batch=_BATCH.value, max_len=_MAX_LEN.value,
-      num_items=_NUM_ITEMS.value, mask_prob=_MASK_PROB.value)
+      np.random.default_rng(0),
+      batch=_BATCH.value,
+      max_len=_MAX_LEN.value,
+      num_items=_NUM_ITEMS.value,
+      mask_prob=_MASK_PROB.value,
+  )
   tx = optimizer.make_optimizer(lr=1e-3)
   for attention in _ATTENTIONS.value:
-    model = BERT4Rec(num_items=_NUM_ITEMS.value, max_len=_MAX_LEN.value,
-                     hidden=_HIDDEN.value, layers=_LAYERS.value,
-                     heads=_HEADS.value, ffn=_FFN.value, attention=attention)
-    state = jax.jit(lambda key, m=model: steps.create_train_state(
-        m, tx, key, _MAX_LEN.value))(jax.random.key(0))
-    step = jax.jit(steps.make_train_step(model, tx, loss='ce',
-                                         num_items=_NUM_ITEMS.value))
+    model = BERT4Rec(
+        num_items=_NUM_ITEMS.value,
+        max_len=_MAX_LEN.value,
+        hidden=_HIDDEN.value,
+        layers=_LAYERS.value,
+        heads=_HEADS.value,
+        ffn=_FFN.value,
+        attention=attention,
+    )
+    state = jax.jit(
+        lambda key, m=model: steps.create_train_state(
+            m, tx, key, _MAX_LEN.value
+        )
+    )(jax.random.key(0))
+    step = jax.jit(
+        steps.make_train_step(model, tx, loss='ce', num_items=_NUM_ITEMS.value)
+    )
     rng = jax.random.key(1)
     compiled, losses, times = {}, {}, {name: [] for name in layouts}
     for name, batch in layouts.items():
@@ -97,19 +128,30 @@ def _main(argv):
         jax.block_until_ready(compiled[name](state, batch, rng))
         times[name].append(time.perf_counter() - start)
     for name, batch in layouts.items():
-      record = {'attention': attention, 'layout': name,
-                'scored_positions': batch['positions'].shape[1],
-                'seconds': statistics.median(times[name]),
-                'times_s': times[name], 'loss': losses[name]}
+      record = {
+          'attention': attention,
+          'layout': name,
+          'scored_positions': batch['positions'].shape[1],
+          'seconds': statistics.median(times[name]),
+          'times_s': times[name],
+          'loss': losses[name],
+      }
       report['records'].append(record)
-      print(f"{attention:8s} {name:6s} T={record['scored_positions']:4d} "
-            f"{record['seconds']:.3f} s/step  loss {record['loss']:.6f}",
-            flush=True)
+      print(
+          f"{attention:8s} {name:6s} T={record['scored_positions']:4d} "
+          f"{record['seconds']:.3f} s/step  loss {record['loss']:.6f}",
+          flush=True,
+      )
     speedup = statistics.median(times['all']) / statistics.median(
-        times['masked'])
-    report['records'].append({'attention': attention, 'speedup': speedup,
-                              'loss_difference': abs(losses['all'] -
-                                                     losses['masked'])})
+        times['masked']
+    )
+    report['records'].append(
+        {
+            'attention': attention,
+            'speedup': speedup,
+            'loss_difference': abs(losses['all'] - losses['masked']),
+        }
+    )
     print(f'{attention:8s} masked-only is {speedup:.2f}x faster', flush=True)
   bench_common.write_json(_OUTPUT.value, report)
   print(f'wrote {_OUTPUT.value}')
@@ -117,15 +159,30 @@ def _main(argv):
 
 def _check_flags():
   """Stops with one line naming the first bad flag."""
-  flag_checks.check_sizes('num_items', 'max_len', 'batch_size', 'hidden',
-                          'heads', 'ffn', 'layers', 'repeats')
+  flag_checks.check_sizes(
+      'num_items',
+      'max_len',
+      'batch_size',
+      'hidden',
+      'heads',
+      'ffn',
+      'layers',
+      'repeats',
+  )
   flag_checks.check_fraction('mask_prob')
   flag_checks.check_output('output', _OUTPUT.value)
   flag_checks.check_model_fits(
-      BERT4Rec(num_items=_NUM_ITEMS.value, max_len=_MAX_LEN.value,
-               hidden=_HIDDEN.value, layers=_LAYERS.value, heads=_HEADS.value,
-               ffn=_FFN.value), _MAX_LEN.value,
-      '--num_items, --hidden, --ffn, --layers, --max_len')
+      BERT4Rec(
+          num_items=_NUM_ITEMS.value,
+          max_len=_MAX_LEN.value,
+          hidden=_HIDDEN.value,
+          layers=_LAYERS.value,
+          heads=_HEADS.value,
+          ffn=_FFN.value,
+      ),
+      _MAX_LEN.value,
+      '--num_items, --hidden, --ffn, --layers, --max_len',
+  )
 
 
 def main(argv):

@@ -31,16 +31,17 @@ from linrec_jax import optimizer
 from linrec_jax import steps
 from linrec_jax.cli import bench_common
 
-_ATTENTIONS = flags.DEFINE_list('attentions', ['linrec', 'softmax'],
-                                'Attention variants.')
+_ATTENTIONS = flags.DEFINE_list(
+    'attentions', ['linrec', 'softmax'], 'Attention variants.'
+)
 _BUCKET = flags.DEFINE_integer('length_bucket', 25, 'Bucket width W.')
 _SAMPLE = flags.DEFINE_integer('sample', 16, 'Batches timed per layout.')
 _REPEATS = flags.DEFINE_integer('repeats', 2, 'Timed passes per batch.')
 _DATA_ROOT = flags.DEFINE_string('data_root', None, 'raw datasets')
-_PREPARED = flags.DEFINE_string('prepared_root', 'prepared',
-                                'prepared arrays')
-_OUTPUT = flags.DEFINE_string('output', 'benchmarks/epoch_cpu.json',
-                              'Where the JSON report goes.')
+_PREPARED = flags.DEFINE_string('prepared_root', 'prepared', 'prepared arrays')
+_OUTPUT = flags.DEFINE_string(
+    'output', 'benchmarks/epoch_cpu.json', 'Where the JSON report goes.'
+)
 
 
 def _time(step, state, batch, rng):
@@ -52,21 +53,30 @@ def _time(step, state, batch, rng):
 
 def measure(seqs, attention, bucket, sample, repeats):
   """Per-layout step times, epoch estimates and padded slots."""
-  config = configs.to_train_config(configs.get_config(
-      'cpu', dataset='ml-1m', model='sasrec', attention=attention))
+  config = configs.to_train_config(
+      configs.get_config(
+          'cpu', dataset='ml-1m', model='sasrec', attention=attention
+      )
+  )
   model = models.make_model(config, seqs.num_items)
   tx = optimizer.make_optimizer(lr=config.lr)
-  step = jax.jit(steps.make_train_step(model, tx, loss='ce',
-                                       num_items=seqs.num_items))
-  state = steps.create_train_state(model, tx, jax.random.key(0),
-                                   config.max_len)
+  step = jax.jit(
+      steps.make_train_step(model, tx, loss='ce', num_items=seqs.num_items)
+  )
+  state = steps.create_train_state(model, tx, jax.random.key(0), config.max_len)
   rng = jax.random.key(1)
   loaders = {
       name: data.TrainBatches(
-          seqs, mode='all', max_len=config.max_len,
-          batch_size=config.batch_size, seed=config.seed,
-          windows_per_user=config.windows_per_user, length_bucket=width)
-      for name, width in (('padded', 0), ('bucketed', bucket))}
+          seqs,
+          mode='all',
+          max_len=config.max_len,
+          batch_size=config.batch_size,
+          seed=config.seed,
+          windows_per_user=config.windows_per_user,
+          length_bucket=width,
+      )
+      for name, width in (('padded', 0), ('bucketed', bucket))
+  }
   batches = loaders['padded'].num_batches
   picked = np.random.default_rng(0).choice(batches, sample, replace=False)
   report = {}
@@ -74,14 +84,20 @@ def measure(seqs, attention, bucket, sample, repeats):
     epoch = [loader.batch(0, i) for i in range(batches)]
     widths = sorted({b['inputs'].shape[1] for b in epoch})
     for width in widths:  # Compile every shape before timing.
-      _, state = _time(step, state, next(
-          b for b in epoch if b['inputs'].shape[1] == width), rng)
+      _, state = _time(
+          step,
+          state,
+          next(b for b in epoch if b['inputs'].shape[1] == width),
+          rng,
+      )
     report[name] = {
         'widths': widths,
         'slots_per_epoch': int(sum(b['inputs'].size for b in epoch)),
-        'real_targets_per_epoch': int(sum((b['targets'] != 0).sum()
-                                          for b in epoch)),
-        'times': []}
+        'real_targets_per_epoch': int(
+            sum((b['targets'] != 0).sum() for b in epoch)
+        ),
+        'times': [],
+    }
   for _ in range(repeats):
     for index in picked:
       for name, loader in loaders.items():
@@ -91,29 +107,37 @@ def measure(seqs, attention, bucket, sample, repeats):
     entry['mean_step_s'] = statistics.fmean(entry.pop('times'))
     entry['epoch_s'] = entry['mean_step_s'] * batches
   report['batches_per_epoch'] = batches
-  report['speedup'] = report['padded']['epoch_s'] / report['bucketed'][
-      'epoch_s']
+  report['speedup'] = (
+      report['padded']['epoch_s'] / report['bucketed']['epoch_s']
+  )
   return report
 
 
 def main(argv):
   del argv
-  data_dir = datasets.prepared_dir('ml-1m', _DATA_ROOT.value,
-                                   _PREPARED.value)
+  data_dir = datasets.prepared_dir('ml-1m', _DATA_ROOT.value, _PREPARED.value)
   seqs = data.load(data_dir)
-  result = {'machine': bench_common.machine(),
-            'what': __doc__.split('\n\n')[1].replace('\n', ' '),
-            'length_bucket': _BUCKET.value, 'sample': _SAMPLE.value,
-            'repeats': _REPEATS.value, 'cells': {}}
+  result = {
+      'machine': bench_common.machine(),
+      'what': __doc__.split('\n\n')[1].replace('\n', ' '),
+      'length_bucket': _BUCKET.value,
+      'sample': _SAMPLE.value,
+      'repeats': _REPEATS.value,
+      'cells': {},
+  }
   for attention in _ATTENTIONS.value:
-    cell = measure(seqs, attention, _BUCKET.value, _SAMPLE.value,
-                   _REPEATS.value)
+    cell = measure(
+        seqs, attention, _BUCKET.value, _SAMPLE.value, _REPEATS.value
+    )
     result['cells'][attention] = cell
-    print(f"{attention}: padded {cell['padded']['epoch_s']:.0f} s/epoch, "
-          f"buckets of {_BUCKET.value} {cell['bucketed']['epoch_s']:.0f} "
-          f"s/epoch, {cell['speedup']:.2f}x (slots "
-          f"{cell['padded']['slots_per_epoch']} -> "
-          f"{cell['bucketed']['slots_per_epoch']})", flush=True)
+    print(
+        f"{attention}: padded {cell['padded']['epoch_s']:.0f} s/epoch, "
+        f"buckets of {_BUCKET.value} {cell['bucketed']['epoch_s']:.0f} "
+        f"s/epoch, {cell['speedup']:.2f}x (slots "
+        f"{cell['padded']['slots_per_epoch']} -> "
+        f"{cell['bucketed']['slots_per_epoch']})",
+        flush=True,
+    )
   result['load_avg_at_end'] = bench_common.load_avg()
   with open(_OUTPUT.value, 'w') as f:
     json.dump(result, f, indent=2)

@@ -23,14 +23,19 @@ from absl import flags
 
 from linrec_jax import run_comparison
 
-_WORKDIRS = flags.DEFINE_list('workdirs', None,
-                              'training workdirs; the first is the baseline')
-_NAMES = flags.DEFINE_list('names', None,
-                           'a label per workdir (default: base names)')
+_WORKDIRS = flags.DEFINE_list(
+    'workdirs', None, 'training workdirs; the first is the baseline'
+)
+_NAMES = flags.DEFINE_list(
+    'names', None, 'a label per workdir (default: base names)'
+)
 _METRIC = flags.DEFINE_string('metric', 'ndcg@10', 'validation metric')
 _EVERY = flags.DEFINE_integer('every', 4, 'epochs between curve rows')
-_THRESHOLDS = flags.DEFINE_list('thresholds', ['0.12', '0.14', '0.16'],
-                                'validation values for time to quality')
+_THRESHOLDS = flags.DEFINE_list(
+    'thresholds',
+    ['0.12', '0.14', '0.16'],
+    'validation values for time to quality',
+)
 _OUTPUT = flags.DEFINE_string('output', None, 'Markdown path (optional)')
 flags.mark_flag_as_required('workdirs')
 
@@ -42,14 +47,19 @@ def main(argv):
   try:
     thresholds = [float(t) for t in _THRESHOLDS.value]
   except ValueError:
-    raise app.UsageError(f'--thresholds must be numbers, got '
-                         f'{",".join(_THRESHOLDS.value)}') from None
+    raise app.UsageError(
+        f'--thresholds must be numbers, got ' f'{",".join(_THRESHOLDS.value)}'
+    ) from None
   names = _NAMES.value or [None] * len(_WORKDIRS.value)
   if len(names) != len(_WORKDIRS.value):
-    raise app.UsageError(f'--names has {len(names)} labels for '
-                         f'{len(_WORKDIRS.value)} --workdirs')
-  runs = [run_comparison.read_run(workdir, _METRIC.value, name)
-          for workdir, name in zip(_WORKDIRS.value, names)]
+    raise app.UsageError(
+        f'--names has {len(names)} labels for '
+        f'{len(_WORKDIRS.value)} --workdirs'
+    )
+  runs = [
+      run_comparison.read_run(workdir, _METRIC.value, name)
+      for workdir, name in zip(_WORKDIRS.value, names)
+  ]
   text = run_comparison.report(runs, _METRIC.value, _EVERY.value, thresholds)
   print(text, end='')
   if _OUTPUT.value:

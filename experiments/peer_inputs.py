@@ -38,8 +38,14 @@ def padding_share(lengths: np.ndarray, max_len: int) -> float:
   return float(1 - np.sum(lengths) / (len(lengths) * max_len))
 
 
-def draw_batch(rng: np.random.Generator, pool: np.ndarray, *, batch: int,
-               max_len: int, num_items: int) -> dict[str, np.ndarray]:
+def draw_batch(
+    rng: np.random.Generator,
+    pool: np.ndarray,
+    *,
+    batch: int,
+    max_len: int,
+    num_items: int,
+) -> dict[str, np.ndarray]:
   """One batch of right-padded prefix samples with random items.
 
   Args:
@@ -56,8 +62,10 @@ def draw_batch(rng: np.random.Generator, pool: np.ndarray, *, batch: int,
   """
   lengths = rng.choice(pool, size=batch).astype(np.int32)
   if lengths.min() < 1 or lengths.max() > max_len:
-    raise ValueError(f'prefix lengths must lie in 1..{max_len}, got '
-                     f'{lengths.min()}..{lengths.max()}')
+    raise ValueError(
+        f'prefix lengths must lie in 1..{max_len}, got '
+        f'{lengths.min()}..{lengths.max()}'
+    )
   items = rng.integers(1, num_items + 1, size=(batch, max_len), dtype=np.int32)
   real = np.arange(max_len) < lengths[:, None]
   return {

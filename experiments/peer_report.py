@@ -14,8 +14,10 @@ LABELS = {
     'jax_softmax': 'linrec_jax softmax',
 }
 # (ours, peer) pairs compared in the ratios.
-PAIRS = {'linrec': ('jax_linrec', 'recbole_linrec'),
-         'softmax': ('jax_softmax', 'recbole_softmax')}
+PAIRS = {
+    'linrec': ('jax_linrec', 'recbole_linrec'),
+    'softmax': ('jax_softmax', 'recbole_softmax'),
+}
 DOES_NOT_FIT = 'does_not_fit'
 
 
@@ -40,9 +42,15 @@ def ratios(records):
     for pair, (ours, peer) in PAIRS.items():
       a, b = impls.get(ours), impls.get(peer)
       if a and b and a['status'] == b['status'] == 'ok':
-        out.append(dict(n=n, batch=batch, pair=pair,
-                        speedup=b['seconds'] / a['seconds'],
-                        memory_ratio=a['peak_rss_gib'] / b['peak_rss_gib']))
+        out.append(
+            dict(
+                n=n,
+                batch=batch,
+                pair=pair,
+                speedup=b['seconds'] / a['seconds'],
+                memory_ratio=a['peak_rss_gib'] / b['peak_rss_gib'],
+            )
+        )
   return out
 
 
@@ -60,28 +68,37 @@ def describe(record):
 def _flops(record):
   if not record or 'gflops_per_s' not in record:
     return ''
-  return (f'{record["gflops_per_s"]:.0f} '
-          f'({100 * record["share_of_matmul_peak"]:.0f} %)')
+  return (
+      f'{record["gflops_per_s"]:.0f} '
+      f'({100 * record["share_of_matmul_peak"]:.0f} %)'
+  )
 
 
 def markdown_table(records):
   """The cells as a Markdown table, times, memory and ratios."""
   impls = list(LABELS)
-  head = (['N, batch', 'padding'] + [LABELS[i] for i in impls]
-          + ['linrec: speedup, memory', 'softmax: speedup, memory',
-             'linrec_jax linrec GFLOP/s (% peak)',
-             'linrec_jax softmax GFLOP/s (% peak)'])
+  head = (
+      ['N, batch', 'padding']
+      + [LABELS[i] for i in impls]
+      + [
+          'linrec: speedup, memory',
+          'softmax: speedup, memory',
+          'linrec_jax linrec GFLOP/s (% peak)',
+          'linrec_jax softmax GFLOP/s (% peak)',
+      ]
+  )
   lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
   found = {(q['n'], q['batch'], q['pair']): q for q in ratios(records)}
   for (n, batch), cell in by_cell(records).items():
-    padding = next((r['padding_share'] for r in cell.values()
-                    if 'padding_share' in r), math.nan)
+    padding = next(
+        (r['padding_share'] for r in cell.values() if 'padding_share' in r),
+        math.nan,
+    )
     row = [f'{n}, {batch}', f'{100 * padding:.0f} %']
     row += [describe(cell.get(i)) for i in impls]
     for pair in PAIRS:
       q = found.get((n, batch, pair))
-      row.append(f'{q["speedup"]:.2f}x, {q["memory_ratio"]:.2f}x' if q
-                 else '')
+      row.append(f'{q["speedup"]:.2f}x, {q["memory_ratio"]:.2f}x' if q else '')
     row += [_flops(cell.get('jax_linrec')), _flops(cell.get('jax_softmax'))]
     lines.append('| ' + ' | '.join(row) + ' |')
   return '\n'.join(lines)
@@ -95,8 +112,11 @@ def cpu_table(records):
     row = [f'{n}, {batch}']
     for impl in LABELS:
       r = cell.get(impl)
-      row.append(f'{r["cpu_seconds"]:.3g} s' if r and 'cpu_seconds' in r
-                 else describe(r))
+      row.append(
+          f'{r["cpu_seconds"]:.3g} s'
+          if r and 'cpu_seconds' in r
+          else describe(r)
+      )
     lines.append('| ' + ' | '.join(row) + ' |')
   return '\n'.join(lines)
 
@@ -108,6 +128,7 @@ def plot(records, path, *, title):
   written where the bar would be.
   """
   import matplotlib  # pylint: disable=g-import-not-at-top
+
   matplotlib.use('Agg')
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
 
@@ -115,10 +136,18 @@ def plot(records, path, *, title):
   impls = [i for i in LABELS if any(i in c for c in cells.values())]
   width = 0.8 / max(len(impls), 1)
   fig, axes = plt.subplots(1, 2, figsize=(13, 5))
-  panels = [('seconds', 'median step time (s), log scale',
-             'Training step (fwd + bwd + Adam), median after warm-up'),
-            ('peak_rss_gib', 'process peak RSS (GiB)',
-             'Peak RSS of the cell\'s process (runtime included)')]
+  panels = [
+      (
+          'seconds',
+          'median step time (s), log scale',
+          'Training step (fwd + bwd + Adam), median after warm-up',
+      ),
+      (
+          'peak_rss_gib',
+          'process peak RSS (GiB)',
+          "Peak RSS of the cell's process (runtime included)",
+      ),
+  ]
   for ax, (field, ylabel, panel_title) in zip(axes, panels):
     labelled = set()
     for k, impl in enumerate(impls):
@@ -128,19 +157,42 @@ def plot(records, path, *, title):
           continue
         pos = x + (k - (len(impls) - 1) / 2) * width
         if r['status'] == 'ok':
-          ax.bar(pos, r[field], width, color=f'C{k}',
-                 label=None if impl in labelled else LABELS[impl])
+          ax.bar(
+              pos,
+              r[field],
+              width,
+              color=f'C{k}',
+              label=None if impl in labelled else LABELS[impl],
+          )
           labelled.add(impl)
-          ax.annotate(f'{r[field]:.3g}', (pos, r[field]), ha='center',
-                      va='bottom', fontsize=7)
+          ax.annotate(
+              f'{r[field]:.3g}',
+              (pos, r[field]),
+              ha='center',
+              va='bottom',
+              fontsize=7,
+          )
         else:
-          ax.annotate(describe(r), (pos, 0), xycoords=('data', 'axes fraction'),
-                      ha='center', va='bottom', rotation=90, fontsize=7,
-                      color=f'C{k}')
-    ax.set_xticks(range(len(cells)),
-                  [f'N={n}\nbatch {b}' for n, b in cells])
-    top = max((r[field] for c in cells.values() for r in c.values()
-               if r['status'] == 'ok'), default=1.0)
+          ax.annotate(
+              describe(r),
+              (pos, 0),
+              xycoords=('data', 'axes fraction'),
+              ha='center',
+              va='bottom',
+              rotation=90,
+              fontsize=7,
+              color=f'C{k}',
+          )
+    ax.set_xticks(range(len(cells)), [f'N={n}\nbatch {b}' for n, b in cells])
+    top = max(
+        (
+            r[field]
+            for c in cells.values()
+            for r in c.values()
+            if r['status'] == 'ok'
+        ),
+        default=1.0,
+    )
     if field == 'seconds':
       ax.set_yscale('log')
       ax.set_ylim(top=top * 6)  # Room for the legend above the bars.

@@ -14,8 +14,10 @@ CPU, OFFICIAL, TINY = cpu.VALUES, official.VALUES, tiny.VALUES
 PRESETS = {"cpu": CPU, "official": OFFICIAL, "tiny": TINY}
 
 
-def preset_values(preset: str, dataset: str, model: str,
-                  attention: str) -> dict:
+def preset_values(
+    preset: str, dataset: str, model: str, attention: str
+) -> dict:
   """The preset's values for this dataset, model and attention."""
-  return configs.get_config(preset, dataset=dataset, model=model,
-                            attention=attention).to_dict()
+  return configs.get_config(
+      preset, dataset=dataset, model=model, attention=attention
+  ).to_dict()

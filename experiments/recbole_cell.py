@@ -44,15 +44,23 @@ class _Catalogue:
 def recbole_config(model: dict, max_len: int) -> dict:
   """The RecBole config entries that SASRec reads, at the given size."""
   return {
-      'USER_ID_FIELD': 'user_id', 'ITEM_ID_FIELD': ITEM_FIELD,
-      'LIST_SUFFIX': '_list', 'ITEM_LIST_LENGTH_FIELD': LENGTH_FIELD,
-      'NEG_PREFIX': 'neg_', 'MAX_ITEM_LIST_LENGTH': max_len,
+      'USER_ID_FIELD': 'user_id',
+      'ITEM_ID_FIELD': ITEM_FIELD,
+      'LIST_SUFFIX': '_list',
+      'ITEM_LIST_LENGTH_FIELD': LENGTH_FIELD,
+      'NEG_PREFIX': 'neg_',
+      'MAX_ITEM_LIST_LENGTH': max_len,
       'device': torch.device('cpu'),
-      'n_layers': model['layers'], 'n_heads': model['heads'],
-      'hidden_size': model['hidden'], 'inner_size': model['ffn'],
+      'n_layers': model['layers'],
+      'n_heads': model['heads'],
+      'hidden_size': model['hidden'],
+      'inner_size': model['ffn'],
       'hidden_dropout_prob': model['dropout'],
-      'attn_dropout_prob': model['dropout'], 'hidden_act': 'gelu',
-      'layer_norm_eps': 1e-12, 'initializer_range': 0.02, 'loss_type': 'CE',
+      'attn_dropout_prob': model['dropout'],
+      'hidden_act': 'gelu',
+      'layer_norm_eps': 1e-12,
+      'initializer_range': 0.02,
+      'loss_type': 'CE',
   }
 
 
@@ -71,8 +79,11 @@ def _matmul_peak(size: int, repeats: int) -> dict:
     torch.matmul(a, b)
     times.append(time.perf_counter() - start)
   seconds = statistics.median(times)
-  return {'size': size, 'seconds': seconds,
-          'gflops': 2 * size**3 / seconds / 1e9}
+  return {
+      'size': size,
+      'seconds': seconds,
+      'gflops': 2 * size**3 / seconds / 1e9,
+  }
 
 
 def run_cell(cell: dict) -> dict:
@@ -83,6 +94,7 @@ def run_cell(cell: dict) -> dict:
   if cell['impl'] == 'idle':  # The runtime and RecBole, nothing big.
     # pylint: disable=g-import-not-at-top,unused-import
     from recbole.model.sequential_recommender import sasrec  # noqa: F401
+
     return dict(result, peak_rss_gib_self=_peak_rss_gib())
   if cell['impl'] == 'matmul_peak':
     return dict(result, **_matmul_peak(cell['size'], cell['repeats']))
@@ -90,8 +102,10 @@ def run_cell(cell: dict) -> dict:
   from recbole.model.sequential_recommender.sasrec import SASRec
   from experiments import torch_linrec
   # pylint: enable=g-import-not-at-top
-  model = SASRec(recbole_config(cell['model'], cell['n']),
-                 _Catalogue(cell['model']['num_items']))
+  model = SASRec(
+      recbole_config(cell['model'], cell['n']),
+      _Catalogue(cell['model']['num_items']),
+  )
   if cell['attention'] == 'linrec':
     result['layers_swapped'] = torch_linrec.swap_in_linrec(model)
   model.train()
@@ -110,22 +124,27 @@ def run_cell(cell: dict) -> dict:
     loss.backward()
     optimizer.step()
     value = loss.item()
-    return (time.perf_counter() - start, time.process_time() - cpu_start,
-            value)
+    return (time.perf_counter() - start, time.process_time() - cpu_start, value)
 
   warmup = [step()[0] for _ in range(cell['warmup'])]
   first, first_cpu, loss = step()
   times, cpu_times = [first], [first_cpu]
-  while (len(times) < cell['repeats']
-         and sum(times) + times[-1] <= cell['time_budget_s']):
+  while (
+      len(times) < cell['repeats']
+      and sum(times) + times[-1] <= cell['time_budget_s']
+  ):
     wall, cpu, _ = step()
     times.append(wall)
     cpu_times.append(cpu)
   result.update(
-      seconds=statistics.median(times), times_s=times,
-      cpu_seconds=statistics.median(cpu_times), warmup_s=warmup, loss=loss,
+      seconds=statistics.median(times),
+      times_s=times,
+      cpu_seconds=statistics.median(cpu_times),
+      warmup_s=warmup,
+      loss=loss,
       peak_rss_gib_self=_peak_rss_gib(),
-      parameters=sum(p.numel() for p in model.parameters()))
+      parameters=sum(p.numel() for p in model.parameters()),
+  )
   return result
 
 

@@ -23,8 +23,9 @@ from torch.nn import functional
 NORM_EPS = 1e-12
 
 
-def linrec_attention(q: torch.Tensor, k: torch.Tensor,
-                     v: torch.Tensor) -> torch.Tensor:
+def linrec_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+) -> torch.Tensor:
   """LinRec attention of `[B, H, N, d_h]` queries, keys and values.
 
   Returns:
@@ -62,13 +63,16 @@ class LinRecSelfAttention(nn.Module):
     batch, length, _ = x.shape
     return x.view(batch, length, self.heads, self.head_size).transpose(1, 2)
 
-  def forward(self, input_tensor: torch.Tensor,
-              attention_mask: torch.Tensor) -> torch.Tensor:
+  def forward(
+      self, input_tensor: torch.Tensor, attention_mask: torch.Tensor
+  ) -> torch.Tensor:
     """`[B, N, D]` -> `[B, N, D]`; `attention_mask` is ignored (official)."""
     del attention_mask
-    context = linrec_attention(self._heads(self.query(input_tensor)),
-                               self._heads(self.key(input_tensor)),
-                               self._heads(self.value(input_tensor)))
+    context = linrec_attention(
+        self._heads(self.query(input_tensor)),
+        self._heads(self.key(input_tensor)),
+        self._heads(self.value(input_tensor)),
+    )
     batch, _, length, _ = context.shape
     context = context.transpose(1, 2).reshape(batch, length, -1)
     hidden = self.out_dropout(self.dense(context))
@@ -83,6 +87,5 @@ def swap_in_linrec(sasrec: nn.Module) -> int:
   """
   layers = sasrec.trm_encoder.layer
   for layer in layers:
-    layer.multi_head_attention = LinRecSelfAttention(
-        layer.multi_head_attention)
+    layer.multi_head_attention = LinRecSelfAttention(layer.multi_head_attention)
   return len(layers)

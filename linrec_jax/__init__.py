@@ -31,8 +31,17 @@ _LAZY_ATTRIBUTES = {
     "run": ("linrec_jax.cli.quickstart", "run"),
 }
 
-__all__ = ["attention", "losses", "metrics", "models", "negatives", "SASRec",
-           "BERT4Rec", "configs", "run"]
+__all__ = [
+    "attention",
+    "losses",
+    "metrics",
+    "models",
+    "negatives",
+    "SASRec",
+    "BERT4Rec",
+    "configs",
+    "run",
+]
 
 
 def __getattr__(name: str):

@@ -70,6 +70,7 @@ def verify_meta(meta: dict) -> None:
 @dataclasses.dataclass(frozen=True)
 class Damaged:
   """A checkpoint that was set aside: its step, why, and where it went."""
+
   step: int
   reason: str
   moved_to: str
@@ -78,9 +79,13 @@ class Damaged:
 def leaf_specs(tree: Any) -> dict[str, list]:
   """`{path: [shape, dtype]}` of every leaf of arrays or shape structs."""
   flat, _ = jax.tree_util.tree_flatten_with_path(tree)
-  return {jax.tree_util.keystr(path): [list(np.shape(leaf)),
-                                       np.dtype(leaf.dtype).name]
-          for path, leaf in flat}
+  return {
+      jax.tree_util.keystr(path): [
+          list(np.shape(leaf)),
+          np.dtype(leaf.dtype).name,
+      ]
+      for path, leaf in flat
+  }
 
 
 def _same_fingerprint(recorded: Any, arrays: Any) -> bool:
@@ -90,15 +95,21 @@ def _same_fingerprint(recorded: Any, arrays: Any) -> bool:
   """
   recorded = np.asarray(recorded if recorded is not None else [], np.float64)
   actual = np.asarray(fingerprint(arrays), np.float64)
-  return (recorded.shape == actual.shape and
-          np.array_equal(recorded, actual, equal_nan=True))
+  return recorded.shape == actual.shape and np.array_equal(
+      recorded, actual, equal_nan=True
+  )
 
 
 class Checkpointer:
   """Keeps the latest `max_to_keep` checkpoints of a run."""
 
-  def __init__(self, directory: str, *, max_to_keep: int = 2,
-               warn: Callable[[str], None] = logging.warning):
+  def __init__(
+      self,
+      directory: str,
+      *,
+      max_to_keep: int = 2,
+      warn: Callable[[str], None] = logging.warning,
+  ):
     """Opens (and creates) `directory`.
 
     Args:
@@ -110,38 +121,54 @@ class Checkpointer:
     self.damaged: list[Damaged] = []
     self._warn = warn
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep, enable_async_checkpointing=False,
-        create=True, cleanup_tmp_directories=True)
+        max_to_keep=max_to_keep,
+        enable_async_checkpointing=False,
+        create=True,
+        cleanup_tmp_directories=True,
+    )
     self._manager = ocp.CheckpointManager(
-        self.directory, options=options, item_names=(_ARRAYS, _META))
+        self.directory, options=options, item_names=(_ARRAYS, _META)
+    )
 
   def save(self, step: int, arrays: Any, meta: dict) -> None:
     """Writes `arrays` (host pytree) and `meta` (JSON-able) as `step`."""
-    meta = dict(meta, fingerprint=fingerprint(arrays), step=int(step),
-                leaves=leaf_specs(arrays))
+    meta = dict(
+        meta,
+        fingerprint=fingerprint(arrays),
+        step=int(step),
+        leaves=leaf_specs(arrays),
+    )
     meta = json.loads(json.dumps(meta))  # As JsonRestore will read it back.
     meta[INTEGRITY] = meta_checksum(meta)
     if step in self._manager.all_steps():
       # A resumed run can reach a step saved before a crash; replace it.
       self._manager.delete(step)
     try:
-      self._manager.save(step, args=ocp.args.Composite(**{
-          _ARRAYS: ocp.args.StandardSave(arrays),
-          _META: ocp.args.JsonSave(meta)}))
+      self._manager.save(
+          step,
+          args=ocp.args.Composite(
+              **{
+                  _ARRAYS: ocp.args.StandardSave(arrays),
+                  _META: ocp.args.JsonSave(meta),
+              }
+          ),
+      )
       self._manager.wait_until_finished()
     except Exception as error:  # A full or read-only disk, mostly.
-      for partial in glob.glob(os.path.join(self.directory,
-                                            f"{step}.orbax-checkpoint-tmp*")):
+      for partial in glob.glob(
+          os.path.join(self.directory, f"{step}.orbax-checkpoint-tmp*")
+      ):
         shutil.rmtree(partial, ignore_errors=True)
       text = " ".join(str(error).split())
       raise CheckpointWriteError(
           f"cannot write checkpoint {os.path.join(self.directory, str(step))}"
           f" (is the disk full or read-only?): ..."
-          f"{text[-160:]}") from error
+          f"{text[-160:]}"
+      ) from error
 
-  def restore_latest(self, abstract_arrays: Any, *,
-                     check: Callable[[dict], None] | None = None
-                     ) -> tuple[Any, dict] | None:
+  def restore_latest(
+      self, abstract_arrays: Any, *, check: Callable[[dict], None] | None = None
+  ) -> tuple[Any, dict] | None:
     """The newest intact checkpoint as `(arrays, meta)`, or None if none.
 
     Args:
@@ -158,8 +185,11 @@ class Checkpointer:
     wanted = leaf_specs(abstract_arrays)
     for step in sorted(self._manager.all_steps(), reverse=True):
       try:
-        meta = dict(self._manager.restore(step, args=ocp.args.Composite(**{
-            _META: ocp.args.JsonRestore()}))[_META])
+        meta = dict(
+            self._manager.restore(
+                step, args=ocp.args.Composite(**{_META: ocp.args.JsonRestore()})
+            )[_META]
+        )
         verify_meta(meta)
       except Exception as error:  # Any failure to read means damage.
         self._set_aside(step, error)
@@ -171,10 +201,15 @@ class Checkpointer:
             f"checkpoint {os.path.join(self.directory, str(step))} holds "
             "arrays of another model configuration ("
             f"{_first_difference(meta['leaves'], wanted)}); resume with the "
-            "configuration that wrote it, or use another workdir")
+            "configuration that wrote it, or use another workdir"
+        )
       try:
-        arrays = self._manager.restore(step, args=ocp.args.Composite(**{
-            _ARRAYS: ocp.args.StandardRestore(abstract_arrays)}))[_ARRAYS]
+        arrays = self._manager.restore(
+            step,
+            args=ocp.args.Composite(
+                **{_ARRAYS: ocp.args.StandardRestore(abstract_arrays)}
+            ),
+        )[_ARRAYS]
         if not _same_fingerprint(meta.get("fingerprint"), arrays):
           raise ValueError("arrays do not match their recorded fingerprint")
       except Exception as error:  # Any failure to read means damage.
@@ -188,8 +223,10 @@ class Checkpointer:
     target = os.path.join(self.directory + "_damaged", str(step))
     reason = _one_line(error)
     self.damaged.append(Damaged(int(step), reason, target))
-    self._warn(f"checkpoint {source} is damaged ({reason}); moved to "
-               f"{target}, trying the previous one")
+    self._warn(
+        f"checkpoint {source} is damaged ({reason}); moved to "
+        f"{target}, trying the previous one"
+    )
     os.makedirs(os.path.dirname(target), exist_ok=True)
     if os.path.exists(target):
       shutil.rmtree(target)
@@ -213,8 +250,10 @@ def quiet_failed_read_noise() -> None:
   previous = sys.unraisablehook
 
   def hook(unraisable):
-    if (unraisable.exc_type is RuntimeError and
-        str(unraisable.exc_value) == "Event loop is closed"):
+    if (
+        unraisable.exc_type is RuntimeError
+        and str(unraisable.exc_value) == "Event loop is closed"
+    ):
       return
     previous(unraisable)
 
@@ -225,7 +264,7 @@ def _one_line(error: Exception, limit: int = 200) -> str:
   """`Type: first line of the message`, at most `limit` characters."""
   lines = str(error).strip().splitlines()
   text = f"{type(error).__name__}: {lines[0] if lines else ''}"
-  return text if len(text) <= limit else text[:limit - 3] + "..."
+  return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _first_difference(recorded: dict, wanted: dict) -> str:

@@ -7,15 +7,33 @@ a fraction of a second); `tests/configs_test.py` keeps them equal to
 """
 
 MODELS = ("sasrec", "bert4rec")
-ATTENTION_VARIANTS = ("softmax", "linrec", "linear", "efficient",
-                      "linrec_seqnorm", "linrec_mean", "linrec_decay",
-                      "softmax_decay", "linrec_learned_decay",
-                      "softmax_learned_decay")
+ATTENTION_VARIANTS = (
+    "softmax",
+    "linrec",
+    "linear",
+    "efficient",
+    "linrec_seqnorm",
+    "linrec_mean",
+    "linrec_decay",
+    "softmax_decay",
+    "linrec_learned_decay",
+    "softmax_learned_decay",
+)
 # The variants with a causal (unidirectional) form.
 CAUSAL_ATTENTION_VARIANTS = frozenset(
-    {"softmax", "linrec", "linear", "linrec_mean", "linrec_decay",
-     "softmax_decay", "efficient", "linrec_learned_decay",
-     "softmax_learned_decay"})
+    {
+        "softmax",
+        "linrec",
+        "linear",
+        "linrec_mean",
+        "linrec_decay",
+        "softmax_decay",
+        "efficient",
+        "linrec_learned_decay",
+        "softmax_learned_decay",
+    }
+)
 # The variants that form a weight matrix, so accept `--attention_dropout`.
 WEIGHT_DROPOUT_ATTENTION_VARIANTS = frozenset(
-    {"softmax", "softmax_decay", "softmax_learned_decay"})
+    {"softmax", "softmax_decay", "softmax_learned_decay"}
+)

@@ -88,8 +88,14 @@ def _require(condition: bool, flag: str, message: str) -> None:
     raise ConfigError(f"--{flag}: {message}")
 
 
-def validate(config: TrainConfig, *, attention_variants, causal_variants,
-             model_names, weight_dropout_variants) -> TrainConfig:
+def validate(
+    config: TrainConfig,
+    *,
+    attention_variants,
+    causal_variants,
+    model_names,
+    weight_dropout_variants,
+) -> TrainConfig:
   """Checks every field; raises `ConfigError` naming the first bad flag.
 
   Args:
@@ -105,16 +111,25 @@ def validate(config: TrainConfig, *, attention_variants, causal_variants,
   for field in dataclasses.fields(config):
     value = getattr(config, field.name)
     if isinstance(value, float):
-      _require(math.isfinite(value), field.name,
-               f"must be a finite number, got {value}")
+      _require(
+          math.isfinite(value),
+          field.name,
+          f"must be a finite number, got {value}",
+      )
     elif isinstance(value, int) and not isinstance(value, bool):
-      _require(abs(value) <= MAX_INT, field.name,
-               f"{value} is out of range (at most {MAX_INT})")
+      _require(
+          abs(value) <= MAX_INT,
+          field.name,
+          f"{value} is out of range (at most {MAX_INT})",
+      )
 
   def choice(flag, allowed):
     value = getattr(config, flag)
-    _require(value in allowed, flag,
-             f"{value!r} is not one of {', '.join(sorted(allowed))}")
+    _require(
+        value in allowed,
+        flag,
+        f"{value!r} is not one of {', '.join(sorted(allowed))}",
+    )
 
   def positive(*flags):
     for flag in flags:
@@ -134,58 +149,125 @@ def validate(config: TrainConfig, *, attention_variants, causal_variants,
   choice("lr_schedule", LR_SCHEDULES)
   choice("pad_side", PAD_SIDES)
   choice("parallel", PARALLEL)
-  positive("max_len", "hidden", "layers", "heads", "ffn", "batch_size", "lr",
-           "epochs", "patience", "eval_batch_size", "eval_every_epochs",
-           "log_every_steps", "checkpoint_every_steps", "keep_checkpoints",
-           "num_negatives", "microbatches")
-  non_negative("warmup_steps", "weight_decay", "grad_clip", "max_steps",
-               "time_limit_minutes", "devices", "windows_per_user",
-               "length_bucket", "seed", "window_stride")
+  positive(
+      "max_len",
+      "hidden",
+      "layers",
+      "heads",
+      "ffn",
+      "batch_size",
+      "lr",
+      "epochs",
+      "patience",
+      "eval_batch_size",
+      "eval_every_epochs",
+      "log_every_steps",
+      "checkpoint_every_steps",
+      "keep_checkpoints",
+      "num_negatives",
+      "microbatches",
+  )
+  non_negative(
+      "warmup_steps",
+      "weight_decay",
+      "grad_clip",
+      "max_steps",
+      "time_limit_minutes",
+      "devices",
+      "windows_per_user",
+      "length_bucket",
+      "seed",
+      "window_stride",
+  )
   if config.window_stride:
-    _require(config.train_mode == "all", "window_stride",
-             "needs --train_mode=all")
-    _require(config.window_stride <= config.max_len, "window_stride",
-             f"must be at most --max_len={config.max_len}, got "
-             f"{config.window_stride}")
+    _require(
+        config.train_mode == "all", "window_stride", "needs --train_mode=all"
+    )
+    _require(
+        config.window_stride <= config.max_len,
+        "window_stride",
+        f"must be at most --max_len={config.max_len}, got "
+        f"{config.window_stride}",
+    )
   if config.length_bucket:
-    _require(config.train_mode != "cloze" and config.pad_side == "right",
-             "length_bucket", "needs --train_mode=all or prefix with "
-             "--pad_side=right (cropping left padding would move positions)")
-  _require(0.0 <= config.dropout < 1.0, "dropout",
-           f"must lie in [0, 1), got {config.dropout}")
-  _require(0.0 <= config.attention_dropout < 1.0, "attention_dropout",
-           f"must lie in [0, 1), got {config.attention_dropout}")
-  _require(0.0 < config.mask_prob < 1.0, "mask_prob",
-           f"must lie in (0, 1), got {config.mask_prob}")
-  _require(0.0 <= config.mask_last_prob <= 1.0, "mask_last_prob",
-           f"must lie in [0, 1], got {config.mask_last_prob}")
-  _require(0 <= config.max_predictions <= config.max_len, "max_predictions",
-           f"must lie in [0, --max_len={config.max_len}], got "
-           f"{config.max_predictions}")
-  _require(config.batch_size % config.microbatches == 0, "microbatches",
-           f"{config.microbatches} does not divide --batch_size="
-           f"{config.batch_size}")
-  _require(config.hidden % config.heads == 0, "heads",
-           f"{config.heads} heads do not divide --hidden={config.hidden}")
+    _require(
+        config.train_mode != "cloze" and config.pad_side == "right",
+        "length_bucket",
+        "needs --train_mode=all or prefix with "
+        "--pad_side=right (cropping left padding would move positions)",
+    )
+  _require(
+      0.0 <= config.dropout < 1.0,
+      "dropout",
+      f"must lie in [0, 1), got {config.dropout}",
+  )
+  _require(
+      0.0 <= config.attention_dropout < 1.0,
+      "attention_dropout",
+      f"must lie in [0, 1), got {config.attention_dropout}",
+  )
+  _require(
+      0.0 < config.mask_prob < 1.0,
+      "mask_prob",
+      f"must lie in (0, 1), got {config.mask_prob}",
+  )
+  _require(
+      0.0 <= config.mask_last_prob <= 1.0,
+      "mask_last_prob",
+      f"must lie in [0, 1], got {config.mask_last_prob}",
+  )
+  _require(
+      0 <= config.max_predictions <= config.max_len,
+      "max_predictions",
+      f"must lie in [0, --max_len={config.max_len}], got "
+      f"{config.max_predictions}",
+  )
+  _require(
+      config.batch_size % config.microbatches == 0,
+      "microbatches",
+      f"{config.microbatches} does not divide --batch_size="
+      f"{config.batch_size}",
+  )
+  _require(
+      config.hidden % config.heads == 0,
+      "heads",
+      f"{config.heads} heads do not divide --hidden={config.hidden}",
+  )
   if config.attention_dropout:
-    _require(config.attention in weight_dropout_variants, "attention_dropout",
-             f"attention {config.attention!r} forms no attention weights to "
-             f"drop; use one of {', '.join(sorted(weight_dropout_variants))}"
-             " or 0")
+    _require(
+        config.attention in weight_dropout_variants,
+        "attention_dropout",
+        f"attention {config.attention!r} forms no attention weights to "
+        f"drop; use one of {', '.join(sorted(weight_dropout_variants))}"
+        " or 0",
+    )
   if config.causal:
-    _require(config.attention in causal_variants, "causal",
-             f"attention {config.attention!r} has no causal form; use one of "
-             f"{', '.join(sorted(causal_variants))} or --nocausal")
+    _require(
+        config.attention in causal_variants,
+        "causal",
+        f"attention {config.attention!r} has no causal form; use one of "
+        f"{', '.join(sorted(causal_variants))} or --nocausal",
+    )
   if config.model == "bert4rec":
-    _require(config.train_mode == "cloze", "train_mode",
-             "bert4rec trains with --train_mode=cloze")
-    _require(not config.causal, "causal", "bert4rec is bidirectional: "
-             "pass --nocausal")
+    _require(
+        config.train_mode == "cloze",
+        "train_mode",
+        "bert4rec trains with --train_mode=cloze",
+    )
+    _require(
+        not config.causal,
+        "causal",
+        "bert4rec is bidirectional: " "pass --nocausal",
+    )
   else:
-    _require(config.train_mode != "cloze", "train_mode",
-             "cloze masking is for --model=bert4rec")
+    _require(
+        config.train_mode != "cloze",
+        "train_mode",
+        "cloze masking is for --model=bert4rec",
+    )
   if config.train_mode == "all" and not config.causal:
     raise ConfigError(
         "--causal: next-item training at all positions with a non-causal "
-        "encoder sees the future; use --causal or --train_mode=prefix")
+        "encoder sees the future; use --causal or --train_mode=prefix"
+    )
   return config

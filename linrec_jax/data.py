@@ -37,6 +37,7 @@ from linrec_jax.prepared_data import REQUIRED_FILES
 from linrec_jax.prepared_data import SEQUENCES_FILE
 from linrec_jax.prepared_data import USER_IDS_FILE
 from linrec_jax.prepared_data import fingerprint
+
 VALID, TEST = "valid", "test"
 # Items held out at the end of each sequence by each stage's target.
 _HELD_OUT = {VALID: 2, TEST: 1}
@@ -95,9 +96,13 @@ def load(directory: str | pathlib.Path) -> Sequences:
   verified = prepared_data.read_verified(directory)
   verified.items.setflags(write=False)
   verified.offsets.setflags(write=False)
-  return Sequences(verified.items, verified.offsets,
-                   verified.meta["num_items"], verified.meta,
-                   verified.fingerprint)
+  return Sequences(
+      verified.items,
+      verified.offsets,
+      verified.meta["num_items"],
+      verified.meta,
+      verified.fingerprint,
+  )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -368,18 +373,24 @@ class TrainBatches:
     if not 1 <= max_predictions <= max_len:
       raise ValueError(
           f"max_predictions must be in [1, max_len={max_len}], got "
-          f"{max_predictions}")
+          f"{max_predictions}"
+      )
     if not 0 <= mask_last_prob <= 1:
-      raise ValueError(f"mask_last_prob must be in [0, 1], got {mask_last_prob}")
+      raise ValueError(
+          f"mask_last_prob must be in [0, 1], got {mask_last_prob}"
+      )
     if length_bucket < 0:
       raise ValueError(f"length_bucket must be >= 0, got {length_bucket}")
     if length_bucket and (mode == MODE_CLOZE or pad_side != PAD_RIGHT):
-      raise ValueError("length_bucket needs mode all or prefix with right "
-                       "padding (cropping left padding would move positions)")
+      raise ValueError(
+          "length_bucket needs mode all or prefix with right "
+          "padding (cropping left padding would move positions)"
+      )
     if not 0 <= window_stride <= max_len:
       raise ValueError(
           f"window_stride must be in [0, max_len={max_len}], got "
-          f"{window_stride}")
+          f"{window_stride}"
+      )
     if window_stride not in (0, max_len) and mode != MODE_ALL:
       raise ValueError("window_stride < max_len needs mode all")
     self.length_bucket = length_bucket
@@ -412,11 +423,13 @@ class TrainBatches:
     # Real inputs of every example (the `lengths - 1` / `lengths` of the
     # batch builders below).
     if mode == MODE_PREFIX:
-      self._input_lengths = np.clip(self._ends - self._starts[self._rows], 0,
-                                    max_len)
+      self._input_lengths = np.clip(
+          self._ends - self._starts[self._rows], 0, max_len
+      )
     else:
-      self._input_lengths = np.maximum(np.clip(
-          self._ends - self._starts[self._rows], 0, max_len + 1) - 1, 0)
+      self._input_lengths = np.maximum(
+          np.clip(self._ends - self._starts[self._rows], 0, max_len + 1) - 1, 0
+      )
     self._order = None
 
   @property
@@ -460,8 +473,9 @@ class TrainBatches:
     if not self.length_bucket:
       return batch
     # From the global batch, so that every shard crops alike.
-    width = _round_up(int(self._input_lengths[picked].max()),
-                      self.length_bucket, self.max_len)
+    width = _round_up(
+        int(self._input_lengths[picked].max()), self.length_bucket, self.max_len
+    )
     batch["inputs"] = np.ascontiguousarray(batch["inputs"][:, :width])
     if self.mode == MODE_ALL:
       batch["positions"] = np.ascontiguousarray(batch["positions"][:, :width])
@@ -488,8 +502,9 @@ class TrainBatches:
     order = order[: self.num_batches * size]
     pool = BUCKET_POOL * size
     pools = [order[i : i + pool] for i in range(0, len(order), pool)]
-    order = np.concatenate([
-        p[np.argsort(self._input_lengths[p], kind="stable")] for p in pools])
+    order = np.concatenate(
+        [p[np.argsort(self._input_lengths[p], kind="stable")] for p in pools]
+    )
     batches = order.reshape(self.num_batches, size)
     return batches[rng.permutation(self.num_batches)].reshape(-1)
 
@@ -545,8 +560,9 @@ class TrainBatches:
     last_only = rng.random(len(rows)) < self.mask_last_prob
     if last_only.any():
       last = lengths - 1 if self.pad_side == PAD_RIGHT else self.max_len - 1
-      masked[last_only] = cols == np.broadcast_to(last, lengths.shape)[
-          last_only, None]
+      masked[last_only] = (
+          cols == np.broadcast_to(last, lengths.shape)[last_only, None]
+      )
     masked = masked[shard_rows]
     rows, ends = rows[shard_rows], ends[shard_rows]
     window, _ = _gather_windows(
@@ -587,8 +603,9 @@ def _window_examples(
     window trains (`length - stride`; 0 in a user's oldest window).
   """
   covered = np.maximum(ends - first_targets, 0)
-  counts = np.where(covered > 0,
-                    1 + np.maximum(-(-(covered - length) // stride), 0), 0)
+  counts = np.where(
+      covered > 0, 1 + np.maximum(-(-(covered - length) // stride), 0), 0
+  )
   if windows_per_user:
     counts = np.minimum(counts, windows_per_user)
   rows = np.repeat(np.arange(len(counts), dtype=np.int32), counts)

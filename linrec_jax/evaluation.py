@@ -38,10 +38,12 @@ def _eval_negatives(key, users, targets, popularity, *, protocol, num_items):
   def one(user, target):
     user_key = jax.random.fold_in(key, user)
     if protocol == "uni100":
-      return negatives_lib.sample_uniform(user_key, target, num_items,
-                                          SAMPLED_NEGATIVES)
-    return negatives_lib.sample_popularity(user_key, target, popularity,
-                                           SAMPLED_NEGATIVES)
+      return negatives_lib.sample_uniform(
+          user_key, target, num_items, SAMPLED_NEGATIVES
+      )
+    return negatives_lib.sample_popularity(
+        user_key, target, popularity, SAMPLED_NEGATIVES
+    )
 
   return jax.vmap(one)(users, targets)
 
@@ -58,32 +60,55 @@ class Evaluator:
     stage: "valid" or "test".
   """
 
-  def __init__(self, launcher, seqs: data.Sequences, *, stage: str,
-               protocol: str, max_len: int, batch_size: int, pad_side: str,
-               mask_token: int | None, seed: int):
+  def __init__(
+      self,
+      launcher,
+      seqs: data.Sequences,
+      *,
+      stage: str,
+      protocol: str,
+      max_len: int,
+      batch_size: int,
+      pad_side: str,
+      mask_token: int | None,
+      seed: int,
+  ):
     self.stage = stage
     self._launcher = launcher
     self._seqs = seqs
     self._protocol = protocol
     self._batch_options = dict(
-        max_len=max_len, batch_size=batch_size, pad_side=pad_side,
+        max_len=max_len,
+        batch_size=batch_size,
+        pad_side=pad_side,
         mask_token=mask_token,
         with_history=protocol == "full",
-        shard=(jax.process_index(), jax.process_count()))
+        shard=(jax.process_index(), jax.process_count()),
+    )
     self._key = jax.random.PRNGKey(seed)
-    self._popularity = (item_popularity(seqs) if protocol == "pop100"
-                        else np.zeros((seqs.num_items + 1,), np.float32))
+    self._popularity = (
+        item_popularity(seqs)
+        if protocol == "pop100"
+        else np.zeros((seqs.num_items + 1,), np.float32)
+    )
 
   def __call__(self, params) -> dict[str, float]:
     """Mean metrics over all users of the split (`params` on the devices)."""
     totals = None
-    for batch in data.eval_batches(self._seqs, self.stage,
-                                   **self._batch_options):
+    for batch in data.eval_batches(
+        self._seqs, self.stage, **self._batch_options
+    ):
       if self._protocol != "full":
-        batch["negatives"] = np.asarray(_eval_negatives(
-            self._key, jnp.asarray(batch["users"]),
-            jnp.asarray(batch["targets"]), self._popularity,
-            protocol=self._protocol, num_items=self._seqs.num_items))
+        batch["negatives"] = np.asarray(
+            _eval_negatives(
+                self._key,
+                jnp.asarray(batch["users"]),
+                jnp.asarray(batch["targets"]),
+                self._popularity,
+                protocol=self._protocol,
+                num_items=self._seqs.num_items,
+            )
+        )
       sums = self._launcher.eval_step(params, self._launcher.put_batch(batch))
       totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
     totals = jax.device_get(totals)
@@ -91,9 +116,12 @@ class Evaluator:
     return {name: float(value) / count for name, value in totals.items()}
 
 
-def popularity_metrics(seqs: data.Sequences, stage: str,
-                       ks: tuple[int, ...] = metrics.DEFAULT_KS,
-                       batch_size: int = 1024) -> dict[str, float]:
+def popularity_metrics(
+    seqs: data.Sequences,
+    stage: str,
+    ks: tuple[int, ...] = metrics.DEFAULT_KS,
+    batch_size: int = 1024,
+) -> dict[str, float]:
   """The most-popular baseline under the full-ranking protocol.
 
   Every user gets the same scores, the training-part counts of
@@ -113,11 +141,17 @@ def popularity_metrics(seqs: data.Sequences, stage: str,
   scores = jnp.asarray(item_popularity(seqs))[None]
   sums = None
   for start in range(0, len(targets), batch_size):
-    chunk = jnp.asarray(targets[start:start + batch_size])
+    chunk = jnp.asarray(targets[start : start + batch_size])
     ranks = metrics.target_ranks(
-        jnp.broadcast_to(scores, (len(chunk), scores.shape[1])), chunk)
-    chunk_sums = {name: float(jnp.sum(value)) for name, value in
-                  metrics.rank_metrics(ranks, ks).items()}
-    sums = chunk_sums if sums is None else {
-        name: sums[name] + chunk_sums[name] for name in sums}
+        jnp.broadcast_to(scores, (len(chunk), scores.shape[1])), chunk
+    )
+    chunk_sums = {
+        name: float(jnp.sum(value))
+        for name, value in metrics.rank_metrics(ranks, ks).items()
+    }
+    sums = (
+        chunk_sums
+        if sums is None
+        else {name: sums[name] + chunk_sums[name] for name in sums}
+    )
   return {name: value / len(targets) for name, value in sums.items()}

@@ -10,8 +10,9 @@ from linrec_jax.layers import attention as attention_lib
 from linrec_jax.layers.encoder import DECAY_LOGIT
 
 
-def attention_weights(name, query, key, *, mask=None, causal=False,
-                      decay_logit=None):
+def attention_weights(
+    name, query, key, *, mask=None, causal=False, decay_logit=None
+):
   """The weight of key m in the output of query l, per head.
 
   Every attention variant is linear in its values, so running it on the
@@ -33,21 +34,35 @@ def attention_weights(name, query, key, *, mask=None, causal=False,
     the rows of padded queries.
   """
   if name not in attention_lib.VARIANTS:
-    raise ValueError(f'unknown attention {name!r}; one of '
-                     f'{sorted(attention_lib.VARIANTS)}')
+    raise ValueError(
+        f'unknown attention {name!r}; one of '
+        f'{sorted(attention_lib.VARIANTS)}'
+    )
   learned = name in attention_lib.LEARNED_DECAY_VARIANTS
   if learned != (decay_logit is not None):
     raise ValueError(
-        f'attention {name!r} ' + ('needs decay_logit=, the layer\'s learned '
-                                  'decay logits (layer_decay_logits)'
-                                  if learned else 'takes no decay_logit'))
+        f'attention {name!r} '
+        + (
+            "needs decay_logit=, the layer's learned "
+            'decay logits (layer_decay_logits)'
+            if learned
+            else 'takes no decay_logit'
+        )
+    )
   batch, length, heads, _ = query.shape
-  identity = jnp.broadcast_to(jnp.eye(length, dtype=jnp.float32)[:, None],
-                              (batch, length, heads, length))
+  identity = jnp.broadcast_to(
+      jnp.eye(length, dtype=jnp.float32)[:, None],
+      (batch, length, heads, length),
+  )
   extra = {'decay_logit': decay_logit} if learned else {}
   out = attention_lib.VARIANTS[name](
-      query.astype(jnp.float32), key.astype(jnp.float32), identity,
-      mask=mask, causal=causal, **extra)
+      query.astype(jnp.float32),
+      key.astype(jnp.float32),
+      identity,
+      mask=mask,
+      causal=causal,
+      **extra,
+  )
   return jnp.transpose(out, (0, 2, 1, 3))
 
 
@@ -65,8 +80,10 @@ def layer_decay_logits(model, params):
   if model.attention not in attention_lib.LEARNED_DECAY_VARIANTS:
     return [None] * model.layers
   encoder = params['encoder']
-  return [encoder[f'block{index}']['attention'][DECAY_LOGIT]
-          for index in range(model.layers)]
+  return [
+      encoder[f'block{index}']['attention'][DECAY_LOGIT]
+      for index in range(model.layers)
+  ]
 
 
 def layer_queries_and_keys(model, params, inputs):
@@ -80,15 +97,22 @@ def layer_queries_and_keys(model, params, inputs):
   Returns:
     A list over blocks of `(query, key)`, each `[B, L, H, K]`.
   """
-  _, state = model.apply({'params': params}, inputs,
-                         capture_intermediates=True, mutable=['intermediates'])
+  _, state = model.apply(
+      {'params': params},
+      inputs,
+      capture_intermediates=True,
+      mutable=['intermediates'],
+  )
   blocks = state['intermediates']['encoder']
   out = []
   for index in range(model.layers):
     projections = blocks[f'block{index}']['attention']
     split = lambda x: x.reshape(x.shape[:2] + (model.heads, -1))
-    out.append(tuple(split(projections[name]['__call__'][0])
-                     for name in ('query', 'key')))
+    out.append(
+        tuple(
+            split(projections[name]['__call__'][0]) for name in ('query', 'key')
+        )
+    )
   return out
 
 
@@ -118,10 +142,10 @@ def focus(weights, visible, recent=5):
       'recent_share': jnp.sum(magnitude * is_recent[:, None], -1) / total,
       'top_share': jnp.max(magnitude, -1) / total,
       'negative_share': jnp.sum(jnp.where(weights < 0, magnitude, 0), -1)
-                        / total,
-      'effective_keys': total ** 2 / jnp.maximum(
-          jnp.sum(magnitude ** 2, -1), 1e-30),
+      / total,
+      'effective_keys': total**2
+      / jnp.maximum(jnp.sum(magnitude**2, -1), 1e-30),
       'uniform_recent_share': jnp.broadcast_to(
-          jnp.minimum(recent, count) / jnp.maximum(count, 1),
-          total.shape),
+          jnp.minimum(recent, count) / jnp.maximum(count, 1), total.shape
+      ),
   }

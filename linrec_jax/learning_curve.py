@@ -32,11 +32,12 @@ def panel_of(name: str) -> tuple[str, str]:
   match = _CUTOFF.search(name)
   if not match:
     return name, name
-  return name[:match.start()] + name[match.end():], match.group(0)
+  return name[: match.start()] + name[match.end() :], match.group(0)
 
 
-def plot(history: list[dict], path: str, *, title: str,
-         best_epoch: int | None = None) -> None:
+def plot(
+    history: list[dict], path: str, *, title: str, best_epoch: int | None = None
+) -> None:
   """Draws train loss and every validation metric against the epoch.
 
   Args:
@@ -47,21 +48,31 @@ def plot(history: list[dict], path: str, *, title: str,
     best_epoch: marked with a dotted line in every panel.
   """
   import matplotlib  # pylint: disable=import-outside-toplevel
+
   matplotlib.use("Agg")
   from matplotlib import pyplot as plt  # pylint: disable=import-outside-toplevel
   from matplotlib import ticker  # pylint: disable=import-outside-toplevel
 
-  panels = {"train loss": {"loss": [(r["epoch"], r["train_loss"])
-                                    for r in history if "train_loss" in r]}}
+  panels = {
+      "train loss": {
+          "loss": [
+              (r["epoch"], r["train_loss"])
+              for r in history
+              if "train_loss" in r
+          ]
+      }
+  }
   for record in history:
     for name, value in numeric_metrics(record.get("valid", {})).items():
       panel, series = panel_of(name)
       panels.setdefault(f"valid {panel}", {}).setdefault(series, []).append(
-          (record["epoch"], value))
+          (record["epoch"], value)
+      )
   cols = min(4, len(panels))
   rows = -(-len(panels) // cols)
-  fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows),
-                           squeeze=False)
+  fig, axes = plt.subplots(
+      rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False
+  )
   for ax, (panel, series) in zip(axes.flat, panels.items()):
     for label, points in sorted(series.items(), key=_by_cutoff):
       if points:
@@ -74,7 +85,7 @@ def plot(history: list[dict], path: str, *, title: str,
     ax.tick_params(labelsize=8)
     ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
     ax.legend(fontsize=7)
-  for ax in list(axes.flat)[len(panels):]:
+  for ax in list(axes.flat)[len(panels) :]:
     ax.axis("off")
   fig.suptitle(title, fontsize=9, wrap=True)
   fig.tight_layout()

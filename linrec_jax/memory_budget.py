@@ -27,8 +27,10 @@ class MemoryBudgetError(ValueError):
 
 def tree_bytes(tree: Any) -> int:
   """Bytes of the leaves of a pytree of arrays or shape structs."""
-  return sum(math.prod(leaf.shape) * np.dtype(leaf.dtype).itemsize
-             for leaf in jax.tree.leaves(tree))
+  return sum(
+      math.prod(leaf.shape) * np.dtype(leaf.dtype).itemsize
+      for leaf in jax.tree.leaves(tree)
+  )
 
 
 def available_bytes(device: jax.Device) -> int | None:
@@ -59,13 +61,20 @@ def scored_positions(config: TrainConfig) -> int:
   if config.train_mode == "all":
     return config.max_len
   if config.train_mode == "cloze":
-    return config.max_predictions or max(int(config.mask_prob *
-                                             config.max_len), 1)
+    return config.max_predictions or max(
+        int(config.mask_prob * config.max_len), 1
+    )
   return 1
 
 
-def check(config: TrainConfig, abstract_arrays: Any, *, num_items: int,
-          num_devices: int, device: jax.Device) -> None:
+def check(
+    config: TrainConfig,
+    abstract_arrays: Any,
+    *,
+    num_items: int,
+    num_devices: int,
+    device: jax.Device,
+) -> None:
   """Raises MemoryBudgetError naming the flags when the run cannot fit.
 
   Args:
@@ -85,7 +94,8 @@ def check(config: TrainConfig, abstract_arrays: Any, *, num_items: int,
         f"{config.layers}, --max_len={config.max_len} with {num_items} "
         f"items: the parameters and optimiser state need "
         f"{state / GIB:.1f} GiB, more than the {budget / GIB:.1f} GiB "
-        f"available on {device.platform}")
+        f"available on {device.platform}"
+    )
   scores = 0
   if config.loss == "ce":
     rows = max(config.batch_size // num_devices // config.microbatches, 1)
@@ -97,4 +107,5 @@ def check(config: TrainConfig, abstract_arrays: Any, *, num_items: int,
         f"one training chunk over {num_items} items need "
         f"{scores / GIB:.1f} GiB beside {state / GIB:.1f} GiB of "
         f"parameters, more than the {budget / GIB:.1f} GiB available on "
-        f"{device.platform}; lower them or raise --microbatches")
+        f"{device.platform}; lower them or raise --microbatches"
+    )

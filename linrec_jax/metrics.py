@@ -22,9 +22,9 @@ DEFAULT_KS = (5, 10, 20)
 # Metric names with this suffix rank with the user's history excluded (as
 # SASRec+, LRURec and gSASRec report); names without it keep the history in
 # the ranking (as RecBole does for sequential models).
-HISTORY_EXCLUDED = "_nohist"
+HISTORY_EXCLUDED = '_nohist'
 # Mean number of already-seen items among the top 10 (history kept).
-SEEN_AT_10 = "seen@10"
+SEEN_AT_10 = 'seen@10'
 
 
 def _target_scores(scores, targets):
@@ -47,8 +47,9 @@ def item_mask(num_columns, items):
   """
   items = jnp.asarray(items, jnp.int32)
   rows = jnp.arange(items.shape[0])[:, None]
-  listed = jnp.zeros((items.shape[0], num_columns), bool).at[rows, items].set(
-      True)
+  listed = (
+      jnp.zeros((items.shape[0], num_columns), bool).at[rows, items].set(True)
+  )
   return listed.at[:, PAD_ID].set(False)
 
 
@@ -65,8 +66,9 @@ def seen_in_top(scores, seen, k):
   real = jnp.arange(scores.shape[-1]) != PAD_ID
   scores = jnp.where(real & ~jnp.isnan(scores), scores, -jnp.inf)
   _, top = jax.lax.top_k(scores, min(k, scores.shape[-1] - 1))
-  return jnp.sum(jnp.take_along_axis(seen, top, axis=-1), axis=-1,
-                 dtype=jnp.float32)
+  return jnp.sum(
+      jnp.take_along_axis(seen, top, axis=-1), axis=-1, dtype=jnp.float32
+  )
 
 
 def target_ranks(scores, targets, *, exclude=None):

@@ -62,9 +62,7 @@ def _distinct_uniform(rng, batch_shape, population, num):
 
   def step(i, chosen):
     candidate = draws[..., i]
-    taken = jnp.any(
-        (chosen == candidate[..., None]) & (slots < i), axis=-1
-    )
+    taken = jnp.any((chosen == candidate[..., None]) & (slots < i), axis=-1)
     value = jnp.where(taken, highs[i], candidate).astype(jnp.int32)
     return chosen.at[..., i].set(value)
 

@@ -3,8 +3,9 @@
 import optax
 
 
-def learning_rate_schedule(lr: float, schedule: str, warmup_steps: int,
-                           total_steps: int) -> optax.Schedule:
+def learning_rate_schedule(
+    lr: float, schedule: str, warmup_steps: int, total_steps: int
+) -> optax.Schedule:
   """Linear warm-up to `lr`, then constant, cosine or linear decay to zero.
 
   Args:
@@ -28,10 +29,15 @@ def learning_rate_schedule(lr: float, schedule: str, warmup_steps: int,
   return optax.join_schedules([warmup, after], [warmup_steps])
 
 
-def make_optimizer(*, lr: float, schedule: str = "constant",
-                   warmup_steps: int = 0, total_steps: int = 1,
-                   weight_decay: float = 0.0,
-                   grad_clip: float = 0.0) -> optax.GradientTransformation:
+def make_optimizer(
+    *,
+    lr: float,
+    schedule: str = "constant",
+    warmup_steps: int = 0,
+    total_steps: int = 1,
+    weight_decay: float = 0.0,
+    grad_clip: float = 0.0,
+) -> optax.GradientTransformation:
   """Adam (the paper's optimiser), AdamW when `weight_decay` > 0.
 
   Gradient clipping by global norm comes first when `grad_clip` > 0.

@@ -170,13 +170,22 @@ def read_verified(directory: str | pathlib.Path) -> Verified:
       key: _count(meta, key, meta_path)
       for key in ("num_users", "num_items", "num_interactions")
   }
-  items, offsets = _read_arrays(directory / SEQUENCES_FILE,
-                                contents[SEQUENCES_FILE])
+  items, offsets = _read_arrays(
+      directory / SEQUENCES_FILE, contents[SEQUENCES_FILE]
+  )
   _check_arrays(items, offsets, counts, meta, directory)
-  _check_ids(directory / USER_IDS_FILE, contents[USER_IDS_FILE],
-             counts["num_users"], "num_users")
-  _check_ids(directory / ITEM_IDS_FILE, contents[ITEM_IDS_FILE],
-             counts["num_items"], "num_items")
+  _check_ids(
+      directory / USER_IDS_FILE,
+      contents[USER_IDS_FILE],
+      counts["num_users"],
+      "num_users",
+  )
+  _check_ids(
+      directory / ITEM_IDS_FILE,
+      contents[ITEM_IDS_FILE],
+      counts["num_items"],
+      "num_items",
+  )
   return Verified(items, offsets, meta, hashlib.sha256(raw_meta).hexdigest())
 
 
@@ -266,24 +275,34 @@ def _check_arrays(items, offsets, counts, meta, directory) -> None:
   if (lengths < 0).any():
     fail(f"offsets decrease at row {int(np.argmax(lengths < 0)) + 1}")
   if len(lengths) != counts["num_users"]:
-    fail(f"array sizes disagree with meta.json: {len(lengths)} users, "
-         f"num_users is {counts['num_users']}")
+    fail(
+        f"array sizes disagree with meta.json: {len(lengths)} users, "
+        f"num_users is {counts['num_users']}"
+    )
   if len(items) != counts["num_interactions"]:
-    fail(f"array sizes disagree with meta.json: {len(items)} interactions, "
-         f"num_interactions is {counts['num_interactions']}")
+    fail(
+        f"array sizes disagree with meta.json: {len(items)} interactions, "
+        f"num_interactions is {counts['num_interactions']}"
+    )
   if (lengths < MIN_INTERACTIONS).any():
-    fail(f"user {int(np.argmax(lengths < MIN_INTERACTIONS)) + 1} has fewer "
-         f"than {MIN_INTERACTIONS} interactions")
+    fail(
+        f"user {int(np.argmax(lengths < MIN_INTERACTIONS)) + 1} has fewer "
+        f"than {MIN_INTERACTIONS} interactions"
+    )
   if items.min() <= PAD_ID or items.max() > counts["num_items"]:
-    fail(f"item ids span {int(items.min())}..{int(items.max())}, outside "
-         f"1..{counts['num_items']} (meta.json num_items)")
+    fail(
+        f"item ids span {int(items.min())}..{int(items.max())}, outside "
+        f"1..{counts['num_items']} (meta.json num_items)"
+    )
   stats = meta.get("length_stats")
   if isinstance(stats, dict) and (
       stats.get("min") != int(lengths.min())
       or stats.get("max") != int(lengths.max())
   ):
-    fail(f"lengths span {int(lengths.min())}..{int(lengths.max())}, but "
-         f"meta.json length_stats say {stats.get('min')}..{stats.get('max')}")
+    fail(
+        f"lengths span {int(lengths.min())}..{int(lengths.max())}, but "
+        f"meta.json length_stats say {stats.get('min')}..{stats.get('max')}"
+    )
 
 
 def _check_ids(path: pathlib.Path, raw: bytes, expected: int, key: str):

@@ -17,18 +17,24 @@ import tqdm
 class Progress:
   """Step rate, evaluation time and the tqdm bar of one training process."""
 
-  def __init__(self, *, total_steps: int, steps_per_epoch: int,
-               eval_every_epochs: int = 1, enabled: bool = True):
+  def __init__(
+      self,
+      *,
+      total_steps: int,
+      steps_per_epoch: int,
+      eval_every_epochs: int = 1,
+      enabled: bool = True,
+  ):
     self._total = total_steps
     self._per_epoch = max(steps_per_epoch, 1)
     self._eval_every = max(eval_every_epochs, 1)
     self._enabled = enabled
     self._bar = None
-    self._last = None          # perf_counter of the previous step's end
-    self._step_seconds = []    # steady steps (no compile, no epoch end)
-    self._eval_seconds = []    # pauses at epoch ends (evaluation, save)
+    self._last = None  # perf_counter of the previous step's end
+    self._step_seconds = []  # steady steps (no compile, no epoch end)
+    self._eval_seconds = []  # pauses at epoch ends (evaluation, save)
     self._after_epoch = False
-    self._first_done = False   # a process's first step compiles: not timed
+    self._first_done = False  # a process's first step compiles: not timed
     self._loss = None
 
   def epochs(self) -> int:
@@ -44,9 +50,15 @@ class Progress:
     self._after_epoch = False
     if self._enabled and step < self._total:
       self._bar = tqdm.tqdm(
-          total=self._total, initial=step, unit="step", dynamic_ncols=True,
-          desc=f"epoch {self.epoch_of(step)}/{self.epochs()}", leave=False,
-          disable=None, file=sys.stderr)
+          total=self._total,
+          initial=step,
+          unit="step",
+          dynamic_ncols=True,
+          desc=f"epoch {self.epoch_of(step)}/{self.epochs()}",
+          leave=False,
+          disable=None,
+          file=sys.stderr,
+      )
 
   def advance(self, step: int) -> None:
     """Step `step` has finished."""
@@ -63,17 +75,22 @@ class Progress:
     self._last = now
     if self._bar is not None:
       self._bar.set_description(
-          f"epoch {self.epoch_of(step)}/{self.epochs()}", refresh=False)
+          f"epoch {self.epoch_of(step)}/{self.epochs()}", refresh=False
+      )
       seconds, with_eval = self.seconds_left(step)
-      postfix = {"left": "?" if seconds is None else
-                 duration(seconds) + (" incl. eval" if with_eval else "")}
+      postfix = {
+          "left": "?"
+          if seconds is None
+          else duration(seconds) + (" incl. eval" if with_eval else "")
+      }
       if self._loss is not None:
         postfix["train loss"] = f"{self._loss:.4f}"
       self._bar.set_postfix(postfix, refresh=False)
       if self.is_epoch_end(step):
         self._bar.set_description(
             f"epoch {self.epoch_of(step - 1)}/{self.epochs()} validating",
-            refresh=False)
+            refresh=False,
+        )
       self._bar.update(step - self._bar.n)
 
   def is_epoch_end(self, step: int) -> bool:
@@ -103,8 +120,11 @@ class Progress:
   def evaluations_left(self, step: int) -> int:
     """Validations still to come after `step`, plus the final two."""
     done_epochs = step // self._per_epoch
-    left = sum(1 for epoch in range(done_epochs + 1, self.epochs() + 1)
-               if epoch % self._eval_every == 0 or epoch == self.epochs())
+    left = sum(
+        1
+        for epoch in range(done_epochs + 1, self.epochs() + 1)
+        if epoch % self._eval_every == 0 or epoch == self.epochs()
+    )
     return left + 2
 
   def seconds_left(self, step: int) -> tuple[float | None, bool]:
@@ -124,8 +144,10 @@ class Progress:
     if seconds is None:
       return "time left: measuring"
     if with_eval:
-      return f"~{duration(seconds)} left incl. evaluation (at most: early " \
-             "stopping may end sooner)"
+      return (
+          f"~{duration(seconds)} left incl. evaluation (at most: early "
+          "stopping may end sooner)"
+      )
     return f"~{duration(seconds)} left + evaluation (not yet timed)"
 
   def write(self, report, text: str) -> None:

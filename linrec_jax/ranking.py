@@ -21,7 +21,7 @@ def _windows(histories, width):
   out = np.full((len(histories), width), PAD_ID, np.int32)
   for row, items in enumerate(histories):
     items = items[-width:]
-    out[row, :len(items)] = items
+    out[row, : len(items)] = items
   return out
 
 
@@ -39,11 +39,14 @@ def score_histories(trained, histories, engine="full") -> np.ndarray:
   lengths = (inputs != PAD_ID).sum(axis=1)
   if engine == "streaming":
     if config.pad_side != data.PAD_RIGHT:
-      raise ValueError("--engine=streaming gives the scores of right-padded "
-                       "inputs; this model was trained with left padding")
+      raise ValueError(
+          "--engine=streaming gives the scores of right-padded "
+          "inputs; this model was trained with left padding"
+      )
     state = streaming.init_state(params, len(histories), model=model)
-    return np.asarray(streaming.scores(params, streaming.feed(
-        params, state, inputs)))
+    return np.asarray(
+        streaming.scores(params, streaming.feed(params, state, inputs))
+    )
   if mask_token is not None:
     inputs = np.concatenate([inputs, np.zeros_like(inputs[:, :1])], axis=1)
     inputs[np.arange(len(inputs)), lengths] = mask_token
@@ -79,5 +82,6 @@ def top_items(scores, k, exclude=None):
     scores[row, list(items)] = -np.inf
   order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
   best = np.take_along_axis(scores, order, axis=1)
-  return [(ids[np.isfinite(s)], s[np.isfinite(s)]) for ids, s in zip(order,
-                                                                     best)]
+  return [
+      (ids[np.isfinite(s)], s[np.isfinite(s)]) for ids, s in zip(order, best)
+  ]

@@ -20,8 +20,12 @@ except ImportError:  # An optional dependency: the JSON files carry the same.
 HEADLINE = ("hit@10", "ndcg@10", "mrr@10")
 # The same with the user's history excluded from the ranking, and how many
 # already-seen items the ranking that keeps it puts in the top 10.
-HEADLINE_EXCLUDED = ("hit@10_nohist", "ndcg@10_nohist", "mrr@10_nohist",
-                     "seen@10")
+HEADLINE_EXCLUDED = (
+    "hit@10_nohist",
+    "ndcg@10_nohist",
+    "mrr@10_nohist",
+    "seen@10",
+)
 # What a run leaves in its workdir (read back by `run_comparison`).
 METRICS_FILE = "metrics.jsonl"
 RESULTS_FILE = "results.json"
@@ -30,8 +34,9 @@ CURVE_FILE = "learning_curve.png"
 TENSORBOARD_DIR = "tensorboard"
 
 
-def format_metrics(metrics: dict[str, float],
-                   names: tuple[str, ...] = HEADLINE) -> str:
+def format_metrics(
+    metrics: dict[str, float], names: tuple[str, ...] = HEADLINE
+) -> str:
   return "  ".join(f"{name} {metrics[name]:.4f}" for name in names)
 
 
@@ -51,11 +56,17 @@ class Reporter:
   the others stay silent so that a multi-host run writes every file once.
   """
 
-  def __init__(self, workdir: str, *, total_steps: int,
-               report: Callable[[str], None], enabled: bool = True,
-               steps_per_epoch: int | None = None,
-               learning_rate: Callable[[int], float] | None = None,
-               on_epoch: Callable[[dict], None] | None = None):
+  def __init__(
+      self,
+      workdir: str,
+      *,
+      total_steps: int,
+      report: Callable[[str], None],
+      enabled: bool = True,
+      steps_per_epoch: int | None = None,
+      learning_rate: Callable[[int], float] | None = None,
+      on_epoch: Callable[[dict], None] | None = None,
+  ):
     """Opens the files of `workdir`.
 
     Args:
@@ -80,17 +91,22 @@ class Reporter:
     self._announced_validation = False
     self._steps_per_epoch = steps_per_epoch or total_steps
     self._progress = progress_lib.Progress(
-        total_steps=total_steps, steps_per_epoch=self._steps_per_epoch,
-        enabled=enabled)
+        total_steps=total_steps,
+        steps_per_epoch=self._steps_per_epoch,
+        enabled=enabled,
+    )
     if enabled:
       os.makedirs(workdir, exist_ok=True)
-      self._console = open(os.path.join(workdir, CONSOLE_FILE), "a",
-                           encoding="utf-8")
+      self._console = open(
+          os.path.join(workdir, CONSOLE_FILE), "a", encoding="utf-8"
+      )
       self._console.write(f"--- {datetime.datetime.now().isoformat()} ---\n")
       if SummaryWriter is None:
-        self.line("tensorboardX is not installed: no TensorBoard events "
-                  "(metrics.jsonl and results.json are written; pip install "
-                  "'linrec_jax[tensorboard]')")
+        self.line(
+            "tensorboardX is not installed: no TensorBoard events "
+            "(metrics.jsonl and results.json are written; pip install "
+            "'linrec_jax[tensorboard]')"
+        )
       else:
         self._writer = SummaryWriter(os.path.join(workdir, TENSORBOARD_DIR))
 
@@ -108,13 +124,17 @@ class Reporter:
         total_steps=self._total_steps,
         steps_per_epoch=self._steps_per_epoch,
         eval_every_epochs=self._config.get("eval_every_epochs", 1),
-        enabled=self._enabled)
+        enabled=self._enabled,
+    )
     if not self._enabled:
       return
-    _write_atomic(os.path.join(self._workdir, "config.json"),
-                  json.dumps(record, indent=2, sort_keys=True))
-    for text in run_summary.summary_lines(record,
-                                          os.path.abspath(self._workdir)):
+    _write_atomic(
+        os.path.join(self._workdir, "config.json"),
+        json.dumps(record, indent=2, sort_keys=True),
+    )
+    for text in run_summary.summary_lines(
+        record, os.path.abspath(self._workdir)
+    ):
       self.line(text)
 
   def start_training(self, step: int) -> None:
@@ -122,10 +142,12 @@ class Reporter:
     if step >= self._total_steps:
       return
     self.line(run_summary.loss_definition(self._config))
-    self.line(f"compiling the training step (XLA): step {step + 1} of "
-              f"{self._total_steps} waits for it, then epoch "
-              f"{self._progress.epoch_of(step)}/{self._progress.epochs()} "
-              "runs")
+    self.line(
+        f"compiling the training step (XLA): step {step + 1} of "
+        f"{self._total_steps} waits for it, then epoch "
+        f"{self._progress.epoch_of(step)}/{self._progress.epochs()} "
+        "runs"
+    )
     self._progress.start(step)
 
   def advance(self, step: int) -> None:
@@ -133,24 +155,29 @@ class Reporter:
     self._progress.advance(step)
     if self._progress.is_epoch_end(step) and not self._announced_validation:
       self._announced_validation = True
-      self.line(f"validating after epoch {self._progress.epoch_of(step - 1)} "
-                "(the first validation also compiles the scoring step)")
+      self.line(
+          f"validating after epoch {self._progress.epoch_of(step - 1)} "
+          "(the first validation also compiles the scoring step)"
+      )
 
   def step(self, step: int, train_loss: float) -> None:
     """A periodic line: step, epoch, loss, steps per second, time left."""
     self._progress.advance_loss(train_loss)
     epoch = self._progress.epoch_of(step - 1)
     rate = self._progress.steps_per_second()
-    text = (f"step {step}/{self._total_steps}  epoch {epoch}/"
-            f"{self._progress.epochs()}  train loss {train_loss:.4f}")
+    text = (
+        f"step {step}/{self._total_steps}  epoch {epoch}/"
+        f"{self._progress.epochs()}  train loss {train_loss:.4f}"
+    )
     if rate:
       text += f"  {rate:.2f} steps/s  {self._progress.describe_left(step)}"
     self._line_unless_bar(text)
     if self._writer:
       self._writer.add_scalar("train/loss", train_loss, step)
       if self._learning_rate is not None:
-        self._writer.add_scalar("train/learning_rate",
-                                float(self._learning_rate(step)), step)
+        self._writer.add_scalar(
+            "train/learning_rate", float(self._learning_rate(step)), step
+        )
 
   def _line_unless_bar(self, text: str) -> None:
     """console.log always; the console only when no bar shows the same."""
@@ -167,16 +194,20 @@ class Reporter:
     `metrics.jsonl` is rewritten from `history` (all epochs so far, `record`
     last), so an epoch repeated after a crash appears once.
     """
-    line = (f"epoch {record['epoch']} of {self._progress.epochs()} done  "
-            f"step {record['step']}  train loss {record['train_loss']:.4f}  "
-            f"{record['seconds']:.1f} s")
+    line = (
+        f"epoch {record['epoch']} of {self._progress.epochs()} done  "
+        f"step {record['step']}  train loss {record['train_loss']:.4f}  "
+        f"{record['seconds']:.1f} s"
+    )
     if "valid" in record:
       line += "  valid " + format_headline(record["valid"])
     self.line(line)
     self._progress.epoch_done()
     if self._enabled:
-      _write_atomic(os.path.join(self._workdir, METRICS_FILE),
-                    "".join(json.dumps(r) + "\n" for r in history))
+      _write_atomic(
+          os.path.join(self._workdir, METRICS_FILE),
+          "".join(json.dumps(r) + "\n" for r in history),
+      )
       if self._writer:
         self._write_epoch_events(record)
     if self._on_epoch is not None:
@@ -191,8 +222,9 @@ class Reporter:
     self._writer.add_scalar("epoch/train_loss", record["train_loss"], step)
     self._writer.add_scalar("epoch/seconds", record["seconds"], step)
     if self._learning_rate is not None:
-      self._writer.add_scalar("epoch/learning_rate",
-                              float(self._learning_rate(step)), step)
+      self._writer.add_scalar(
+          "epoch/learning_rate", float(self._learning_rate(step)), step
+      )
     valid = learning_curve.numeric_metrics(record.get("valid", {}))
     for name, value in valid.items():
       self._writer.add_scalar(f"valid/{name}", value, step)
@@ -204,12 +236,15 @@ class Reporter:
     self._progress.close()
     self.line(f"protocol: {results['eval_protocol']}")
     stop = results.get("stop_reason")
-    self.line(f"best epoch {results['best_epoch']} of "
-              f"{results['epochs_run']}" + (f" (stopped: {stop})" if stop
-                                             else ""))
+    self.line(
+        f"best epoch {results['best_epoch']} of "
+        f"{results['epochs_run']}" + (f" (stopped: {stop})" if stop else "")
+    )
     if self._enabled:
-      _write_atomic(os.path.join(self._workdir, RESULTS_FILE),
-                    json.dumps(results, indent=2, sort_keys=True))
+      _write_atomic(
+          os.path.join(self._workdir, RESULTS_FILE),
+          json.dumps(results, indent=2, sort_keys=True),
+      )
       self._draw_curve(results)
       if self._writer:
         self._write_final_events(results)
@@ -233,13 +268,16 @@ class Reporter:
 
   def _outputs_line(self) -> str:
     workdir = os.path.abspath(self._workdir)
-    parts = [f"results: {os.path.join(workdir, RESULTS_FILE)}",
-             f"console: {os.path.join(workdir, CONSOLE_FILE)}"]
+    parts = [
+        f"results: {os.path.join(workdir, RESULTS_FILE)}",
+        f"console: {os.path.join(workdir, CONSOLE_FILE)}",
+    ]
     if os.path.exists(os.path.join(workdir, CURVE_FILE)):
       parts.append(f"curve: {os.path.join(workdir, CURVE_FILE)}")
     if self._writer:
-      parts.append(f"tensorboard --logdir "
-                   f"{os.path.join(workdir, TENSORBOARD_DIR)}")
+      parts.append(
+          f"tensorboard --logdir " f"{os.path.join(workdir, TENSORBOARD_DIR)}"
+      )
     return "wrote " + "; ".join(parts)
 
   def _draw_curve(self, results: dict) -> None:
@@ -250,26 +288,35 @@ class Reporter:
       self.line("matplotlib is not installed: no learning_curve.png")
       return
     config = results.get("config", {})
-    title = (f"{os.path.basename(os.path.abspath(self._workdir))}: "
-             f"{config.get('model', '?')} / {config.get('attention', '?')}, "
-             f"test " + format_metrics(
-                 learning_curve.numeric_metrics(results["test"]),
-                 tuple(n for n in HEADLINE if n in results["test"])))
-    learning_curve.plot(history, os.path.join(self._workdir, CURVE_FILE),
-                        title=title, best_epoch=results.get("best_epoch"))
+    title = (
+        f"{os.path.basename(os.path.abspath(self._workdir))}: "
+        f"{config.get('model', '?')} / {config.get('attention', '?')}, "
+        f"test "
+        + format_metrics(
+            learning_curve.numeric_metrics(results["test"]),
+            tuple(n for n in HEADLINE if n in results["test"]),
+        )
+    )
+    learning_curve.plot(
+        history,
+        os.path.join(self._workdir, CURVE_FILE),
+        title=title,
+        best_epoch=results.get("best_epoch"),
+    )
 
   def _write_final_events(self, results: dict) -> None:
     step = results.get("steps", 0)
     metrics = {}
     for stage in ("valid", "test"):
-      for name, value in learning_curve.numeric_metrics(
-          results[stage]).items():
+      for name, value in learning_curve.numeric_metrics(results[stage]).items():
         self._writer.add_scalar(f"{stage}_best/{name}", value, step)
         metrics[f"hparams/{stage}/{name}"] = value
-    hparams = {name: value for name, value in results.get("config", {}).items()
-               if isinstance(value, (bool, int, float, str))}
-    self._writer.add_hparams(hparams, metrics, name="hparams",
-                             global_step=step)
+    hparams = {
+        name: value
+        for name, value in results.get("config", {}).items()
+        if isinstance(value, (bool, int, float, str))
+    }
+    self._writer.add_hparams(hparams, metrics, name="hparams", global_step=step)
 
 
 def _read_history(path: str) -> list[dict]:
@@ -288,6 +335,6 @@ def _write_atomic(path: str, text: str) -> None:
 def _metric_order(name: str) -> tuple[bool, str, int]:
   """Sorts history-kept metrics first, each group by name then cut-off."""
   metric, _, cutoff = name.partition("@")
-  digits = cutoff[:len(cutoff) - len(cutoff.lstrip("0123456789"))]
-  suffix = cutoff[len(digits):]
+  digits = cutoff[: len(cutoff) - len(cutoff.lstrip("0123456789"))]
+  suffix = cutoff[len(digits) :]
   return bool(suffix), metric + suffix, int(digits or 0)

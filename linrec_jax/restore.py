@@ -97,24 +97,36 @@ def load_best_params(workdir: str) -> tuple[Any, dict]:
     raise FileNotFoundError(f"no checkpoints in {workdir} ({directory})")
   options = ocp.CheckpointManagerOptions(read_only=True, create=False)
   errors = []
-  with ocp.CheckpointManager(directory, options=options,
-                             item_names=(_ARRAYS, _META)) as manager:
+  with ocp.CheckpointManager(
+      directory, options=options, item_names=(_ARRAYS, _META)
+  ) as manager:
     for step in sorted(manager.all_steps(), reverse=True):
       try:
         # Without a target the arrays come back as nested dicts of NumPy
         # arrays, so no optimiser has to be rebuilt to read the parameters.
-        restored = manager.restore(step, args=ocp.args.Composite(**{
-            _ARRAYS: ocp.args.StandardRestore(),
-            _META: ocp.args.JsonRestore()}))
+        restored = manager.restore(
+            step,
+            args=ocp.args.Composite(
+                **{
+                    _ARRAYS: ocp.args.StandardRestore(),
+                    _META: ocp.args.JsonRestore(),
+                }
+            ),
+        )
         params = restored[_ARRAYS]["best_params"]
         checkpointing.verify_meta(dict(restored[_META]))
         _check_fingerprint(params, restored[_META])
       except Exception as error:  # Any failure to read means damage.
         first_line = (str(error).strip().splitlines() or [""])[0]
-        errors.append(f"step {step}: {type(error).__name__}: "
-                      f"{first_line}"[:300])
-        logging.warning("checkpoint %s/%s unreadable, trying an older one: %s",
-                        directory, step, errors[-1])
+        errors.append(
+            f"step {step}: {type(error).__name__}: " f"{first_line}"[:300]
+        )
+        logging.warning(
+            "checkpoint %s/%s unreadable, trying an older one: %s",
+            directory,
+            step,
+            errors[-1],
+        )
         continue
       return params, dict(restored[_META], step=int(step), skipped=errors)
   raise FileNotFoundError(
@@ -161,15 +173,24 @@ def load_trained(workdir: str, *, data_dir: str | None = None) -> Trained:
   config = run["config"]
   if "config" in meta:
     config = TrainConfig(**run_binding.recorded_config(meta["config"]))
-  run_binding.check_data(meta.get("data_fingerprint"), data_dir,
-                         workdir=workdir)
+  run_binding.check_data(
+      meta.get("data_fingerprint"), data_dir, workdir=workdir
+  )
   seqs = data.load(data_dir)
   model = models.make_model(config, seqs.num_items)
   _check_shapes(model, params, config.max_len, workdir)
   best_epoch = meta.get("progress", {}).get("best_epoch", -1)
-  return Trained(model, params, config, seqs, str(pathlib.Path(data_dir)),
-                 run.get("dataset", ""), meta["step"], best_epoch,
-                 tuple(meta["skipped"]))
+  return Trained(
+      model,
+      params,
+      config,
+      seqs,
+      str(pathlib.Path(data_dir)),
+      run.get("dataset", ""),
+      meta["step"],
+      best_epoch,
+      tuple(meta["skipped"]),
+  )
 
 
 def _check_shapes(model, params, max_len, workdir) -> None:

@@ -56,25 +56,32 @@ def prepared_fingerprint(data_dir: str) -> str:
 def recorded_config(fields: dict) -> dict:
   """A recorded configuration with today's fields: absent ones at default."""
   defaults = dataclasses.asdict(TrainConfig())
-  return {name: fields.get(name, default) for name, default in
-          defaults.items()}
+  return {name: fields.get(name, default) for name, default in defaults.items()}
 
 
 def differences(recorded: dict, config: TrainConfig) -> dict[str, tuple]:
   """`{field: (recorded value, new value)}` of every field that differs."""
   old = recorded_config(recorded)
   new = dataclasses.asdict(config)
-  return {name: (old[name], new[name]) for name in new
-          if old[name] != new[name]}
+  return {
+      name: (old[name], new[name]) for name in new if old[name] != new[name]
+  }
 
 
 def _describe(name: str, old: Any, new: Any) -> str:
   return f"--{name}: {old!r} there, {new!r} here"
 
 
-def check_resume(recorded: dict, config: TrainConfig, *, workdir: str,
-                 recorded_total_steps: int | None, total_steps: int,
-                 step: int, finished: bool) -> dict[str, tuple]:
+def check_resume(
+    recorded: dict,
+    config: TrainConfig,
+    *,
+    workdir: str,
+    recorded_total_steps: int | None,
+    total_steps: int,
+    step: int,
+    finished: bool,
+) -> dict[str, tuple]:
   """Compares a rerun's configuration with the one its checkpoint records.
 
   Args:
@@ -94,35 +101,45 @@ def check_resume(recorded: dict, config: TrainConfig, *, workdir: str,
     WorkdirMismatchError: one line naming every refused difference.
   """
   changes = differences(recorded, config)
-  refused = [_describe(name, *values) for name, values in changes.items()
-             if name not in RESUMABLE_CHANGES]
-  length = {name: values for name, values in changes.items()
-            if name in LENGTH_FIELDS}
-  plan_changed = (recorded_total_steps is not None and
-                  total_steps != recorded_total_steps)
+  refused = [
+      _describe(name, *values)
+      for name, values in changes.items()
+      if name not in RESUMABLE_CHANGES
+  ]
+  length = {
+      name: values for name, values in changes.items() if name in LENGTH_FIELDS
+  }
+  plan_changed = (
+      recorded_total_steps is not None and total_steps != recorded_total_steps
+  )
   if length and plan_changed:
-    moved = ", ".join(_describe(name, *values)
-                      for name, values in length.items())
+    moved = ", ".join(
+        _describe(name, *values) for name, values in length.items()
+    )
     if config.lr_schedule != "constant":
       refused.append(
           f"{moved} (the {config.lr_schedule} learning-rate schedule spans "
           f"the run's {recorded_total_steps} steps; {total_steps} would "
           "change every learning rate, so only a constant schedule can be "
-          "extended)")
+          "extended)"
+      )
     elif total_steps < step or (total_steps == step and not finished):
       refused.append(
           f"{moved} ({total_steps} steps in all, but the run has already "
-          f"trained {step}: a run cannot be shortened below what it ran)")
+          f"trained {step}: a run cannot be shortened below what it ran)"
+      )
   if refused:
     raise WorkdirMismatchError(
         f"--workdir={workdir} holds a run of another configuration: "
         + "; ".join(refused)
-        + ". Rerun with the recorded values, or use another --workdir")
+        + ". Rerun with the recorded values, or use another --workdir"
+    )
   return changes
 
 
-def check_data(recorded_fingerprint: str | None, data_dir: str, *,
-               workdir: str) -> None:
+def check_data(
+    recorded_fingerprint: str | None, data_dir: str, *, workdir: str
+) -> None:
   """Raises WorkdirMismatchError unless `data_dir` is the recorded data."""
   if recorded_fingerprint is None:
     return
@@ -132,17 +149,24 @@ def check_data(recorded_fingerprint: str | None, data_dir: str, *,
         f"--workdir={workdir} was trained on other prepared data than "
         f"{os.path.join(data_dir, DATA_META_FILE)} (sha256 "
         f"{recorded_fingerprint[:12]}... recorded, {actual[:12]}... here); "
-        "use the prepared directory it was trained on, or another --workdir")
+        "use the prepared directory it was trained on, or another --workdir"
+    )
 
 
-def record_changes(workdir: str, changes: dict[str, tuple], *,
-                   step: int) -> None:
+def record_changes(
+    workdir: str, changes: dict[str, tuple], *, step: int
+) -> None:
   """Appends one line of accepted changes to `workdir/config_changes.jsonl`."""
   if not changes:
     return
-  record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "step": step,
-            "changes": {name: {"old": old, "new": new}
-                        for name, (old, new) in sorted(changes.items())}}
+  record = {
+      "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+      "step": step,
+      "changes": {
+          name: {"old": old, "new": new}
+          for name, (old, new) in sorted(changes.items())
+      },
+  }
   with open(os.path.join(workdir, CHANGES_FILE), "a") as f:
     f.write(json.dumps(record, sort_keys=True) + "\n")
     f.flush()

@@ -26,6 +26,7 @@ class Run:
       epoch's validation (the records' training `seconds` plus their
       `valid_seconds` where recorded); empty when the records hold no time.
   """
+
   name: str
   epochs: int
   curve: dict
@@ -47,8 +48,10 @@ def read_run(workdir, metric, name=None):
   """
   path = os.path.join(workdir, reporting.METRICS_FILE)
   if not os.path.exists(path):
-    raise FileNotFoundError(f'{path}: no such file (not a training workdir, '
-                            'or no epoch has ended yet)')
+    raise FileNotFoundError(
+        f'{path}: no such file (not a training workdir, '
+        'or no epoch has ended yet)'
+    )
   curve, epochs, minutes, seconds = {}, 0, {}, 0.0
   timed = True
   with open(path) as f:
@@ -59,13 +62,15 @@ def read_run(workdir, metric, name=None):
         raise ValueError(f'{path}:{number}: not JSON ({error})') from None
       for field in ('epoch', 'step'):
         if not isinstance(record.get(field), int):
-          raise ValueError(f'{path}:{number}: field "{field}" missing or '
-                           'not an integer')
+          raise ValueError(
+              f'{path}:{number}: field "{field}" missing or ' 'not an integer'
+          )
       epochs = max(epochs, record['epoch'])
       for field in ('seconds', 'valid_seconds'):
         if field in record and not isinstance(record[field], (int, float)):
-          raise ValueError(f'{path}:{number}: field "{field}" is not a '
-                           'number')
+          raise ValueError(
+              f'{path}:{number}: field "{field}" is not a ' 'number'
+          )
       timed = timed and 'seconds' in record
       seconds += record.get('seconds', 0.0) + record.get('valid_seconds', 0.0)
       if timed:
@@ -73,8 +78,10 @@ def read_run(workdir, metric, name=None):
       if 'valid' not in record:  # An epoch without validation.
         continue
       if metric not in record['valid']:
-        raise ValueError(f'{path}:{number}: field "valid.{metric}" missing; '
-                         f'has {sorted(record["valid"])}')
+        raise ValueError(
+            f'{path}:{number}: field "valid.{metric}" missing; '
+            f'has {sorted(record["valid"])}'
+        )
       curve[record['epoch']] = (record['step'], record['valid'][metric])
   results_path = os.path.join(workdir, reporting.RESULTS_FILE)
   results = None
@@ -82,8 +89,13 @@ def read_run(workdir, metric, name=None):
     with open(results_path) as f:
       results = json.load(f)
   name = name or os.path.basename(os.path.normpath(workdir))
-  return Run(name, epochs, dict(sorted(curve.items())), results,
-             dict(sorted(minutes.items())))
+  return Run(
+      name,
+      epochs,
+      dict(sorted(curve.items())),
+      results,
+      dict(sorted(minutes.items())),
+  )
 
 
 def relative(value, baseline):
@@ -124,13 +136,19 @@ def _table(header, rows):
 def curve_table(runs, metric, every):
   """Validation `metric` by epoch with differences to the first run."""
   base, others = runs[0], runs[1:]
-  header = (['epoch'] + [run.name for run in runs]
-            + [f'{run.name} / {base.name}' for run in others])
+  header = (
+      ['epoch']
+      + [run.name for run in runs]
+      + [f'{run.name} / {base.name}' for run in others]
+  )
   rows = []
   for epoch in curve_rows(runs, every):
     values = [run.curve.get(epoch, (None, None))[1] for run in runs]
-    rows.append([str(epoch)] + [_cell(v, '.4f') for v in values]
-                + [_percent(relative(v, values[0])) for v in values[1:]])
+    rows.append(
+        [str(epoch)]
+        + [_cell(v, '.4f') for v in values]
+        + [_percent(relative(v, values[0])) for v in values[1:]]
+    )
   return f'Validation {metric} by epoch\n\n' + _table(header, rows)
 
 
@@ -146,18 +164,24 @@ def threshold_table(runs, metric, thresholds):
         cells.append('not yet')
         continue
       step, epoch = reached
-      when = (f'{epoch}, {run.minutes[epoch]:.0f} min'
-              if epoch in run.minutes else f'{epoch}')
+      when = (
+          f'{epoch}, {run.minutes[epoch]:.0f} min'
+          if epoch in run.minutes
+          else f'{epoch}'
+      )
       cells.append(f'{step:,} ({when})')
     rows.append([run.name] + cells)
-  return ('Updates to first reach (epoch, minutes of training and '
-          'validation on the machine that ran it)\n\n' + _table(header, rows))
+  return (
+      'Updates to first reach (epoch, minutes of training and '
+      'validation on the machine that ran it)\n\n' + _table(header, rows)
+  )
 
 
 def summary_table(runs, metric):
   """Best validation value, epochs run and test metrics of each run."""
-  header = (['run', f'best valid {metric} (epoch)', 'epochs', 'state']
-            + [f'test {name}' for name in reporting.HEADLINE])
+  header = ['run', f'best valid {metric} (epoch)', 'epochs', 'state'] + [
+      f'test {name}' for name in reporting.HEADLINE
+  ]
   rows = []
   for run in runs:
     if run.curve:
@@ -169,14 +193,23 @@ def summary_table(runs, metric):
       state, tests = 'running', [''] * len(reporting.HEADLINE)
     else:
       state = run.results.get('stop_reason', 'ended')
-      tests = [_cell(run.results['test'].get(name), '.4f')
-               for name in reporting.HEADLINE]
+      tests = [
+          _cell(run.results['test'].get(name), '.4f')
+          for name in reporting.HEADLINE
+      ]
     rows.append([run.name, best_cell, str(run.epochs), state] + tests)
   return 'Runs\n\n' + _table(header, rows)
 
 
 def report(runs, metric, every, thresholds):
   """The three tables, as one Markdown string."""
-  return '\n\n'.join([curve_table(runs, metric, every),
-                      threshold_table(runs, metric, thresholds),
-                      summary_table(runs, metric)]) + '\n'
+  return (
+      '\n\n'.join(
+          [
+              curve_table(runs, metric, every),
+              threshold_table(runs, metric, thresholds),
+              summary_table(runs, metric),
+          ]
+      )
+      + '\n'
+  )

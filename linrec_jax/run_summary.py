@@ -8,12 +8,16 @@ def _get(config: dict, name: str, default="?"):
 def loss_definition(config: dict) -> str:
   """What the `train loss` on the console and in metrics.jsonl is."""
   if _get(config, "loss") == "sampled":
-    what = (f"sampled-softmax cross-entropy (target against "
-            f"{_get(config, 'num_negatives')} uniform negatives)")
+    what = (
+        f"sampled-softmax cross-entropy (target against "
+        f"{_get(config, 'num_negatives')} uniform negatives)"
+    )
   else:
     what = "cross-entropy over all items"
-  return (f"train loss: the running mean, over this epoch's steps so far, of "
-          f"the per-target {what}")
+  return (
+      f"train loss: the running mean, over this epoch's steps so far, of "
+      f"the per-target {what}"
+  )
 
 
 def summary_lines(record: dict, workdir: str) -> list[str]:
@@ -27,14 +31,16 @@ def summary_lines(record: dict, workdir: str) -> list[str]:
   """
   config = record.get("config", {})
   changed = record.get("flags") or {}
-  flags = (", ".join(f"{k}={v}" for k, v in sorted(changed.items()))
-           or "none")
+  flags = ", ".join(f"{k}={v}" for k, v in sorted(changed.items())) or "none"
   direction = "causal" if _get(config, "causal", False) else "bidirectional"
   schedule = _get(config, "lr_schedule")
   if _get(config, "warmup_steps", 0):
     schedule += f" after {config['warmup_steps']} warm-up steps"
-  history = ("history excluded" if _get(config, "exclude_history", False)
-             else "history kept")
+  history = (
+      "history excluded"
+      if _get(config, "exclude_history", False)
+      else "history kept"
+  )
   return [
       f"run: dataset {record.get('dataset', '?')} "
       f"({record.get('data_dir', '?')}), preset {record.get('preset', '?')}, "

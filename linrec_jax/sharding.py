@@ -37,28 +37,36 @@ def select_devices(count: int) -> list[jax.Device]:
   if count == 0:
     return devices
   if count < 0 or count > len(devices):
-    raise ValueError(f"--devices={count}: {len(devices)} available "
-                     f"({devices[0].platform})")
+    raise ValueError(
+        f"--devices={count}: {len(devices)} available "
+        f"({devices[0].platform})"
+    )
   processes = jax.process_count()
   if processes == 1:
     return devices[:count]
   if count % processes:
-    raise ValueError(f"--devices={count} does not split over {processes} "
-                     f"processes; use a multiple of {processes}")
+    raise ValueError(
+        f"--devices={count} does not split over {processes} "
+        f"processes; use a multiple of {processes}"
+    )
   share = count // processes
-  by_process = [[d for d in devices if d.process_index == p]
-                for p in range(processes)]
+  by_process = [
+      [d for d in devices if d.process_index == p] for p in range(processes)
+  ]
   if min(len(local) for local in by_process) < share:
-    raise ValueError(f"--devices={count}: some process has fewer than "
-                     f"{share} devices")
+    raise ValueError(
+        f"--devices={count}: some process has fewer than " f"{share} devices"
+    )
   return [d for local in by_process for d in local[:share]]
 
 
 def check_divisible(batch_size: int, num_devices: int, flag: str) -> None:
   """Raises a ValueError naming `--flag` unless `batch_size` splits evenly."""
   if batch_size % num_devices:
-    raise ValueError(f"--{flag}={batch_size} does not split over "
-                     f"{num_devices} devices; use a multiple of {num_devices}")
+    raise ValueError(
+        f"--{flag}={batch_size} does not split over "
+        f"{num_devices} devices; use a multiple of {num_devices}"
+    )
 
 
 class MeshLauncher:
@@ -71,21 +79,32 @@ class MeshLauncher:
   the global batch.
   """
 
-  def __init__(self, devices: Sequence[jax.Device], train_step: Callable,
-               eval_step: Callable):
+  def __init__(
+      self,
+      devices: Sequence[jax.Device],
+      train_step: Callable,
+      eval_step: Callable,
+  ):
     self.mesh = Mesh(np.asarray(devices), (AXIS,))
     self.num_devices = len(devices)
     self.num_local_devices = sum(
-        d.process_index == jax.process_index() for d in devices)
+        d.process_index == jax.process_index() for d in devices
+    )
     self._replicated = NamedSharding(self.mesh, P())
     self._sharded = NamedSharding(self.mesh, P(AXIS))
-    self.train_step = _paced(jax.jit(
-        train_step, in_shardings=(self._replicated, self._sharded,
-                                  self._replicated),
-        out_shardings=(self._replicated, self._replicated), donate_argnums=0))
+    self.train_step = _paced(
+        jax.jit(
+            train_step,
+            in_shardings=(self._replicated, self._sharded, self._replicated),
+            out_shardings=(self._replicated, self._replicated),
+            donate_argnums=0,
+        )
+    )
     evaluate = jax.jit(
-        eval_step, in_shardings=(self._replicated, self._sharded),
-        out_shardings=self._replicated)
+        eval_step,
+        in_shardings=(self._replicated, self._sharded),
+        out_shardings=self._replicated,
+    )
     self.eval_step = lambda *args: jax.block_until_ready(evaluate(*args))
 
   def put_state(self, tree: Any) -> Any:
@@ -106,8 +125,10 @@ class MeshLauncher:
     """Places this process's rows of a global batch, sharded over the mesh."""
     if jax.process_count() == 1:
       return jax.device_put(local_batch, self._sharded)
-    return {name: jax.make_array_from_process_local_data(self._sharded, x)
-            for name, x in local_batch.items()}
+    return {
+        name: jax.make_array_from_process_local_data(self._sharded, x)
+        for name, x in local_batch.items()
+    }
 
   put_replicated = put_state
 
@@ -119,18 +140,25 @@ class PmapLauncher:
   process passes its rows of a batch split into one slice per local device.
   """
 
-  def __init__(self, devices: Sequence[jax.Device], train_step: Callable,
-               eval_step: Callable):
-    self.devices = [d for d in devices
-                    if d.process_index == jax.process_index()]
+  def __init__(
+      self,
+      devices: Sequence[jax.Device],
+      train_step: Callable,
+      eval_step: Callable,
+  ):
+    self.devices = [
+        d for d in devices if d.process_index == jax.process_index()
+    ]
     self.num_devices = len(devices)
     self.num_local_devices = len(self.devices)
     # `devices` lists the devices of every process, as pmap requires.
-    self.train_step = _paced(jax.pmap(train_step, axis_name=AXIS,
-                                      devices=devices, donate_argnums=0))
+    self.train_step = _paced(
+        jax.pmap(train_step, axis_name=AXIS, devices=devices, donate_argnums=0)
+    )
     evaluate = jax.pmap(eval_step, axis_name=AXIS, devices=devices)
     self.eval_step = lambda *args: jax.block_until_ready(
-        _first(evaluate(*args)))
+        _first(evaluate(*args))
+    )
     # Replicated inputs must carry the sharding the steps' outputs carry, or
     # the second step would be traced and compiled again for it.
     self._replicate = jax.pmap(lambda x: x, axis_name=AXIS, devices=devices)
@@ -138,8 +166,9 @@ class PmapLauncher:
   def put_state(self, tree: Any) -> Any:
     """One copy of a pytree on each local device."""
     n = self.num_local_devices
-    copies = jax.tree.map(lambda x: np.broadcast_to(x, (n,) + np.shape(x)),
-                          jax.device_get(tree))
+    copies = jax.tree.map(
+        lambda x: np.broadcast_to(x, (n,) + np.shape(x)), jax.device_get(tree)
+    )
     return self._replicate(copies)
 
   def get_state(self, tree: Any) -> Any:
@@ -153,8 +182,10 @@ class PmapLauncher:
   def put_batch(self, local_batch: dict[str, np.ndarray]) -> dict[str, Any]:
     """Splits this process's rows into one slice per local device."""
     n = self.num_local_devices
-    return {name: x.reshape((n, -1) + x.shape[1:])
-            for name, x in local_batch.items()}
+    return {
+        name: x.reshape((n, -1) + x.shape[1:])
+        for name, x in local_batch.items()
+    }
 
   put_replicated = put_state
 
@@ -193,16 +224,32 @@ def _first(tree: Any) -> Any:
   return jax.tree.map(first, tree)
 
 
-def make_launcher(kind: str, devices: Sequence[jax.Device], model, tx, *,
-                  loss: str, num_items: int, num_negatives: int, protocol: str,
-                  ks: tuple[int, ...], microbatches: int = 1):
+def make_launcher(
+    kind: str,
+    devices: Sequence[jax.Device],
+    model,
+    tx,
+    *,
+    loss: str,
+    num_items: int,
+    num_negatives: int,
+    protocol: str,
+    ks: tuple[int, ...],
+    microbatches: int = 1,
+):
   """Builds the train and eval steps for `kind` ("mesh" or "pmap")."""
   axis = AXIS if kind == "pmap" else None
-  train_step = steps.make_train_step(model, tx, loss=loss, num_items=num_items,
-                                     num_negatives=num_negatives,
-                                     microbatches=microbatches,
-                                     axis_name=axis)
-  eval_step = steps.make_eval_step(model, protocol=protocol, ks=ks,
-                                   axis_name=axis)
+  train_step = steps.make_train_step(
+      model,
+      tx,
+      loss=loss,
+      num_items=num_items,
+      num_negatives=num_negatives,
+      microbatches=microbatches,
+      axis_name=axis,
+  )
+  eval_step = steps.make_eval_step(
+      model, protocol=protocol, ks=ks, axis_name=axis
+  )
   launcher = {"mesh": MeshLauncher, "pmap": PmapLauncher}[kind]
   return launcher(devices, train_step, eval_step)

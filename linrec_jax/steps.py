@@ -32,18 +32,21 @@ Batch = dict[str, jax.Array]
 @flax.struct.dataclass
 class TrainState:
   """The arrays a run checkpoints: step, parameters, optimiser state."""
+
   step: jax.Array
   params: Any
   opt_state: Any
 
 
-def create_train_state(model, tx: optax.GradientTransformation,
-                       rng: jax.Array, max_len: int) -> TrainState:
+def create_train_state(
+    model, tx: optax.GradientTransformation, rng: jax.Array, max_len: int
+) -> TrainState:
   """Initialises parameters and optimiser state (under eval_shape: shapes)."""
   inputs = jnp.zeros((1, max_len), jnp.int32)
   params = model.init(rng, inputs)["params"]
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    opt_state=tx.init(params))
+  return TrainState(
+      step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params)
+  )
 
 
 def gather_positions(states: jax.Array, positions: jax.Array) -> jax.Array:
@@ -64,15 +67,24 @@ def example_keys(rng: jax.Array, first_row, rows: int) -> jax.Array:
 
 def all_finite(tree: Any) -> jax.Array:
   """A scalar bool: every float leaf of `tree` is free of NaN and inf."""
-  checks = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)
-            if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)]
+  checks = [
+      jnp.all(jnp.isfinite(leaf))
+      for leaf in jax.tree.leaves(tree)
+      if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)
+  ]
   return jnp.all(jnp.stack(checks)) if checks else jnp.bool_(True)
 
 
-def make_train_step(model, tx: optax.GradientTransformation, *, loss: str,
-                    num_items: int, num_negatives: int = 0,
-                    microbatches: int = 1,
-                    axis_name: str | None = None) -> Callable:
+def make_train_step(
+    model,
+    tx: optax.GradientTransformation,
+    *,
+    loss: str,
+    num_items: int,
+    num_negatives: int = 0,
+    microbatches: int = 1,
+    axis_name: str | None = None,
+) -> Callable:
   """Builds the training step.
 
   Args:
@@ -101,23 +113,32 @@ def make_train_step(model, tx: optax.GradientTransformation, *, loss: str,
     """The loss sum of one example (unbatched arrays), its own randomness."""
     dropout_key, negatives_key = jax.random.split(key)
     variables = {"params": params}
-    states = model.apply(variables, example["inputs"][None],
-                         deterministic=False, rngs={"dropout": dropout_key})
+    states = model.apply(
+        variables,
+        example["inputs"][None],
+        deterministic=False,
+        rngs={"dropout": dropout_key},
+    )
     picked = gather_positions(states, example["positions"][None])
     targets = example["targets"][None]
     if loss == "ce":
       logits = model.apply(variables, picked, method="logits")
       return losses.cross_entropy(logits, targets)[0]
     # A bias (BERT4Rec's) rides along as one more feature with a constant 1.
-    table = jnp.concatenate([
-        model.apply(variables, method="item_embeddings"),
-        model.apply(variables, method="item_bias")[:, None]], axis=-1)
+    table = jnp.concatenate(
+        [
+            model.apply(variables, method="item_embeddings"),
+            model.apply(variables, method="item_bias")[:, None],
+        ],
+        axis=-1,
+    )
     picked = jnp.concatenate([picked, jnp.ones_like(picked[..., :1])], -1)
     # One set of uniform negatives per example, shared by its positions:
     # S table rows are gathered once, not once per position. A negative
     # equal to a position's target is dropped from that position's softmax.
-    sampled = jax.random.randint(negatives_key, (num_negatives,), 1,
-                                 num_items + 1)
+    sampled = jax.random.randint(
+        negatives_key, (num_negatives,), 1, num_items + 1
+    )
     return losses.sampled_softmax(picked, table, targets, sampled)[0]
 
   def loss_sum(params, batch: Batch, keys: jax.Array) -> jax.Array:
@@ -128,24 +149,27 @@ def make_train_step(model, tx: optax.GradientTransformation, *, loss: str,
     """`value_and_grad(loss_sum)`, one microbatch at a time."""
     rows = keys.shape[0]
     if rows % microbatches:
-      raise ValueError(f"microbatches={microbatches} does not divide the "
-                       f"{rows} rows of a batch (per device)")
+      raise ValueError(
+          f"microbatches={microbatches} does not divide the "
+          f"{rows} rows of a batch (per device)"
+      )
     if microbatches == 1:
       return jax.value_and_grad(loss_sum)(params, batch, keys)
     # Chunk c holds rows c, c + m, c + 2m, ...: spread over every device of
     # a mesh, like the whole batch.
-    split = lambda x: x.reshape((-1, microbatches) + x.shape[1:]).swapaxes(
-        0, 1)
+    split = lambda x: x.reshape((-1, microbatches) + x.shape[1:]).swapaxes(0, 1)
 
     def add_chunk(carry, chunk):
       chunk_batch, chunk_keys = chunk
-      value, grads = jax.value_and_grad(loss_sum)(params, chunk_batch,
-                                                  chunk_keys)
+      value, grads = jax.value_and_grad(loss_sum)(
+          params, chunk_batch, chunk_keys
+      )
       return jax.tree.map(jnp.add, carry, (value, grads)), None
 
     zeros = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params))
-    total, _ = jax.lax.scan(add_chunk, zeros,
-                            (jax.tree.map(split, batch), split(keys)))
+    total, _ = jax.lax.scan(
+        add_chunk, zeros, (jax.tree.map(split, batch), split(keys))
+    )
     return total
 
   def train_step(state: TrainState, batch: Batch, rng: jax.Array):
@@ -168,18 +192,21 @@ def make_train_step(model, tx: optax.GradientTransformation, *, loss: str,
     # applied; its flag tells the host, which stops the run.
     finite = all_finite((total, grads, params))
     keep = lambda new, old: jax.tree.map(
-        lambda n, o: jnp.where(finite, n, o), new, old)
-    new_state = state.replace(step=state.step + 1,
-                              params=keep(params, state.params),
-                              opt_state=keep(opt_state, state.opt_state))
-    return new_state, {"loss": total / count, "count": count,
-                       "finite": finite}
+        lambda n, o: jnp.where(finite, n, o), new, old
+    )
+    new_state = state.replace(
+        step=state.step + 1,
+        params=keep(params, state.params),
+        opt_state=keep(opt_state, state.opt_state),
+    )
+    return new_state, {"loss": total / count, "count": count, "finite": finite}
 
   return train_step
 
 
-def make_eval_step(model, *, protocol: str, ks: tuple[int, ...],
-                   axis_name: str | None = None) -> Callable:
+def make_eval_step(
+    model, *, protocol: str, ks: tuple[int, ...], axis_name: str | None = None
+) -> Callable:
   """Builds `eval_step(params, batch) -> sums` for one evaluation batch.
 
   Args:
@@ -204,14 +231,19 @@ def make_eval_step(model, *, protocol: str, ks: tuple[int, ...],
     scores = model.apply(variables, picked, method="logits")
     if protocol == "full":
       per_example = metrics.rank_metrics(
-          metrics.target_ranks(scores, batch["targets"]), ks)
+          metrics.target_ranks(scores, batch["targets"]), ks
+      )
       if "history" in batch:
-        per_example.update(metrics.history_excluded_metrics(
-            scores, batch["targets"], batch["history"], ks))
+        per_example.update(
+            metrics.history_excluded_metrics(
+                scores, batch["targets"], batch["history"], ks
+            )
+        )
     else:
       per_example = metrics.rank_metrics(
           metrics.sampled_ranks(scores, batch["targets"], batch["negatives"]),
-          ks)
+          ks,
+      )
     sums, count = metrics.summarize(per_example, batch["valid"])
     sums["count"] = count.astype(jnp.float32)
     if axis_name is not None:

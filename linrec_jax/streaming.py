@@ -221,12 +221,12 @@ def _layer_decay(p, state):
 def _block(p, x, kv, *, decay, ln_eps, activation, pre_ln):
   """One `encoder.TransformerBlock` at one position: `[B, D]` -> `[B, D]`."""
   hidden = x.shape[-1]
-  ffn = FeedForward(hidden, p['ffn']['dense_in']['kernel'].shape[-1],
-                    activation)
+  ffn = FeedForward(
+      hidden, p['ffn']['dense_in']['kernel'].shape[-1], activation
+  )
   feed_forward = lambda h: ffn.apply({'params': p['ffn']}, h)
   if pre_ln:
-    out, kv = _attend(p['attention'], _norm(p['norm0'], x, ln_eps), kv,
-                      decay)
+    out, kv = _attend(p['attention'], _norm(p['norm0'], x, ln_eps), kv, decay)
     x = x + out
     return x + feed_forward(_norm(p['norm1'], x, ln_eps)), kv
   out, kv = _attend(p['attention'], x, kv, decay)
@@ -258,10 +258,13 @@ def update(params, state: StreamState, item_ids) -> StreamState:
   for layer in range(state.kv.shape[0]):
     block = encoder[f'block{layer}']
     x, kv = _block(
-        block, x, state.kv[layer],
+        block,
+        x,
+        state.kv[layer],
         decay=_layer_decay(block['attention'], state),
         ln_eps=state.ln_eps,
-        activation=state.activation, pre_ln=pre_ln,
+        activation=state.activation,
+        pre_ln=pre_ln,
     )
     kvs.append(kv)
   if pre_ln:

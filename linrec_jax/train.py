@@ -67,6 +67,7 @@ class NonFiniteError(ArithmeticError):
 @dataclasses.dataclass
 class _Progress:
   """The loop's bookkeeping, saved as JSON beside the arrays."""
+
   best_metric: float = -1.0
   best_epoch: int = -1
   bad_epochs: int = 0
@@ -78,10 +79,15 @@ class _Progress:
   history: list = dataclasses.field(default_factory=list)
 
 
-def train_and_evaluate(config: TrainConfig, data_dir: str, workdir: str, *,
-                       report: Callable[[str], None] = print,
-                       run_info: dict | None = None,
-                       on_epoch: Callable[[dict], None] | None = None) -> dict:
+def train_and_evaluate(
+    config: TrainConfig,
+    data_dir: str,
+    workdir: str,
+    *,
+    report: Callable[[str], None] = print,
+    run_info: dict | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
+) -> dict:
   """Trains with early stopping on validation NDCG@10, then tests the best.
 
   Args:
@@ -116,41 +122,72 @@ def train_and_evaluate(config: TrainConfig, data_dir: str, workdir: str, *,
     raise ValueError(
         f"--microbatches={config.microbatches} does not divide the "
         f"{config.batch_size // len(devices)} rows per device of "
-        f"--batch_size={config.batch_size}")
-  sharding.check_divisible(config.eval_batch_size, len(devices),
-                           "eval_batch_size")
+        f"--batch_size={config.batch_size}"
+    )
+  sharding.check_divisible(
+      config.eval_batch_size, len(devices), "eval_batch_size"
+  )
   loader = data.TrainBatches(
-      seqs, mode=config.train_mode, max_len=config.max_len,
-      batch_size=config.batch_size, seed=config.seed,
-      pad_side=config.pad_side, windows_per_user=config.windows_per_user,
-      mask_prob=config.mask_prob, mask_token=_mask_token(model),
+      seqs,
+      mode=config.train_mode,
+      max_len=config.max_len,
+      batch_size=config.batch_size,
+      seed=config.seed,
+      pad_side=config.pad_side,
+      windows_per_user=config.windows_per_user,
+      mask_prob=config.mask_prob,
+      mask_token=_mask_token(model),
       max_predictions=config.max_predictions or None,
       mask_last_prob=config.mask_last_prob,
-      length_bucket=config.length_bucket, window_stride=config.window_stride)
+      length_bucket=config.length_bucket,
+      window_stride=config.window_stride,
+  )
   steps_per_epoch = loader.num_batches
   if steps_per_epoch == 0:
-    raise ValueError(f"--batch_size={config.batch_size} exceeds the "
-                     f"{loader.num_examples} training examples of an epoch")
+    raise ValueError(
+        f"--batch_size={config.batch_size} exceeds the "
+        f"{loader.num_examples} training examples of an epoch"
+    )
   init_rng, train_rng = jax.random.split(jax.random.PRNGKey(config.seed))
   # Shapes first: the optimiser state's structure does not depend on the
   # total steps, which a resumed run may change.
-  abstract = jax.eval_shape(lambda: _initial_arrays(
-      model, _optimizer(config, 1), init_rng, config.max_len))
-  memory_budget.check(config, abstract, num_items=seqs.num_items,
-                      num_devices=len(devices), device=devices[0])
-  run = _Run(config, data_dir, workdir, seqs, model, devices, loader,
-             abstract, init_rng, train_rng, start_time)
+  abstract = jax.eval_shape(
+      lambda: _initial_arrays(
+          model, _optimizer(config, 1), init_rng, config.max_len
+      )
+  )
+  memory_budget.check(
+      config,
+      abstract,
+      num_items=seqs.num_items,
+      num_devices=len(devices),
+      device=devices[0],
+  )
+  run = _Run(
+      config,
+      data_dir,
+      workdir,
+      seqs,
+      model,
+      devices,
+      loader,
+      abstract,
+      init_rng,
+      train_rng,
+      start_time,
+  )
   if jax.process_index() != 0:  # Process 0 holds the lock for the job.
-    return _train(run, report, run_info, announce=lambda: None,
-                  on_epoch=on_epoch)
+    return _train(
+        run, report, run_info, announce=lambda: None, on_epoch=on_epoch
+    )
   with workdir_lock.hold(workdir) as announce:
-    return _train(run, report, run_info, announce=announce,
-                  on_epoch=on_epoch)
+    return _train(run, report, run_info, announce=announce, on_epoch=on_epoch)
 
 
 @dataclasses.dataclass(frozen=True)
 class _Run:
   """What `train_and_evaluate` checks before it touches the workdir."""
+
   config: TrainConfig
   data_dir: str
   workdir: str
@@ -170,17 +207,27 @@ def _train(run: _Run, report, run_info, *, announce, on_epoch=None) -> dict:
   Nothing is written before the checkpoints are known to belong to this
   run; then `announce()` names this process in the lock file.
   """
-  config, data_dir, workdir, seqs = (run.config, run.data_dir, run.workdir,
-                                     run.seqs)
-  model, devices, loader, start_time = (run.model, run.devices, run.loader,
-                                        run.start_time)
+  config, data_dir, workdir, seqs = (
+      run.config,
+      run.data_dir,
+      run.workdir,
+      run.seqs,
+  )
+  model, devices, loader, start_time = (
+      run.model,
+      run.devices,
+      run.loader,
+      run.start_time,
+  )
   shard = (jax.process_index(), jax.process_count())
   steps_per_epoch = loader.num_batches
   total_steps = _total_steps(config, steps_per_epoch)
   data_fingerprint = run_binding.prepared_fingerprint(data_dir)
   checkpointer = checkpointing.Checkpointer(
       os.path.join(workdir, "checkpoints"),
-      max_to_keep=config.keep_checkpoints, warn=lambda line: None)
+      max_to_keep=config.keep_checkpoints,
+      warn=lambda line: None,
+  )
   changes, recorded_config = {}, None
 
   def check_binding(meta: dict):
@@ -190,14 +237,19 @@ def _train(run: _Run, report, run_info, *, announce, on_epoch=None) -> dict:
       recorded = _config_json_fields(workdir)
       if recorded is None:
         return
-    run_binding.check_data(meta.get("data_fingerprint"), data_dir,
-                           workdir=workdir)
+    run_binding.check_data(
+        meta.get("data_fingerprint"), data_dir, workdir=workdir
+    )
     recorded_config = TrainConfig(**run_binding.recorded_config(recorded))
     changes = run_binding.check_resume(
-        recorded, config, workdir=workdir,
+        recorded,
+        config,
+        workdir=workdir,
         recorded_total_steps=_total_steps(recorded_config, steps_per_epoch),
-        total_steps=total_steps, step=int(meta["step"]),
-        finished=bool(meta.get("progress", {}).get("finished")))
+        total_steps=total_steps,
+        step=int(meta["step"]),
+        finished=bool(meta.get("progress", {}).get("finished")),
+    )
 
   try:
     restored = checkpointer.restore_latest(run.abstract, check=check_binding)
@@ -206,8 +258,9 @@ def _train(run: _Run, report, run_info, *, announce, on_epoch=None) -> dict:
     raise
   damage = _damage_line(checkpointer.directory, checkpointer.damaged)
   if restored is None:
-    init = lambda: _initial_arrays(model, _optimizer(config, total_steps),
-                                   run.init_rng, config.max_len)
+    init = lambda: _initial_arrays(
+        model, _optimizer(config, total_steps), run.init_rng, config.max_len
+    )
     arrays, progress = jax.device_get(init()), _Progress()
   else:
     arrays, meta = restored
@@ -217,40 +270,71 @@ def _train(run: _Run, report, run_info, *, announce, on_epoch=None) -> dict:
   kept = {}
   if progress.finished and changes and not reopened:
     # A finished run keeps the length and stop rules it ran under.
-    kept = {name: changes.pop(name) for name in run_binding.EXTENDING_FIELDS
-            if name in changes}
-    config = dataclasses.replace(config, **{
-        name: getattr(recorded_config, name) for name in kept})
+    kept = {
+        name: changes.pop(name)
+        for name in run_binding.EXTENDING_FIELDS
+        if name in changes
+    }
+    config = dataclasses.replace(
+        config, **{name: getattr(recorded_config, name) for name in kept}
+    )
     total_steps = _total_steps(config, steps_per_epoch)
   tx = _optimizer(config, total_steps)
   launcher = sharding.make_launcher(
-      config.parallel, devices, model, tx, loss=config.loss,
-      num_items=seqs.num_items, num_negatives=config.num_negatives,
-      protocol=config.eval_protocol, ks=KS, microbatches=config.microbatches)
+      config.parallel,
+      devices,
+      model,
+      tx,
+      loss=config.loss,
+      num_items=seqs.num_items,
+      num_negatives=config.num_negatives,
+      protocol=config.eval_protocol,
+      ks=KS,
+      microbatches=config.microbatches,
+  )
   evaluators = {
-      stage: Evaluator(launcher, seqs, stage=stage,
-                       protocol=config.eval_protocol, max_len=config.max_len,
-                       batch_size=config.eval_batch_size,
-                       pad_side=config.pad_side, mask_token=_mask_token(model),
-                       seed=config.seed + 1)
-      for stage in ("valid", "test")}
+      stage: Evaluator(
+          launcher,
+          seqs,
+          stage=stage,
+          protocol=config.eval_protocol,
+          max_len=config.max_len,
+          batch_size=config.eval_batch_size,
+          pad_side=config.pad_side,
+          mask_token=_mask_token(model),
+          seed=config.seed + 1,
+      )
+      for stage in ("valid", "test")
+  }
 
   announce()
-  reporter = Reporter(workdir, total_steps=total_steps, report=report,
-                      enabled=jax.process_index() == 0,
-                      steps_per_epoch=steps_per_epoch, on_epoch=on_epoch,
-                      learning_rate=optimizer.learning_rate_schedule(
-                          config.lr, config.lr_schedule, config.warmup_steps,
-                          total_steps))
+  reporter = Reporter(
+      workdir,
+      total_steps=total_steps,
+      report=report,
+      enabled=jax.process_index() == 0,
+      steps_per_epoch=steps_per_epoch,
+      on_epoch=on_epoch,
+      learning_rate=optimizer.learning_rate_schedule(
+          config.lr, config.lr_schedule, config.warmup_steps, total_steps
+      ),
+  )
   if jax.process_index() == 0:
     run_binding.record_changes(workdir, changes, step=restored_step)
     if reopened:  # The old results describe a shorter run.
       _remove(os.path.join(workdir, "results.json"))
-  reporter.config({**(run_info or {}), "data_dir": os.path.abspath(data_dir),
-                   "config": dataclasses.asdict(config)})
-  resumed = (f"resumed from step {restored_step} ({checkpointer.directory})"
-             if restored is not None else "no intact checkpoint left: "
-             "training from scratch")
+  reporter.config(
+      {
+          **(run_info or {}),
+          "data_dir": os.path.abspath(data_dir),
+          "config": dataclasses.asdict(config),
+      }
+  )
+  resumed = (
+      f"resumed from step {restored_step} ({checkpointer.directory})"
+      if restored is not None
+      else "no intact checkpoint left: " "training from scratch"
+  )
   if damage or restored is not None:
     reporter.line(f"{damage}; {resumed}" if damage else resumed)
   if restored is not None:
@@ -260,7 +344,8 @@ def _train(run: _Run, report, run_info, *, announce, on_epoch=None) -> dict:
       reporter.line(
           f"the run is finished ({progress.stop_reason}); "
           + ", ".join(f"--{name}={new!r}" for name, (_, new) in kept.items())
-          + " does not reopen it: testing its best parameters as recorded")
+          + " does not reopen it: testing its best parameters as recorded"
+      )
   state = launcher.put_state(arrays["state"])
   best_params = arrays["best_params"]
   rng = launcher.put_replicated(run.train_rng)
@@ -269,10 +354,16 @@ def _train(run: _Run, report, run_info, *, announce, on_epoch=None) -> dict:
   def save(step: int):
     nonlocal saved_step
     host = {"state": launcher.get_state(state), "best_params": best_params}
-    checkpointer.save(step, host, {
-        "progress": dataclasses.asdict(progress),
-        "config": dataclasses.asdict(config),
-        "total_steps": total_steps, "data_fingerprint": data_fingerprint})
+    checkpointer.save(
+        step,
+        host,
+        {
+            "progress": dataclasses.asdict(progress),
+            "config": dataclasses.asdict(config),
+            "total_steps": total_steps,
+            "data_fingerprint": data_fingerprint,
+        },
+    )
     saved_step = step
 
   def fold_running_loss():
@@ -292,9 +383,15 @@ def _train(run: _Run, report, run_info, *, announce, on_epoch=None) -> dict:
     flags = np.asarray(jax.device_get(finite_flags), bool)
     if not flags.all():
       checkpointer.close()
-      raise NonFiniteError(_non_finite_message(
-          config, flags_from + int(np.argmin(flags)) + 1, steps_per_epoch,
-          saved_step, restored_step))
+      raise NonFiniteError(
+          _non_finite_message(
+              config,
+              flags_from + int(np.argmin(flags)) + 1,
+              steps_per_epoch,
+              saved_step,
+              restored_step,
+          )
+      )
     finite_flags, flags_from = [], step
 
   if not progress.finished:
@@ -302,8 +399,9 @@ def _train(run: _Run, report, run_info, *, announce, on_epoch=None) -> dict:
   while step < total_steps and not progress.finished:
     epoch, index = divmod(step, steps_per_epoch)
     batch = loader.batch(epoch, index, shard=shard)
-    state, step_metrics = launcher.train_step(state, launcher.put_batch(batch),
-                                              rng)
+    state, step_metrics = launcher.train_step(
+        state, launcher.put_batch(batch), rng
+    )
     loss_sum = loss_sum + launcher.unreplicate(step_metrics["loss"])
     finite_flags.append(launcher.unreplicate(step_metrics["finite"]))
     loss_steps += 1
@@ -311,16 +409,20 @@ def _train(run: _Run, report, run_info, *, announce, on_epoch=None) -> dict:
     reporter.advance(step)
     if step % config.log_every_steps == 0:
       check_finite()
-      mean_loss = ((progress.epoch_loss_sum + float(loss_sum)) /
-                   (progress.epoch_loss_steps + loss_steps))
+      mean_loss = (progress.epoch_loss_sum + float(loss_sum)) / (
+          progress.epoch_loss_steps + loss_steps
+      )
       reporter.step(step, mean_loss)
     if step % steps_per_epoch == 0 or step == total_steps:
       check_finite()
       fold_running_loss()
-      record = {"epoch": epoch + 1, "step": step,
-                "seconds": time.perf_counter() - epoch_start,
-                "train_loss": progress.epoch_loss_sum /
-                              max(progress.epoch_loss_steps, 1)}
+      record = {
+          "epoch": epoch + 1,
+          "step": step,
+          "seconds": time.perf_counter() - epoch_start,
+          "train_loss": progress.epoch_loss_sum
+          / max(progress.epoch_loss_steps, 1),
+      }
       if (epoch + 1) % config.eval_every_epochs == 0 or step == total_steps:
         valid_start = time.perf_counter()
         record["valid"] = evaluators["valid"](state.params)
@@ -334,8 +436,9 @@ def _train(run: _Run, report, run_info, *, announce, on_epoch=None) -> dict:
           progress.bad_epochs += 1
       progress.history.append(record)
       reporter.epoch(record, progress.history)
-      progress.stop_reason = _stop_reason(config, progress, step, total_steps,
-                                          time.perf_counter() - start_time)
+      progress.stop_reason = _stop_reason(
+          config, progress, step, total_steps, time.perf_counter() - start_time
+      )
       progress.finished = bool(progress.stop_reason)
       progress.epoch_loss_sum, progress.epoch_loss_steps = 0.0, 0
       progress.epoch_seconds = 0.0
@@ -365,8 +468,11 @@ def _train(run: _Run, report, run_info, *, announce, on_epoch=None) -> dict:
       # This process only: a resumed run counts from its last start.
       "wall_seconds_this_process": time.perf_counter() - start_time,
       "peak_rss_gib_this_process": _peak_rss_gib(),
-      "data": {"dir": os.path.abspath(data_dir), "meta": seqs.meta,
-               "fingerprint": data_fingerprint},
+      "data": {
+          "dir": os.path.abspath(data_dir),
+          "meta": seqs.meta,
+          "fingerprint": data_fingerprint,
+      },
   }
   reporter.results(results)
   return results
@@ -376,20 +482,32 @@ def _load_prepared(data_dir: str) -> data.Sequences:
   """`data.load`, with every failure to read naming the directory."""
   try:
     return data.load(data_dir)
-  except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile,
-          zlib.error) as error:
+  except (
+      ValueError,
+      OSError,
+      EOFError,
+      KeyError,
+      zipfile.BadZipFile,
+      zlib.error,
+  ) as error:
     text = (str(error).strip().splitlines() or [""])[0]
     if str(data_dir) in text:
       raise
-    raise ValueError(f"{data_dir}: cannot read the prepared data "
-                     f"({type(error).__name__}: {text})") from error
+    raise ValueError(
+        f"{data_dir}: cannot read the prepared data "
+        f"({type(error).__name__}: {text})"
+    ) from error
 
 
 def _optimizer(config: TrainConfig, total_steps: int):
   return optimizer.make_optimizer(
-      lr=config.lr, schedule=config.lr_schedule,
-      warmup_steps=config.warmup_steps, total_steps=total_steps,
-      weight_decay=config.weight_decay, grad_clip=config.grad_clip)
+      lr=config.lr,
+      schedule=config.lr_schedule,
+      warmup_steps=config.warmup_steps,
+      total_steps=total_steps,
+      weight_decay=config.weight_decay,
+      grad_clip=config.grad_clip,
+  )
 
 
 def _total_steps(config: TrainConfig, steps_per_epoch: int) -> int:
@@ -397,8 +515,13 @@ def _total_steps(config: TrainConfig, steps_per_epoch: int) -> int:
   return min(total, config.max_steps) if config.max_steps else total
 
 
-def _reopen(progress: _Progress, config: TrainConfig, changes: dict,
-            step: int, total_steps: int) -> bool:
+def _reopen(
+    progress: _Progress,
+    config: TrainConfig,
+    changes: dict,
+    step: int,
+    total_steps: int,
+) -> bool:
   """Reopens a finished run whose accepted changes let it go on.
 
   A finished run stays finished on an identical rerun; after a change of
@@ -423,8 +546,11 @@ def _config_json_fields(workdir: str) -> dict | None:
 
 
 def _damage_line(directory: str, damaged: list) -> str:
-  return "; ".join(f"checkpoint {directory}/{d.step} is damaged "
-                   f"({d.reason}), moved to {d.moved_to}" for d in damaged)
+  return "; ".join(
+      f"checkpoint {directory}/{d.step} is damaged "
+      f"({d.reason}), moved to {d.moved_to}"
+      for d in damaged
+  )
 
 
 def _remove(path: str) -> None:
@@ -434,29 +560,49 @@ def _remove(path: str) -> None:
     pass
 
 
-def _non_finite_message(config: TrainConfig, bad_step: int,
-                        steps_per_epoch: int, saved_step: int | None,
-                        restored_step: int) -> str:
+def _non_finite_message(
+    config: TrainConfig,
+    bad_step: int,
+    steps_per_epoch: int,
+    saved_step: int | None,
+    restored_step: int,
+) -> str:
   epoch, index = divmod(bad_step - 1, steps_per_epoch)
-  cause = (f"--lr={config.lr:g} is probably too high for this model, or "
-           "values overflow; try a lower --lr, --grad_clip or "
-           "--warmup_steps")
+  cause = (
+      f"--lr={config.lr:g} is probably too high for this model, or "
+      "values overflow; try a lower --lr, --grad_clip or "
+      "--warmup_steps"
+  )
   if bad_step == restored_step + 1 and restored_step > 0:
-    cause += (f", or the parameters restored from step {restored_step} are "
-              "not finite")
-  kept = (f"checkpoint {saved_step} (the last good one) is kept"
-          if saved_step is not None else "no checkpoint was written")
-  return (f"step {bad_step} (epoch {epoch + 1}, batch {index + 1}) gave a "
-          f"non-finite loss or gradient (NaN or inf) and was not applied: "
-          f"{cause}. Training stopped; {kept}, no results.json written")
+    cause += (
+        f", or the parameters restored from step {restored_step} are "
+        "not finite"
+    )
+  kept = (
+      f"checkpoint {saved_step} (the last good one) is kept"
+      if saved_step is not None
+      else "no checkpoint was written"
+  )
+  return (
+      f"step {bad_step} (epoch {epoch + 1}, batch {index + 1}) gave a "
+      f"non-finite loss or gradient (NaN or inf) and was not applied: "
+      f"{cause}. Training stopped; {kept}, no results.json written"
+  )
 
 
-def _stop_reason(config: TrainConfig, progress: _Progress, step: int,
-                 total_steps: int, seconds: float) -> str:
+def _stop_reason(
+    config: TrainConfig,
+    progress: _Progress,
+    step: int,
+    total_steps: int,
+    seconds: float,
+) -> str:
   """Why training ends after this epoch ("" while it goes on)."""
   if progress.bad_epochs >= config.patience:
-    return (f"early stopping: {config.patience} epochs without a better "
-            f"{early_stop_metric(config)}")
+    return (
+        f"early stopping: {config.patience} epochs without a better "
+        f"{early_stop_metric(config)}"
+    )
   if step == total_steps:
     return "max_steps" if total_steps == config.max_steps else "epochs"
   if config.time_limit_minutes and seconds >= 60 * config.time_limit_minutes:
@@ -479,15 +625,21 @@ def _mean(values):
 
 
 def _protocol_description(config: TrainConfig) -> str:
-  ranking = {"full": "full ranking over all items",
-             "uni100": "sampled: target vs 100 uniform negatives",
-             "pop100": "sampled: target vs 100 popularity negatives"}
+  ranking = {
+      "full": "full ranking over all items",
+      "uni100": "sampled: target vs 100 uniform negatives",
+      "pop100": "sampled: target vs 100 popularity negatives",
+  }
   if config.eval_protocol == "full":
-    history = (f"both protocols: user history kept (metric names as is) and "
-               f"excluded (names ending in {metrics.HISTORY_EXCLUDED}), "
-               f"{metrics.SEEN_AT_10} = seen items in the top 10 with the "
-               f"history kept; best epoch by {early_stop_metric(config)}")
+    history = (
+        f"both protocols: user history kept (metric names as is) and "
+        f"excluded (names ending in {metrics.HISTORY_EXCLUDED}), "
+        f"{metrics.SEEN_AT_10} = seen items in the top 10 with the "
+        f"history kept; best epoch by {early_stop_metric(config)}"
+    )
   else:
     history = "user history kept"
-  return (f"{ranking[config.eval_protocol]}, leave-one-out, ties count "
-          f"against the target, {history}")
+  return (
+      f"{ranking[config.eval_protocol]}, leave-one-out, ties count "
+      f"against the target, {history}"
+  )

@@ -42,7 +42,8 @@ def hold(workdir: str) -> Iterator[Callable[[], None]]:
   except OSError as error:
     raise WorkdirNotWritableError(
         f"--workdir={workdir} is not writable ({path}: "
-        f"{error.strerror or error})") from None
+        f"{error.strerror or error})"
+    ) from None
   try:
     try:
       fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -51,17 +52,23 @@ def hold(workdir: str) -> Iterator[Callable[[], None]]:
       raise WorkdirBusyError(
           f"--workdir={workdir} is in use by another training "
           f"({holder or 'a running process'}; lock {path}); wait for it to "
-          "end or use another --workdir") from None
+          "end or use another --workdir"
+      ) from None
 
     def announce():
       try:
         os.ftruncate(handle, 0)
-        os.pwrite(handle, f"pid {os.getpid()} since "
-                  f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
+        os.pwrite(
+            handle,
+            f"pid {os.getpid()} since "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(),
+            0,
+        )
       except OSError as error:
         raise WorkdirNotWritableError(
             f"--workdir={workdir} is not writable ({path}: "
-            f"{error.strerror or error})") from None
+            f"{error.strerror or error})"
+        ) from None
 
     yield announce
   finally:

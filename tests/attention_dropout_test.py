@@ -26,8 +26,13 @@ def test_weights_dropout_applies_to_the_normalised_weights(name, causal):
   keep = np.random.default_rng(1).random((B, H, L, L)) > 0.3
   dropped = lambda w: jnp.where(keep, w / 0.7, 0.0)
   out = attention.VARIANTS[name](
-      jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), mask=jnp.asarray(mask),
-      causal=causal, weights_dropout=dropped)
+      jnp.asarray(q),
+      jnp.asarray(k),
+      jnp.asarray(v),
+      mask=jnp.asarray(mask),
+      causal=causal,
+      weights_dropout=dropped,
+  )
   # NumPy: the weights of the variant, then the same mask and scale.
   weights = np_weights(name, q, k, np_visible(mask, L, causal), mask)
   expected = np.einsum('bhlm,bmhd->blhd', np.where(keep, weights / 0.7, 0), v)
@@ -39,22 +44,32 @@ def test_module_drops_weights_only_when_not_deterministic():
   x = jax.random.normal(jax.random.key(0), (B, L, 8))
   mask = jnp.asarray(_inputs()[3])
   plain = MultiHeadAttention(8, H, 'softmax', causal=True)
-  dropping = MultiHeadAttention(8, H, 'softmax', causal=True,
-                                attention_dropout=0.5)
+  dropping = MultiHeadAttention(
+      8, H, 'softmax', causal=True, attention_dropout=0.5
+  )
   params = plain.init(jax.random.key(1), x, mask)
   # Same parameters: the rate adds none.
   assert jax.tree.structure(params) == jax.tree.structure(
-      dropping.init(jax.random.key(1), x, mask))
+      dropping.init(jax.random.key(1), x, mask)
+  )
   reference = plain.apply(params, x, mask)
-  np.testing.assert_allclose(dropping.apply(params, x, mask), reference,
-                             rtol=1e-6)
-  train = dropping.apply(params, x, mask, deterministic=False,
-                         rngs={'dropout': jax.random.key(2)})
+  np.testing.assert_allclose(
+      dropping.apply(params, x, mask), reference, rtol=1e-6
+  )
+  train = dropping.apply(
+      params, x, mask, deterministic=False, rngs={'dropout': jax.random.key(2)}
+  )
   assert not np.allclose(train, reference)
   assert np.isfinite(np.asarray(train)).all()
 
 
 def test_linear_variants_refuse_attention_dropout():
   with pytest.raises(ValueError, match='attention_dropout'):
-    SASRec(num_items=10, max_len=6, hidden=8, heads=2, attention='linrec',
-           attention_dropout=0.2)
+    SASRec(
+        num_items=10,
+        max_len=6,
+        hidden=8,
+        heads=2,
+        attention='linrec',
+        attention_dropout=0.2,
+    )

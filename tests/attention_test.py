@@ -21,8 +21,14 @@ VARIANT_MODES = [
     for causal in (False, True)
     if not causal or name in attention.CAUSAL_VARIANTS
 ]
-CHUNKED = ('linrec', 'linear', 'linrec_mean', 'linrec_decay', 'efficient',
-           'linrec_learned_decay')
+CHUNKED = (
+    'linrec',
+    'linear',
+    'linrec_mean',
+    'linrec_decay',
+    'efficient',
+    'linrec_learned_decay',
+)
 LEARNED = sorted(attention.LEARNED_DECAY_VARIANTS)
 # Decay logits of the learned variants in the shared tests, one per head
 # (HEADS = 2): g = sigmoid(theta) = 0.332 and 0.924, away from the initial
@@ -41,8 +47,9 @@ def _eager(name, q, k, v, mask=None, causal=False, chunk_size=CHUNK):
 
 
 def _reference(name, q, k, v, **kwargs):
-  return reference_attention.np_attention(name, q, k, v, **kwargs,
-                                          **_learned(name))
+  return reference_attention.np_attention(
+      name, q, k, v, **kwargs, **_learned(name)
+  )
 
 
 # Jitted: one compile per test instead of one per primitive and shape.
@@ -69,26 +76,41 @@ def _assert_close(actual, expected, tol=TOL):
 
 def test_registries():
   assert set(attention.VARIANTS) == {
-      'softmax', 'linrec', 'linear', 'efficient', 'linrec_seqnorm',
-      'linrec_mean', 'linrec_decay', 'softmax_decay', 'linrec_learned_decay',
-      'softmax_learned_decay'
+      'softmax',
+      'linrec',
+      'linear',
+      'efficient',
+      'linrec_seqnorm',
+      'linrec_mean',
+      'linrec_decay',
+      'softmax_decay',
+      'linrec_learned_decay',
+      'softmax_learned_decay',
   }
-  assert attention.CAUSAL_VARIANTS == {'softmax', 'linrec', 'linear',
-                                       'linrec_mean', 'linrec_decay',
-                                       'softmax_decay', 'efficient',
-                                       'linrec_learned_decay',
-                                       'softmax_learned_decay'}
-  assert attention.LEARNED_DECAY_VARIANTS == {'linrec_learned_decay',
-                                              'softmax_learned_decay'}
+  assert attention.CAUSAL_VARIANTS == {
+      'softmax',
+      'linrec',
+      'linear',
+      'linrec_mean',
+      'linrec_decay',
+      'softmax_decay',
+      'efficient',
+      'linrec_learned_decay',
+      'softmax_learned_decay',
+  }
+  assert attention.LEARNED_DECAY_VARIANTS == {
+      'linrec_learned_decay',
+      'softmax_learned_decay',
+  }
 
 
 def test_head_decays_span_the_latest_items_to_the_whole_history():
   half_lives = np.log(0.5) / np.log(np.asarray(attention.head_decays(4)))
   # 1 - g = 2^-1.875, 2^-3.625, 2^-5.375, 2^-7.125, by hand.
-  np.testing.assert_allclose(half_lives, [2.178, 8.200, 28.42, 96.41],
-                             rtol=1e-3)
-  np.testing.assert_allclose(attention.head_decays(1), [1 - 2 ** -4.5],
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+      half_lives, [2.178, 8.200, 28.42, 96.41], rtol=1e-3
+  )
+  np.testing.assert_allclose(attention.head_decays(1), [1 - 2**-4.5], rtol=1e-6)
 
 
 @pytest.mark.parametrize('name', ['linrec_decay', 'softmax_decay'])
@@ -98,20 +120,28 @@ def test_given_decay_matches_numpy_reference(name, causal):
   mask = np.arange(11)[None, :] < np.array([[11], [7]])
   decay = np.array([0.9, 0.3], np.float32)  # One per head (HEADS = 2).
   extra = {'chunk_size': CHUNK} if name in CHUNKED else {}
-  out = attention.VARIANTS[name](q, k, v, mask=mask, causal=causal,
-                                 decay=decay, **extra)
-  _assert_close(out, reference_attention.np_attention(
-      name, q, k, v, mask=mask, causal=causal, decay=decay))
+  out = attention.VARIANTS[name](
+      q, k, v, mask=mask, causal=causal, decay=decay, **extra
+  )
+  _assert_close(
+      out,
+      reference_attention.np_attention(
+          name, q, k, v, mask=mask, causal=causal, decay=decay
+      ),
+  )
 
 
-@pytest.mark.parametrize('name, plain', [('linrec_decay', 'linrec'),
-                                         ('softmax_decay', 'softmax')])
+@pytest.mark.parametrize(
+    'name, plain', [('linrec_decay', 'linrec'), ('softmax_decay', 'softmax')]
+)
 @pytest.mark.parametrize('causal', [False, True])
 def test_unit_decay_is_the_plain_variant(name, plain, causal):
   q, k, v = _inputs(4, 9)
   ones = np.ones(HEADS, np.float32)
-  _assert_close(attention.VARIANTS[name](q, k, v, causal=causal, decay=ones),
-                _eager(plain, q, k, v, causal=causal))
+  _assert_close(
+      attention.VARIANTS[name](q, k, v, causal=causal, decay=ones),
+      _eager(plain, q, k, v, causal=causal),
+  )
 
 
 @pytest.mark.parametrize('name', ['linrec_decay', 'softmax_decay'])
@@ -124,15 +154,20 @@ def test_decay_of_the_wrong_shape_raises(name):
 def test_decay_logits_start_at_the_fixed_decays():
   theta = np.asarray(attention.decay_logits(4), np.float64)
   one_minus_g = 2.0 ** -np.array([1.875, 3.625, 5.375, 7.125])  # By hand.
-  np.testing.assert_allclose(theta, np.log((1 - one_minus_g) / one_minus_g),
-                             rtol=1e-6)
-  np.testing.assert_allclose(theta, [0.98134, 2.42813, 3.70127, 4.93148],
-                             atol=1e-5)
-  np.testing.assert_allclose(attention.learned_decays(theta),
-                             1 - one_minus_g, rtol=1e-6)
+  np.testing.assert_allclose(
+      theta, np.log((1 - one_minus_g) / one_minus_g), rtol=1e-6
+  )
+  np.testing.assert_allclose(
+      theta, [0.98134, 2.42813, 3.70127, 4.93148], atol=1e-5
+  )
+  np.testing.assert_allclose(
+      attention.learned_decays(theta), 1 - one_minus_g, rtol=1e-6
+  )
   np.testing.assert_allclose(
       reference_attention.np_sigmoid(attention.decay_logits(3)),
-      attention.head_decays(3), rtol=1e-6)
+      attention.head_decays(3),
+      rtol=1e-6,
+  )
 
 
 @pytest.mark.parametrize('causal', [False, True])
@@ -141,10 +176,13 @@ def test_learned_decay_at_its_initial_logits_is_linrec_decay(causal):
   mask = np.arange(10)[None, :] < np.array([[10], [6]])
   start = attention.decay_logits(HEADS)
   _assert_close(
-      attention.linrec_learned_decay(q, k, v, mask=mask, causal=causal,
-                                     chunk_size=CHUNK, decay_logit=start),
-      reference_attention.np_attention('linrec_decay', q, k, v, mask=mask,
-                                       causal=causal))
+      attention.linrec_learned_decay(
+          q, k, v, mask=mask, causal=causal, chunk_size=CHUNK, decay_logit=start
+      ),
+      reference_attention.np_attention(
+          'linrec_decay', q, k, v, mask=mask, causal=causal
+      ),
+  )
 
 
 @pytest.mark.parametrize('name', LEARNED)
@@ -152,8 +190,9 @@ def test_learned_decay_needs_logits_of_shape_heads(name):
   q, k, v = _inputs(0, 4)
   with pytest.raises(ValueError, match=f'{name} needs decay_logit='):
     attention.VARIANTS[name](q, k, v)
-  with pytest.raises(ValueError,
-                     match=r'decay_logit must have shape \[heads\]'):
+  with pytest.raises(
+      ValueError, match=r'decay_logit must have shape \[heads\]'
+  ):
     attention.VARIANTS[name](q, k, v, decay_logit=np.zeros(HEADS + 1))
 
 
@@ -162,8 +201,9 @@ def test_learned_decays_stay_inside_zero_one():
   g = np.asarray(attention.learned_decays(theta))
   assert g.dtype == np.float32
   assert (g > 0).all() and (g < 1).all()
-  np.testing.assert_allclose(g, reference_attention.np_sigmoid(theta),
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+      g, reference_attention.np_sigmoid(theta), rtol=1e-6
+  )
 
 
 @pytest.mark.parametrize('name', LEARNED)
@@ -175,14 +215,23 @@ def test_extreme_logits_give_finite_limits(name, causal):
   q, k, v = _inputs(6, 9)
   mask = np.arange(9)[None, :] < np.array([[9], [5]])
   theta = np.array([-1e4, 1e4], np.float32)
-  fn = functools.partial(attention.VARIANTS[name], mask=mask, causal=causal,
-                         **({'chunk_size': CHUNK} if name in CHUNKED else {}))
+  fn = functools.partial(
+      attention.VARIANTS[name],
+      mask=mask,
+      causal=causal,
+      **({'chunk_size': CHUNK} if name in CHUNKED else {}),
+  )
   out = fn(q, k, v, decay_logit=theta)
-  _assert_close(out, reference_attention.np_attention(
-      name, q, k, v, mask=mask, causal=causal, decay_logit=theta))
+  _assert_close(
+      out,
+      reference_attention.np_attention(
+          name, q, k, v, mask=mask, causal=causal, decay_logit=theta
+      ),
+  )
   if name == 'softmax_learned_decay':  # All of head 0's weight on itself.
-    np.testing.assert_allclose(np.asarray(out)[mask][:, 0], v[mask][:, 0],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(out)[mask][:, 0], v[mask][:, 0], rtol=1e-6
+    )
   loss = lambda q, k, v, t: jnp.sum(fn(q, k, v, decay_logit=t) ** 2)
   grads = jax.grad(loss, argnums=(0, 1, 2, 3))(q, k, v, theta)
   for grad in grads:
@@ -191,26 +240,41 @@ def test_extreme_logits_give_finite_limits(name, causal):
 
 @pytest.mark.parametrize('name', LEARNED)
 @pytest.mark.parametrize('causal', [False, True])
-def test_gradient_of_decay_logit_matches_numpy_finite_differences(name,
-                                                                  causal):
+def test_gradient_of_decay_logit_matches_numpy_finite_differences(name, causal):
   q, k, v = _inputs(7, 9)
   mask = np.arange(9)[None, :] < np.array([[9], [6]])
   weights = np.random.default_rng(8).standard_normal(v.shape)
   theta = np.array([0.4, 1.7])
 
   def np_loss(theta):
-    return np.sum(weights * reference_attention.np_attention(
-        name, q, k, v, mask=mask, causal=causal, decay_logit=theta))
+    return np.sum(
+        weights
+        * reference_attention.np_attention(
+            name, q, k, v, mask=mask, causal=causal, decay_logit=theta
+        )
+    )
 
   step = 1e-5
-  expected = np.array([
-      (np_loss(theta + step * e) - np_loss(theta - step * e)) / (2 * step)
-      for e in np.eye(HEADS)])
+  expected = np.array(
+      [
+          (np_loss(theta + step * e) - np_loss(theta - step * e)) / (2 * step)
+          for e in np.eye(HEADS)
+      ]
+  )
   with jax.enable_x64(True):
     extra = {'chunk_size': CHUNK} if name in CHUNKED else {}
-    loss = lambda t: jnp.sum(weights * attention.VARIANTS[name](
-        q.astype(np.float64), k.astype(np.float64), v.astype(np.float64),
-        mask=mask, causal=causal, decay_logit=t, **extra))
+    loss = lambda t: jnp.sum(
+        weights
+        * attention.VARIANTS[name](
+            q.astype(np.float64),
+            k.astype(np.float64),
+            v.astype(np.float64),
+            mask=mask,
+            causal=causal,
+            decay_logit=t,
+            **extra,
+        )
+    )
     got = np.asarray(jax.grad(loss)(jnp.asarray(theta)))
   assert np.isfinite(got).all() and (np.abs(got) > 1e-3).all()
   np.testing.assert_allclose(got, expected, rtol=1e-6)
@@ -220,8 +284,12 @@ def test_gradient_of_decay_logit_matches_numpy_finite_differences(name,
 def test_linrec_equals_quadratic_form(length, dim):
   q, k, v = _inputs(0, length, dim=dim)
   assert (q < 0).mean() > 0.3
-  unit_q = reference_attention.np_unit(reference_attention.np_elu(q.astype(np.float64)), -1)
-  unit_k = reference_attention.np_unit(reference_attention.np_elu(k.astype(np.float64)), -1)
+  unit_q = reference_attention.np_unit(
+      reference_attention.np_elu(q.astype(np.float64)), -1
+  )
+  unit_k = reference_attention.np_unit(
+      reference_attention.np_elu(k.astype(np.float64)), -1
+  )
   scores = np.einsum('blhd,bmhd->bhlm', unit_q, unit_k) / np.sqrt(dim)
   expected = np.einsum('bhlm,bmhd->blhd', scores, v)
   out = attention.linrec(q, k, v)
@@ -233,24 +301,30 @@ def test_linrec_equals_quadratic_form(length, dim):
 @pytest.mark.parametrize('length', [8, 11])  # A multiple of CHUNK and not.
 def test_matches_numpy_reference(name, causal, length):
   q, k, v = _inputs(1, length)
-  _assert_close(_call(name, q, k, v, causal=causal),
-                _reference(name, q, k, v, causal=causal))
+  _assert_close(
+      _call(name, q, k, v, causal=causal),
+      _reference(name, q, k, v, causal=causal),
+  )
 
 
 @pytest.mark.parametrize('name, causal', VARIANT_MODES)
 def test_matches_numpy_reference_with_mask(name, causal):
   q, k, v = _inputs(2, 7)
   mask = np.array([[1, 1, 1, 1, 1, 0, 0], [0, 0, 0, 1, 1, 1, 1]], bool)
-  _assert_close(_call(name, q, k, v, mask=mask, causal=causal),
-                _reference(name, q, k, v, mask=mask, causal=causal))
+  _assert_close(
+      _call(name, q, k, v, mask=mask, causal=causal),
+      _reference(name, q, k, v, mask=mask, causal=causal),
+  )
 
 
 @pytest.mark.parametrize('chunk_size', [1, 3, 4, 64])
 @pytest.mark.parametrize('name', CHUNKED)
 def test_causal_chunk_size_does_not_change_result(name, chunk_size):
   q, k, v = _inputs(3, 10)
-  _assert_close(_call(name, q, k, v, causal=True, chunk_size=chunk_size),
-                _reference(name, q, k, v, causal=True))
+  _assert_close(
+      _call(name, q, k, v, causal=True, chunk_size=chunk_size),
+      _reference(name, q, k, v, causal=True),
+  )
 
 
 def _pad(x, num_pad, left, fill):
@@ -288,9 +362,9 @@ def test_causal_ignores_the_future(name, t):
   q, k, v = _inputs(7, 11)
   changed = [x.copy() for x in (q, k, v)]
   for x, new in zip(changed, _inputs(8, 11)):
-    x[:, t + 1:] = new[:, t + 1:]
-  before = _call(name, q, k, v, causal=True)[:, :t + 1]
-  after = _call(name, *changed, causal=True)[:, :t + 1]
+    x[:, t + 1 :] = new[:, t + 1 :]
+  before = _call(name, q, k, v, causal=True)[:, : t + 1]
+  after = _call(name, *changed, causal=True)[:, : t + 1]
   np.testing.assert_allclose(before, after, rtol=0, atol=1e-6)
 
 

@@ -25,7 +25,8 @@ PEERS_PYTHON = REPO_ROOT / '.venv-peers' / 'bin' / 'python'
 needs_peers_venv = pytest.mark.skipif(
     not PEERS_PYTHON.is_file(),
     reason=f'{PEERS_PYTHON} not found: make it with `make bench-peers` (or '
-    'python -m experiments.benchmark_peers) to test the PyTorch LinRec')
+    'python -m experiments.benchmark_peers) to test the PyTorch LinRec',
+)
 
 
 def test_prefix_lengths_by_hand():
@@ -36,35 +37,39 @@ def test_prefix_lengths_by_hand():
 
 
 def test_padding_share_by_hand():
-  assert peer_inputs.padding_share(np.array([1, 4]), 4) == pytest.approx(
-      3 / 8)
+  assert peer_inputs.padding_share(np.array([1, 4]), 4) == pytest.approx(3 / 8)
 
 
 def test_draw_batch_pads_right_after_each_length():
   pool = np.array([1, 3, 5])
-  batch = peer_inputs.draw_batch(np.random.default_rng(0), pool, batch=64,
-                                 max_len=5, num_items=7)
+  batch = peer_inputs.draw_batch(
+      np.random.default_rng(0), pool, batch=64, max_len=5, num_items=7
+  )
   assert batch['inputs'].shape == (64, 5) and batch['inputs'].dtype == np.int32
   assert set(batch['lengths']) <= {1, 3, 5} and len(set(batch['lengths'])) > 1
   for row, length in zip(batch['inputs'], batch['lengths']):
     assert np.all((row[:length] >= 1) & (row[:length] <= 7))
     assert np.all(row[length:] == peer_inputs.PAD)
   assert np.all((batch['targets'] >= 1) & (batch['targets'] <= 7))
-  again = peer_inputs.draw_batch(np.random.default_rng(0), pool, batch=64,
-                                 max_len=5, num_items=7)
+  again = peer_inputs.draw_batch(
+      np.random.default_rng(0), pool, batch=64, max_len=5, num_items=7
+  )
   for name in batch:
     np.testing.assert_array_equal(batch[name], again[name])
 
 
 def test_draw_batch_rejects_lengths_past_n():
   with pytest.raises(ValueError, match='1..4'):
-    peer_inputs.draw_batch(np.random.default_rng(0), np.array([5]), batch=2,
-                           max_len=4, num_items=3)
+    peer_inputs.draw_batch(
+        np.random.default_rng(0), np.array([5]), batch=2, max_len=4, num_items=3
+    )
 
 
 def test_inputs_round_trip(tmp_path):
-  arrays = {'inputs': np.arange(6, dtype=np.int32).reshape(2, 3),
-            'lengths': np.array([1, 3], np.int32)}
+  arrays = {
+      'inputs': np.arange(6, dtype=np.int32).reshape(2, 3),
+      'lengths': np.array([1, 3], np.int32),
+  }
   peer_inputs.save(tmp_path / 'b.npz', arrays)
   loaded = peer_inputs.load(tmp_path / 'b.npz')
   assert loaded.keys() == arrays.keys()
@@ -83,17 +88,31 @@ def test_run_order_puts_each_comparison_back_to_back():
   cells = [(200, 256), (1000, 32)]
   order = benchmark_peers.run_order(cells, list(benchmark_peers.IMPLS))
   assert order == [
-      ('recbole_linrec', 200, 256), ('jax_linrec', 200, 256),
-      ('recbole_linrec', 1000, 32), ('jax_linrec', 1000, 32),
-      ('recbole_softmax', 200, 256), ('jax_softmax', 200, 256),
-      ('recbole_softmax', 1000, 32), ('jax_softmax', 1000, 32)]
+      ('recbole_linrec', 200, 256),
+      ('jax_linrec', 200, 256),
+      ('recbole_linrec', 1000, 32),
+      ('jax_linrec', 1000, 32),
+      ('recbole_softmax', 200, 256),
+      ('jax_softmax', 200, 256),
+      ('recbole_softmax', 1000, 32),
+      ('jax_softmax', 1000, 32),
+  ]
   assert benchmark_peers.run_order(cells, ['jax_softmax']) == [
-      ('jax_softmax', 200, 256), ('jax_softmax', 1000, 32)]
+      ('jax_softmax', 200, 256),
+      ('jax_softmax', 1000, 32),
+  ]
 
 
 def _record(impl, n, batch, seconds=None, rss=None, status='ok', **extra):
-  return dict(impl=impl, n=n, batch=batch, status=status, seconds=seconds,
-              peak_rss_gib=rss, **extra)
+  return dict(
+      impl=impl,
+      n=n,
+      batch=batch,
+      status=status,
+      seconds=seconds,
+      peak_rss_gib=rss,
+      **extra,
+  )
 
 
 def test_predicted_peak_scales_the_largest_smaller_batch():
@@ -105,17 +124,24 @@ def test_predicted_peak_scales_the_largest_smaller_batch():
   ]
   # 0.5 + (4.5 - 0.5) * 2048 / 256 = 32.5
   assert benchmark_peers.predicted_peak_gib(
-      measured, 'jax_softmax', 200, 2048) == pytest.approx(32.5)
-  assert benchmark_peers.predicted_peak_gib(
-      measured, 'jax_softmax', 200, 32) is None
-  assert benchmark_peers.predicted_peak_gib(
-      measured, 'recbole_softmax', 200, 2048) is None
+      measured, 'jax_softmax', 200, 2048
+  ) == pytest.approx(32.5)
+  assert (
+      benchmark_peers.predicted_peak_gib(measured, 'jax_softmax', 200, 32)
+      is None
+  )
+  assert (
+      benchmark_peers.predicted_peak_gib(measured, 'recbole_softmax', 200, 2048)
+      is None
+  )
 
 
 def test_a_rerun_replaces_only_the_cell_it_measured():
-  old = [_record('jax_linrec', 200, 256, 1.0, 2.0),
-         _record('jax_linrec', 200, 2048, 8.0, 9.0),
-         _record('recbole_linrec', 200, 256, 3.0, 2.0)]
+  old = [
+      _record('jax_linrec', 200, 256, 1.0, 2.0),
+      _record('jax_linrec', 200, 2048, 8.0, 9.0),
+      _record('recbole_linrec', 200, 256, 3.0, 2.0),
+  ]
   new = _record('jax_linrec', 200, 256, 0.5, 1.9)
   results = benchmark_peers._replace(old, new)  # pylint: disable=protected-access
   assert len(results) == 3 and new in results
@@ -126,15 +152,23 @@ def test_ratios_and_table_by_hand():
   records = [
       _record('recbole_linrec', 200, 256, 2.0, 3.0, padding_share=0.25),
       _record('recbole_softmax', 200, 256, 6.0, 4.0, padding_share=0.25),
-      _record('jax_linrec', 200, 256, 0.5, 1.5, padding_share=0.25,
-              gflops_per_s=40.0, share_of_matmul_peak=0.2),
+      _record(
+          'jax_linrec',
+          200,
+          256,
+          0.5,
+          1.5,
+          padding_share=0.25,
+          gflops_per_s=40.0,
+          share_of_matmul_peak=0.2,
+      ),
       _record('jax_softmax', 200, 256, 3.0, 5.0, padding_share=0.25),
-      _record('recbole_softmax', 200, 2048,
-              status=peer_report.DOES_NOT_FIT),
+      _record('recbole_softmax', 200, 2048, status=peer_report.DOES_NOT_FIT),
       _record('jax_linrec', 200, 2048, 4.0, 9.0),
   ]
-  found = {(q['n'], q['batch'], q['pair']): q
-           for q in peer_report.ratios(records)}
+  found = {
+      (q['n'], q['batch'], q['pair']): q for q in peer_report.ratios(records)
+  }
   assert found.keys() == {(200, 256, 'linrec'), (200, 256, 'softmax')}
   assert found[200, 256, 'linrec']['speedup'] == pytest.approx(4.0)
   assert found[200, 256, 'linrec']['memory_ratio'] == pytest.approx(0.5)
@@ -153,18 +187,26 @@ def test_ratios_and_table_by_hand():
 
 def test_plot_draws_a_png(tmp_path):
   pytest.importorskip('matplotlib')
-  records = [_record('recbole_linrec', 200, 8, 2.0, 3.0),
-             _record('jax_linrec', 200, 8, 0.5, 1.5),
-             _record('jax_softmax', 200, 8, status=peer_report.DOES_NOT_FIT)]
+  records = [
+      _record('recbole_linrec', 200, 8, 2.0, 3.0),
+      _record('jax_linrec', 200, 8, 0.5, 1.5),
+      _record('jax_softmax', 200, 8, status=peer_report.DOES_NOT_FIT),
+  ]
   peer_report.plot(records, tmp_path / 'p.png', title='t')
   assert (tmp_path / 'p.png').stat().st_size > 1000
 
 
 def _run_in_peers_venv(code, tmp_path):
   env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
-  done = subprocess.run([str(PEERS_PYTHON), '-c', textwrap.dedent(code)],
-                        cwd=tmp_path, env=env, capture_output=True, text=True,
-                        timeout=300, check=False)
+  done = subprocess.run(
+      [str(PEERS_PYTHON), '-c', textwrap.dedent(code)],
+      cwd=tmp_path,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=300,
+      check=False,
+  )
   assert done.returncode == 0, done.stderr[-3000:]
 
 
@@ -182,19 +224,25 @@ def _numpy_linrec(q, k, v):
 @needs_peers_venv
 def test_torch_linrec_matches_numpy(tmp_path):
   rng = np.random.default_rng(0)
-  q, k, v = (rng.normal(size=(2, 3, 7, 4)).astype(np.float32)
-             for _ in range(3))
+  q, k, v = (rng.normal(size=(2, 3, 7, 4)).astype(np.float32) for _ in range(3))
   np.savez(tmp_path / 'qkv.npz', q=q, k=k, v=v)
-  _run_in_peers_venv("""
+  _run_in_peers_venv(
+      """
       import numpy as np, torch
       from experiments import torch_linrec
       qkv = np.load('qkv.npz')
       out = torch_linrec.linrec_attention(
           *(torch.from_numpy(qkv[name]) for name in 'qkv'))
       np.save('out.npy', out.numpy())
-  """, tmp_path)
-  np.testing.assert_allclose(np.load(tmp_path / 'out.npy'),
-                             _numpy_linrec(q, k, v), rtol=1e-5, atol=1e-6)
+  """,
+      tmp_path,
+  )
+  np.testing.assert_allclose(
+      np.load(tmp_path / 'out.npy'),
+      _numpy_linrec(q, k, v),
+      rtol=1e-5,
+      atol=1e-6,
+  )
 
 
 @needs_peers_venv
@@ -202,7 +250,8 @@ def test_swapped_recbole_sublayer_is_the_formula(tmp_path):
   """The whole attention sublayer of a RecBole SASRec after the swap."""
   x = np.random.default_rng(1).normal(size=(2, 6, 8)).astype(np.float32)
   np.save(tmp_path / 'x.npy', x)
-  _run_in_peers_venv("""
+  _run_in_peers_venv(
+      """
       import json, numpy as np, torch
       from recbole.model.sequential_recommender.sasrec import SASRec
       from experiments import recbole_cell, torch_linrec
@@ -226,7 +275,9 @@ def test_swapped_recbole_sublayer_is_the_formula(tmp_path):
                  'types': [type(l.multi_head_attention).__name__
                            for l in model.trm_encoder.layer]},
                 open('meta.json', 'w'))
-  """, tmp_path)
+  """,
+      tmp_path,
+  )
   meta = json.loads((tmp_path / 'meta.json').read_text())
   assert meta == {'swapped': 2, 'types': ['LinRecSelfAttention'] * 2}
   r = np.load(tmp_path / 'result.npz')
@@ -238,13 +289,15 @@ def test_swapped_recbole_sublayer_is_the_formula(tmp_path):
   def heads(h):  # [B, N, D] -> [B, H, N, D / H]
     return h.reshape(2, 6, 2, 4).transpose(0, 2, 1, 3)
 
-  context = _numpy_linrec(*(heads(dense(x, p)) for p in
-                            ('query', 'key', 'value')))
+  context = _numpy_linrec(
+      *(heads(dense(x, p)) for p in ('query', 'key', 'value'))
+  )
   hidden = dense(context.transpose(0, 2, 1, 3).reshape(2, 6, 8), 'dense') + x
   mean = hidden.mean(-1, keepdims=True)
   var = hidden.var(-1, keepdims=True)
-  want = ((hidden - mean) / np.sqrt(var + 1e-12) * r['LayerNorm.weight']
-          + r['LayerNorm.bias'])
+  want = (hidden - mean) / np.sqrt(var + 1e-12) * r['LayerNorm.weight'] + r[
+      'LayerNorm.bias'
+  ]
   np.testing.assert_allclose(r['out'], want, rtol=1e-4, atol=1e-5)
 
 
@@ -257,19 +310,38 @@ def test_jax_cells_end_to_end(tmp_path):
     pytest.skip(f'no ML-1M under {root}')
   output = tmp_path / 'peers.json'
   subprocess.run(
-      [sys.executable, '-m', 'experiments.benchmark_peers', '--cells=8x2',
-       '--impls=jax_linrec,jax_softmax', '--repeats=2', '--warmup=1',
-       '--matmul_size=128', f'--data_root={root}',
-       f'--prepared_root={tmp_path / "prepared"}', f'--output={output}'],
-      cwd=REPO_ROOT, check=True, capture_output=True, timeout=600)
+      [
+          sys.executable,
+          '-m',
+          'experiments.benchmark_peers',
+          '--cells=8x2',
+          '--impls=jax_linrec,jax_softmax',
+          '--repeats=2',
+          '--warmup=1',
+          '--matmul_size=128',
+          f'--data_root={root}',
+          f'--prepared_root={tmp_path / "prepared"}',
+          f'--output={output}',
+      ],
+      cwd=REPO_ROOT,
+      check=True,
+      capture_output=True,
+      timeout=600,
+  )
   report = json.loads(output.read_text())
-  assert {'cpu_model', 'cpu_count', 'load_avg_at_start',
-          'load_avg_at_end'} <= report['machine'].keys()
+  assert {
+      'cpu_model',
+      'cpu_count',
+      'load_avg_at_start',
+      'load_avg_at_end',
+  } <= report['machine'].keys()
   assert report['idle']['jax']['status'] == 'ok'
   assert 'torch' not in report['idle']
   assert report['matmul_peak_gflops'] > 0
   assert [(r['impl'], r['status']) for r in report['results']] == [
-      ('jax_linrec', 'ok'), ('jax_softmax', 'ok')]
+      ('jax_linrec', 'ok'),
+      ('jax_softmax', 'ok'),
+  ]
   for r in report['results']:
     assert r['seconds'] > 0 and r['peak_rss_gib'] > r['idle_gib'] > 0
     assert r['xla_flops'] > 0 and 0 < r['share_of_matmul_peak']
@@ -280,9 +352,18 @@ def test_jax_cells_end_to_end(tmp_path):
 
 def test_unknown_impl_names_the_flag(tmp_path):
   run = subprocess.run(
-      [sys.executable, '-m', 'experiments.benchmark_peers',
-       '--impls=jax_linrec,nope', f'--output={tmp_path / "p.json"}'],
-      cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+      [
+          sys.executable,
+          '-m',
+          'experiments.benchmark_peers',
+          '--impls=jax_linrec,nope',
+          f'--output={tmp_path / "p.json"}',
+      ],
+      cwd=REPO_ROOT,
+      capture_output=True,
+      text=True,
+      timeout=120,
+  )
   assert run.returncode != 0
   assert "--impls: unknown ['nope']" in run.stderr
   assert not (tmp_path / 'p.json').exists()

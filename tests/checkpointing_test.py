@@ -20,11 +20,18 @@ _PICKLE_PROTOCOLS = tuple(bytes([0x80, v]) for v in range(2, 6))
 
 def _tree(value: float):
   """A TrainState with an Adam state, all leaves filled with `value`."""
-  params = {"dense": {"kernel": jnp.full((64, 32), value, jnp.float32),
-                      "bias": jnp.full((32,), value, jnp.float32)}}
+  params = {
+      "dense": {
+          "kernel": jnp.full((64, 32), value, jnp.float32),
+          "bias": jnp.full((32,), value, jnp.float32),
+      }
+  }
   tx = optax.adam(1e-3)
-  state = steps.TrainState(step=jnp.asarray(int(value), jnp.int32),
-                           params=params, opt_state=tx.init(params))
+  state = steps.TrainState(
+      step=jnp.asarray(int(value), jnp.int32),
+      params=params,
+      opt_state=tx.init(params),
+  )
   # Non-zero moments, so that a mix-up of mu and nu would show.
   opt_state = jax.tree.map(lambda x: x + value, state.opt_state)
   state = state.replace(opt_state=opt_state)
@@ -36,21 +43,25 @@ def _abstract(tree):
 
 
 def _assert_trees_equal(actual, expected):
-  assert (jax.tree.structure(actual) == jax.tree.structure(expected))
+  assert jax.tree.structure(actual) == jax.tree.structure(expected)
   for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
     assert np.asarray(a).dtype == np.asarray(e).dtype
     np.testing.assert_array_equal(np.asarray(a), np.asarray(e))
 
 
 def _step_dirs(directory):
-  return sorted(int(p.name) for p in pathlib.Path(directory).iterdir()
-                if p.name.isdigit())
+  return sorted(
+      int(p.name) for p in pathlib.Path(directory).iterdir() if p.name.isdigit()
+  )
 
 
 def _array_files(step_dir) -> list[pathlib.Path]:
   """The OCDBT data files of a checkpoint (the arrays' bytes)."""
-  files = [p for p in pathlib.Path(step_dir, "arrays").rglob("*")
-           if p.is_file() and p.parent.name == "d"]
+  files = [
+      p
+      for p in pathlib.Path(step_dir, "arrays").rglob("*")
+      if p.is_file() and p.parent.name == "d"
+  ]
   assert files
   return files
 
@@ -111,9 +122,12 @@ def test_saving_an_existing_step_replaces_it(two_steps):
 
 def test_nan_arrays_are_not_taken_for_damage(tmp_path):
   # A diverged run's checkpoint is intact; NaN != NaN must not discard it.
-  tree = jax.tree.map(lambda x: np.full_like(x, np.nan)
-                      if np.issubdtype(x.dtype, np.floating) else x,
-                      _tree(1.0))
+  tree = jax.tree.map(
+      lambda x: np.full_like(x, np.nan)
+      if np.issubdtype(x.dtype, np.floating)
+      else x,
+      _tree(1.0),
+  )
   checkpointer = checkpointing.Checkpointer(str(tmp_path / "checkpoints"))
   checkpointer.save(1, tree, {})
   checkpointer.close()
@@ -136,12 +150,20 @@ def _deeper(tree):
   return tree
 
 
-@pytest.mark.parametrize("change, named", [
-    (_wider, "['best_params']['dense']['bias']: [[32], 'float32'] there, "
-             "[[33], 'float32'] here"),
-    (_deeper, "['best_params']['extra']: absent there")])
-def test_checkpoint_of_another_model_is_an_error_not_damage(two_steps, change,
-                                                            named):
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        (
+            _wider,
+            "['best_params']['dense']['bias']: [[32], 'float32'] there, "
+            "[[33], 'float32'] here",
+        ),
+        (_deeper, "['best_params']['extra']: absent there"),
+    ],
+)
+def test_checkpoint_of_another_model_is_an_error_not_damage(
+    two_steps, change, named
+):
   directory, trees = two_steps
   with pytest.raises(checkpointing.IncompatibleCheckpointError) as error:
     _restore(directory, change(trees[1]))
@@ -155,7 +177,9 @@ def _overwrite_middle(step_dir: pathlib.Path):
   for path in _array_files(step_dir):
     data = bytearray(path.read_bytes())
     middle = len(data) // 2
-    data[middle:middle + 16] = bytes(255 - b for b in data[middle:middle + 16])
+    data[middle : middle + 16] = bytes(
+        255 - b for b in data[middle : middle + 16]
+    )
     path.write_bytes(bytes(data))
 
 
@@ -208,13 +232,23 @@ def _not_json(step_dir: pathlib.Path):
   (step_dir / "meta" / "metadata").write_text('{"progress": {"epoch": 2')
 
 
-@pytest.mark.parametrize("damage", [
-    _overwrite_middle, _truncate, _wrong_fingerprint, _not_json,
-    _edit_meta(_later_epoch), _edit_meta(_unfinished),
-    _edit_meta(_extra_history), _edit_meta(_step_renumbered),
-    _edit_meta(_checksum_replaced)])
-def test_damaged_latest_is_set_aside_and_previous_used(two_steps, damage,
-                                                       caplog):
+@pytest.mark.parametrize(
+    "damage",
+    [
+        _overwrite_middle,
+        _truncate,
+        _wrong_fingerprint,
+        _not_json,
+        _edit_meta(_later_epoch),
+        _edit_meta(_unfinished),
+        _edit_meta(_extra_history),
+        _edit_meta(_step_renumbered),
+        _edit_meta(_checksum_replaced),
+    ],
+)
+def test_damaged_latest_is_set_aside_and_previous_used(
+    two_steps, damage, caplog
+):
   directory, trees = two_steps
   damage(directory / "2")
   with caplog.at_level(logging.WARNING):
@@ -224,10 +258,13 @@ def test_damaged_latest_is_set_aside_and_previous_used(two_steps, damage,
   assert _step_dirs(directory) == [1]
   damaged = pathlib.Path(str(directory) + "_damaged")
   assert _step_dirs(damaged) == [2]
-  warnings = [r.getMessage() for r in caplog.records
-              if r.levelno == logging.WARNING]
-  assert any("checkpoints/2 is damaged" in w and "checkpoints_damaged/2" in w
-             for w in warnings), warnings
+  warnings = [
+      r.getMessage() for r in caplog.records if r.levelno == logging.WARNING
+  ]
+  assert any(
+      "checkpoints/2 is damaged" in w and "checkpoints_damaged/2" in w
+      for w in warnings
+  ), warnings
   assert all("\n" not in w for w in warnings)
   checkpointer = checkpointing.Checkpointer(str(directory))
   checkpointer.restore_latest(_abstract(trees[1]))
@@ -236,15 +273,23 @@ def test_damaged_latest_is_set_aside_and_previous_used(two_steps, damage,
 
 
 def test_meta_checksum_covers_every_value():
-  meta = {"progress": {"best_metric": 0.25, "finished": True,
-                       "history": [{"epoch": 1}]}, "step": 3}
+  meta = {
+      "progress": {
+          "best_metric": 0.25,
+          "finished": True,
+          "history": [{"epoch": 1}],
+      },
+      "step": 3,
+  }
   meta["integrity"] = checkpointing.meta_checksum(meta)
   checkpointing.verify_meta(meta)
-  for edit in (lambda m: m["progress"].update(best_metric=0.26),
-               lambda m: m["progress"].update(finished=False),
-               lambda m: m["progress"]["history"].append({"epoch": 2}),
-               lambda m: m.update(step=4),
-               lambda m: m.update(extra=1)):
+  for edit in (
+      lambda m: m["progress"].update(best_metric=0.26),
+      lambda m: m["progress"].update(finished=False),
+      lambda m: m["progress"]["history"].append({"epoch": 2}),
+      lambda m: m.update(step=4),
+      lambda m: m.update(extra=1),
+  ):
     edited = json.loads(json.dumps(meta))
     edit(edited)
     with pytest.raises(ValueError, match="does not match its recorded"):
@@ -254,15 +299,17 @@ def test_meta_checksum_covers_every_value():
 def test_damaged_checkpoints_are_listed_with_the_reason(two_steps):
   directory, trees = two_steps
   _edit_meta(_later_epoch)(directory / "2")
-  checkpointer = checkpointing.Checkpointer(str(directory),
-                                            warn=lambda line: None)
+  checkpointer = checkpointing.Checkpointer(
+      str(directory), warn=lambda line: None
+  )
   arrays, meta = checkpointer.restore_latest(_abstract(trees[1]))
   checkpointer.close()
   assert meta["step"] == 1
   [damaged] = checkpointer.damaged
   assert damaged.step == 2
-  assert damaged.reason == ("ValueError: its JSON metadata does not match "
-                            "its recorded checksum")
+  assert damaged.reason == (
+      "ValueError: its JSON metadata does not match " "its recorded checksum"
+  )
   assert damaged.moved_to == str(directory) + "_damaged/2"
 
 
@@ -307,15 +354,21 @@ def test_files_are_arrays_and_json_never_pickles(two_steps):
   assert seen_json == json_names
   # The small metadata item is plain JSON with the bookkeeping in it.
   meta = json.loads((directory / "2" / "meta" / "metadata").read_text())
-  assert set(meta) == {"progress", "fingerprint", "step", "leaves",
-                       "integrity"}
+  assert set(meta) == {"progress", "fingerprint", "step", "leaves", "integrity"}
   assert meta["leaves"]["['best_params']['dense']['kernel']"] == [
-      [64, 32], "float32"]
+      [64, 32],
+      "float32",
+  ]
   # Orbax's tree metadata describes every leaf as an array ("None" is
   # Optax's EmptyState, a node without values).
   tree = json.loads((directory / "2" / "arrays" / "_METADATA").read_text())
-  kinds = {leaf["value_metadata"]["value_type"]
-           for leaf in tree["tree_metadata"].values()}
+  kinds = {
+      leaf["value_metadata"]["value_type"]
+      for leaf in tree["tree_metadata"].values()
+  }
   assert kinds == {"np.ndarray", "None"}, kinds
-  assert not any(name.endswith((".pkl", ".pickle"))
-                 for _, _, names in os.walk(directory) for name in names)
+  assert not any(
+      name.endswith((".pkl", ".pickle"))
+      for _, _, names in os.walk(directory)
+      for name in names
+  )

@@ -21,8 +21,18 @@ from linrec_jax import configs
 from linrec_jax.cli import config_flags
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
-MAIN_FLAGS = ("--workdir", "--dataset", "--model", "--attention", "--preset",
-              "--config", "--flagfile", "--lr", "--batch_size", "--epochs")
+MAIN_FLAGS = (
+    "--workdir",
+    "--dataset",
+    "--model",
+    "--attention",
+    "--preset",
+    "--config",
+    "--flagfile",
+    "--lr",
+    "--batch_size",
+    "--epochs",
+)
 FIELDS = configs.field_names()
 
 # Runs linrec-train's entry point in a fresh interpreter, then reports how
@@ -46,8 +56,13 @@ print(json.dumps({"code": code if isinstance(code, int) else str(code),
 def _drive(*argv, cwd):
   env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), JAX_PLATFORMS="cpu")
   process = subprocess.run(
-      [sys.executable, "-c", _DRIVER, json.dumps(list(argv))], cwd=cwd,
-      env=env, capture_output=True, text=True, timeout=120)
+      [sys.executable, "-c", _DRIVER, json.dumps(list(argv))],
+      cwd=cwd,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=120,
+  )
   outcome = json.loads(process.stdout.strip().splitlines()[-1])
   return outcome, process
 
@@ -63,8 +78,9 @@ def _help_entries(text: str) -> dict[str, str]:
 
 
 def test_help_lists_every_flag_with_the_values_in_effect(tmp_path):
-  outcome, process = _drive("--help", "--preset=tiny", "--dataset=gowalla",
-                            "--lr=0.05", cwd=tmp_path)
+  outcome, process = _drive(
+      "--help", "--preset=tiny", "--dataset=gowalla", "--lr=0.05", cwd=tmp_path
+  )
   assert outcome["code"] == 0, process.stderr
   assert not outcome["jax"]
   text = process.stdout
@@ -95,16 +111,20 @@ def test_help_shows_the_dataset_values_of_the_preset(tmp_path):
   assert entries["hidden"] == "64  [preset cpu]"
 
 
-@pytest.mark.parametrize("argv, flag", [
-    (["--attention=foo"], "--attention"),
-    (["--model=gpt"], "--model"),
-    (["--config.heads=3", "--hidden=16"], "--heads"),
-    (["--preset=huge"], "--preset"),
-])
+@pytest.mark.parametrize(
+    "argv, flag",
+    [
+        (["--attention=foo"], "--attention"),
+        (["--model=gpt"], "--model"),
+        (["--config.heads=3", "--hidden=16"], "--heads"),
+        (["--preset=huge"], "--preset"),
+    ],
+)
 def test_bad_choice_fails_before_jax_starts(tmp_path, argv, flag):
   start = time.perf_counter()
-  outcome, process = _drive(f"--workdir={tmp_path / 'work'}", *argv,
-                            cwd=tmp_path)
+  outcome, process = _drive(
+      f"--workdir={tmp_path / 'work'}", *argv, cwd=tmp_path
+  )
   wall = time.perf_counter() - start
   assert outcome["code"] not in (0, None)
   assert not outcome["jax"], "JAX was imported before the flags were checked"
@@ -146,8 +166,11 @@ def test_a_new_train_config_field_becomes_a_flag_by_itself(monkeypatch):
     label_smoothing: float = 0.0
 
   monkeypatch.setattr(config_lib, "TrainConfig", WithNewField)
-  monkeypatch.setitem(config_help.FIELD_HELP, "label_smoothing",
-                      "Share of the target's probability spread over the items.")
+  monkeypatch.setitem(
+      config_help.FIELD_HELP,
+      "label_smoothing",
+      "Share of the target's probability spread over the items.",
+  )
   config = _resolve("--preset=tiny", "--config.label_smoothing=0.25")
   assert isinstance(config, WithNewField)
   assert (config.label_smoothing, config.hidden) == (0.25, 16)
@@ -156,8 +179,10 @@ def test_a_new_train_config_field_becomes_a_flag_by_itself(monkeypatch):
 
 def test_config_file_takes_the_place_of_the_preset(tmp_path):
   path = tmp_path / "mine.py"
-  path.write_text("def get_config(arg=None):\n"
-                  "  return {'hidden': 32, 'heads': 2, 'lr': float(arg or 1)}\n")
+  path.write_text(
+      "def get_config(arg=None):\n"
+      "  return {'hidden': 32, 'heads': 2, 'lr': float(arg or 1)}\n"
+  )
   config = _resolve(f"--config={path}:0.004", "--batch_size=8")
   assert (config.hidden, config.heads, config.lr) == (32, 2, 0.004)
   assert config.batch_size == 8
@@ -168,18 +193,23 @@ def test_config_file_takes_the_place_of_the_preset(tmp_path):
 def test_preset_file_with_argument_equals_the_short_flags():
   path = REPO_ROOT / "linrec_jax" / "configs" / "cpu.py"
   from_file = _resolve(f"--config={path}:dataset=gowalla,model=bert4rec")
-  from_flags = _resolve("--preset=cpu", "--dataset=gowalla",
-                        "--model=bert4rec")
+  from_flags = _resolve("--preset=cpu", "--dataset=gowalla", "--model=bert4rec")
   assert from_file == from_flags
   assert (from_file.lr, from_file.loss, from_file.causal) == (
-      1e-3, "sampled", False)
+      1e-3,
+      "sampled",
+      False,
+  )
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--config=/no/such/file.py"], "--config=/no/such/file.py"),
-    (["--config=linrec_jax/configs/cpu.py", "--preset=tiny"], "--config"),
-    (["--config=linrec_jax/configs/cpu.py:size=big"], "--config"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--config=/no/such/file.py"], "--config=/no/such/file.py"),
+        (["--config=linrec_jax/configs/cpu.py", "--preset=tiny"], "--config"),
+        (["--config=linrec_jax/configs/cpu.py:size=big"], "--config"),
+    ],
+)
 def test_bad_config_file_names_the_flag(argv, message, monkeypatch):
   monkeypatch.chdir(REPO_ROOT)
   with pytest.raises(ValueError, match=message.replace(".", r"\.")):
@@ -195,9 +225,13 @@ def test_unknown_field_in_a_config_file_is_named(tmp_path):
 
 def test_committed_flagfile_resolves(monkeypatch):
   monkeypatch.chdir(REPO_ROOT)
-  config = _resolve("--flagfile=examples/ml-1m_bert4rec_linrec.flags",
-                    "--epochs=5")
+  config = _resolve(
+      "--flagfile=examples/ml-1m_bert4rec_linrec.flags", "--epochs=5"
+  )
   assert (config.model, config.attention, config.train_mode) == (
-      "bert4rec", "linrec", "cloze")
+      "bert4rec",
+      "linrec",
+      "cloze",
+  )
   assert config.lr == 5e-4
   assert config.epochs == 5  # after the flagfile: overrides it

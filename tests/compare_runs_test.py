@@ -16,9 +16,17 @@ def _workdir(root, name, curve, results=None):
   """A workdir whose metrics.jsonl holds `curve`: [(epoch, step, ndcg)]."""
   workdir = root / name
   workdir.mkdir()
-  lines = [json.dumps({'epoch': epoch, 'step': step, 'train_loss': 5.0,
-                       'valid': {'ndcg@10': value, 'hit@10': 2 * value}})
-           for epoch, step, value in curve]
+  lines = [
+      json.dumps(
+          {
+              'epoch': epoch,
+              'step': step,
+              'train_loss': 5.0,
+              'valid': {'ndcg@10': value, 'hit@10': 2 * value},
+          }
+      )
+      for epoch, step, value in curve
+  ]
   (workdir / 'metrics.jsonl').write_text('\n'.join(lines) + '\n')
   if results is not None:
     (workdir / 'results.json').write_text(json.dumps(results))
@@ -27,12 +35,18 @@ def _workdir(root, name, curve, results=None):
 
 @pytest.fixture
 def two_runs(tmp_path):
-  base = _workdir(tmp_path, 'base', [(1, 10, 0.05), (2, 20, 0.10),
-                                     (3, 30, 0.08)])
+  base = _workdir(
+      tmp_path, 'base', [(1, 10, 0.05), (2, 20, 0.10), (3, 30, 0.08)]
+  )
   other = _workdir(
-      tmp_path, 'other', [(1, 10, 0.06), (2, 20, 0.09)],
-      results={'stop_reason': 'epochs',
-               'test': {'hit@10': 0.25, 'ndcg@10': 0.125, 'mrr@10': 0.1}})
+      tmp_path,
+      'other',
+      [(1, 10, 0.06), (2, 20, 0.09)],
+      results={
+          'stop_reason': 'epochs',
+          'test': {'hit@10': 0.25, 'ndcg@10': 0.125, 'mrr@10': 0.1},
+      },
+  )
   return base, other
 
 
@@ -41,8 +55,7 @@ def test_reads_curve_and_results(two_runs):
   other = run_comparison.read_run(two_runs[1], 'hit@10', name='label')
   assert base.name == 'base' and base.results is None and base.epochs == 3
   assert base.curve == {1: (10, 0.05), 2: (20, 0.10), 3: (30, 0.08)}
-  assert other.name == 'label' and other.curve == {1: (10, 0.12),
-                                                   2: (20, 0.18)}
+  assert other.name == 'label' and other.curve == {1: (10, 0.12), 2: (20, 0.18)}
   assert other.results['test']['ndcg@10'] == 0.125
 
 
@@ -71,26 +84,41 @@ def test_tables_by_hand(two_runs):
   assert '| base | 20 (2) | 20 (2) |' in text
   assert '| other | 10 (1) | not yet |' in text
   assert '| base | 0.1000 (2) | 3 | running |  |  |  |' in text
-  assert '| other | 0.0900 (2) | 2 | epochs | 0.2500 | 0.1250 | 0.1000 |' \
-      in text
+  assert (
+      '| other | 0.0900 (2) | 2 | epochs | 0.2500 | 0.1250 | 0.1000 |' in text
+  )
 
 
 def test_minutes_to_quality_add_training_and_validation_seconds(tmp_path):
   workdir = _workdir(tmp_path, 'timed', [])
-  records = [dict(epoch=1, step=10, seconds=90.0, valid_seconds=30.0,
-                  valid={'ndcg@10': 0.05}),
-             dict(epoch=2, step=20, seconds=60.0),  # Not validated.
-             dict(epoch=3, step=30, seconds=60.0, valid_seconds=30.0,
-                  valid={'ndcg@10': 0.12})]
+  records = [
+      dict(
+          epoch=1,
+          step=10,
+          seconds=90.0,
+          valid_seconds=30.0,
+          valid={'ndcg@10': 0.05},
+      ),
+      dict(epoch=2, step=20, seconds=60.0),  # Not validated.
+      dict(
+          epoch=3,
+          step=30,
+          seconds=60.0,
+          valid_seconds=30.0,
+          valid={'ndcg@10': 0.12},
+      ),
+  ]
   (pathlib.Path(workdir) / 'metrics.jsonl').write_text(
-      ''.join(json.dumps(r) + '\n' for r in records))
+      ''.join(json.dumps(r) + '\n' for r in records)
+  )
   run = run_comparison.read_run(workdir, 'ndcg@10')
   # 120 s, then 180 s, then 270 s.
   assert run.minutes == {1: 2.0, 2: 3.0, 3: 4.5}
   text = run_comparison.threshold_table([run], 'ndcg@10', [0.05, 0.1, 0.2])
   assert '| timed | 10 (1, 2 min) | 30 (3, 4 min) | not yet |' in text
   (pathlib.Path(workdir) / 'metrics.jsonl').write_text(
-      json.dumps(dict(records[0], seconds='90')) + '\n')
+      json.dumps(dict(records[0], seconds='90')) + '\n'
+  )
   with pytest.raises(ValueError, match=r':1: field "seconds" is not a number'):
     run_comparison.read_run(workdir, 'ndcg@10')
 
@@ -116,14 +144,30 @@ def test_bad_line_names_file_line_and_field(tmp_path):
 
 def test_command_line_writes_output_and_checks_flags(two_runs, tmp_path):
   output = tmp_path / 'report.md'
-  command = [sys.executable, '-m', 'experiments.compare_runs',
-             f'--workdirs={",".join(two_runs)}']
-  subprocess.run(command + ['--names=a,b', f'--output={output}'],
-                 cwd=REPO_ROOT, check=True, capture_output=True, timeout=60)
+  command = [
+      sys.executable,
+      '-m',
+      'experiments.compare_runs',
+      f'--workdirs={",".join(two_runs)}',
+  ]
+  subprocess.run(
+      command + ['--names=a,b', f'--output={output}'],
+      cwd=REPO_ROOT,
+      check=True,
+      capture_output=True,
+      timeout=60,
+  )
   assert '| b / a |' in output.read_text()
-  for flag, message in [('--names=a', '--names has 1 labels for 2'),
-                        ('--every=0', '--every must be positive'),
-                        ('--thresholds=x', '--thresholds must be numbers')]:
-    run = subprocess.run(command + [flag], cwd=REPO_ROOT, capture_output=True,
-                         text=True, timeout=60)
+  for flag, message in [
+      ('--names=a', '--names has 1 labels for 2'),
+      ('--every=0', '--every must be positive'),
+      ('--thresholds=x', '--thresholds must be numbers'),
+  ]:
+    run = subprocess.run(
+        command + [flag],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode != 0 and message in run.stderr, run.stderr

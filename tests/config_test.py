@@ -15,9 +15,12 @@ from linrec_jax.layers import attention
 
 def _validate(**fields):
   return config_lib.validate(
-      config_lib.TrainConfig(**fields), attention_variants=attention.VARIANTS,
-      causal_variants=attention.CAUSAL_VARIANTS, model_names=models.MODELS,
-      weight_dropout_variants=attention.WEIGHT_DROPOUT_VARIANTS)
+      config_lib.TrainConfig(**fields),
+      attention_variants=attention.VARIANTS,
+      causal_variants=attention.CAUSAL_VARIANTS,
+      model_names=models.MODELS,
+      weight_dropout_variants=attention.WEIGHT_DROPOUT_VARIANTS,
+  )
 
 
 def _from_flags(*argv):
@@ -90,8 +93,12 @@ BAD = [
     (dict(model="sasrec", causal=False, train_mode="all"), "causal"),
     (dict(length_bucket=-1), "length_bucket"),
     (dict(length_bucket=25, pad_side="left"), "length_bucket"),
-    (dict(model="bert4rec", causal=False, train_mode="cloze",
-          length_bucket=25), "length_bucket"),
+    (
+        dict(
+            model="bert4rec", causal=False, train_mode="cloze", length_bucket=25
+        ),
+        "length_bucket",
+    ),
     (dict(attention="softmax", attention_dropout=1.0), "attention_dropout"),
     (dict(attention="softmax", attention_dropout=-0.1), "attention_dropout"),
     (dict(attention="linrec", attention_dropout=0.2), "attention_dropout"),
@@ -118,24 +125,34 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("fields, flag", BAD, ids=[
-    "-".join(f"{k}={v}" for k, v in fields.items()) for fields, _ in BAD])
+@pytest.mark.parametrize(
+    "fields, flag",
+    BAD,
+    ids=["-".join(f"{k}={v}" for k, v in fields.items()) for fields, _ in BAD],
+)
 def test_bad_value_names_its_flag(fields, flag):
   with pytest.raises(config_lib.ConfigError) as error:
     _validate(**fields)
   assert str(error.value).startswith(f"--{flag}:"), str(error.value)
 
 
-@pytest.mark.parametrize("fields", [
-    dict(attention="efficient", causal=False, train_mode="prefix"),
-    dict(model="bert4rec", causal=False, train_mode="cloze"),
-    dict(hidden=12, heads=3),
-    dict(dropout=0.0, max_steps=0, devices=0, windows_per_user=0),
-    dict(attention="linrec_learned_decay"),
-    dict(attention="softmax_learned_decay"),
-    dict(model="bert4rec", attention="linrec_learned_decay", causal=False,
-         train_mode="cloze"),
-])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        dict(attention="efficient", causal=False, train_mode="prefix"),
+        dict(model="bert4rec", causal=False, train_mode="cloze"),
+        dict(hidden=12, heads=3),
+        dict(dropout=0.0, max_steps=0, devices=0, windows_per_user=0),
+        dict(attention="linrec_learned_decay"),
+        dict(attention="softmax_learned_decay"),
+        dict(
+            model="bert4rec",
+            attention="linrec_learned_decay",
+            causal=False,
+            train_mode="cloze",
+        ),
+    ],
+)
 def test_good_values_pass(fields):
   assert _validate(**fields) == config_lib.TrainConfig(**fields)
 
@@ -144,8 +161,9 @@ def test_good_values_pass(fields):
 @pytest.mark.parametrize("dataset", sorted(presets.DATASETS) + ["some/dir"])
 @pytest.mark.parametrize("model", sorted(models.MODELS))
 def test_every_preset_resolves_to_a_valid_config(preset, dataset, model):
-  config = _from_flags(f"--preset={preset}", f"--dataset={dataset}",
-                       f"--model={model}")
+  config = _from_flags(
+      f"--preset={preset}", f"--dataset={dataset}", f"--model={model}"
+  )
   assert config.model == model
   if model == "bert4rec":
     assert (config.causal, config.train_mode) == (False, "cloze")
@@ -159,8 +177,9 @@ def test_flags_override_dataset_preset_over_preset_over_defaults():
   assert _from_flags(*sample, "--batch_size=32").batch_size == 32
   # A prepared directory has no dataset preset.
   assert _from_flags("--preset=cpu", "--dataset=some/dir").batch_size == 128
-  config = _from_flags(*sample, "--nocausal", "--train_mode=prefix",
-                       "--eval_protocol=pop100")
+  config = _from_flags(
+      *sample, "--nocausal", "--train_mode=prefix", "--eval_protocol=pop100"
+  )
   assert (config.causal, config.train_mode) == (False, "prefix")
   assert config.hidden == presets.CPU["hidden"]
   # Neither preset names it: the TrainConfig default.

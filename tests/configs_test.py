@@ -22,7 +22,8 @@ def test_every_preset_is_a_config_file_with_every_field(preset):
   assert isinstance(config, config_dict.ConfigDict)
   assert sorted(config.keys()) == sorted(FIELDS)
   assert configs.to_train_config(config) == configs.to_train_config(
-      configs.get_config(preset))
+      configs.get_config(preset)
+  )
 
 
 def test_resolution_order_defaults_preset_dataset_model():
@@ -31,14 +32,24 @@ def test_resolution_order_defaults_preset_dataset_model():
   # sampled softmax; BERT4Rec on cpu: constant lr 1e-3, patience 10.
   cpu = configs.get_config("cpu")
   assert (cpu.hidden, cpu.batch_size, cpu.lr, cpu.lr_schedule) == (
-      64, 128, 2e-3, "cosine")
+      64,
+      128,
+      2e-3,
+      "cosine",
+  )
   assert cpu.keep_checkpoints == 2  # a TrainConfig default cpu keeps
   gowalla = configs.get_config("cpu", dataset="gowalla")
   assert (gowalla.batch_size, gowalla.max_len, gowalla.loss) == (
-      256, 100, "sampled")
+      256,
+      100,
+      "sampled",
+  )
   bert = configs.get_config("cpu", dataset="gowalla", model="bert4rec")
   assert (bert.model, bert.causal, bert.train_mode) == (
-      "bert4rec", False, "cloze")
+      "bert4rec",
+      False,
+      "cloze",
+  )
   assert (bert.lr, bert.lr_schedule, bert.patience) == (1e-3, "constant", 10)
   assert bert.batch_size == 256  # the dataset's value survives the model's
   # A prepared directory brings no dataset values.
@@ -74,5 +85,7 @@ def test_choice_lists_match_the_library():
   assert set(choices.MODELS) == set(models.MODELS)
   assert set(choices.ATTENTION_VARIANTS) == set(attention.VARIANTS)
   assert choices.CAUSAL_ATTENTION_VARIANTS == attention.CAUSAL_VARIANTS
-  assert (choices.WEIGHT_DROPOUT_ATTENTION_VARIANTS
-          == attention.WEIGHT_DROPOUT_VARIANTS)
+  assert (
+      choices.WEIGHT_DROPOUT_ATTENTION_VARIANTS
+      == attention.WEIGHT_DROPOUT_VARIANTS
+  )

@@ -21,7 +21,8 @@ import pytest
 _FAST_COMPILE = "--xla_backend_optimization_level=0"
 if _FAST_COMPILE not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (
-      os.environ.get("XLA_FLAGS", "") + " " + _FAST_COMPILE).strip()
+      os.environ.get("XLA_FLAGS", "") + " " + _FAST_COMPILE
+  ).strip()
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 DATA_DIR_ENV = "LINREC_DATA_DIR"

@@ -307,10 +307,20 @@ BAD_INPUTS = [
         "2 (timestamp)",
         "ISO 8601",
     ),
-    ("d.inter", "user_id:token\titem_id:token\trating:float\na\tb\t1\na\t\t2\n",
-     3, "2 (item)", "empty id"),
-    ("d.inter", "user_id:token\titem_id:token\trating:float\na\tb\tgood\n",
-     2, "3 (rating)", "non-numeric"),
+    (
+        "d.inter",
+        "user_id:token\titem_id:token\trating:float\na\tb\t1\na\t\t2\n",
+        3,
+        "2 (item)",
+        "empty id",
+    ),
+    (
+        "d.inter",
+        "user_id:token\titem_id:token\trating:float\na\tb\tgood\n",
+        2,
+        "3 (rating)",
+        "non-numeric",
+    ),
     ("d.inter", "user_id:token\trating:float\na\t1\n", 1, None, "no item_id"),
     ("d.inter", "user_id:token\titem_id\na\tb\n", 1, "2", "name:type"),
 ]
@@ -464,9 +474,10 @@ def test_download_offline_and_checksum(tmp_path, monkeypatch):
   assert (cache / download.ML1M_FILE).read_bytes() == archive.read_bytes()
   meta = data.load(output).meta
   assert meta["source"]["downloaded_from"] == archive.as_uri()
-  assert meta["source"]["files"][0]["sha256"] == hashlib.sha256(
-      archive.read_bytes()
-  ).hexdigest()
+  assert (
+      meta["source"]["files"][0]["sha256"]
+      == hashlib.sha256(archive.read_bytes()).hexdigest()
+  )
   assert _original_sequences(output) == {"1": ["11", "12", "10"]}
 
 
@@ -523,30 +534,71 @@ AMBIGUOUS_INPUTS = [
     ("s.txt", b"1 2\n1 3\x00\n", 2, "2 (item)", "control character 0x00"),
     ("s.txt", b"1 2\n1 \xff3\n", 2, "2 (item)", "not valid UTF-8"),
     ("d.inter", _INTER + b"a\tb\nal\xe9ce\tb\n", 3, "1 (user)", "UTF-8"),
-    ("d.inter", b"user_id:token\titem_id:token\tn\xe9:token\na\tb\tc\n", 1,
-     "3", "not valid UTF-8"),
-    ("d.inter", b"user_id:token\titem_id:token\tuser_id:token\na\tb\tc\n", 1,
-     "3", "'user_id' appears twice (fields 1 and 3)"),
-    ("d.inter", b"item_id:token\tuser_id:token\titem_id:float\na\tb\t1\n", 1,
-     "3", "'item_id' appears twice"),
-    ("d.inter", b"user_id:token\tx:float\titem_id:token\tx:float\na\t1\tb\t2\n",
-     1, "4", "'x' appears twice"),
+    (
+        "d.inter",
+        b"user_id:token\titem_id:token\tn\xe9:token\na\tb\tc\n",
+        1,
+        "3",
+        "not valid UTF-8",
+    ),
+    (
+        "d.inter",
+        b"user_id:token\titem_id:token\tuser_id:token\na\tb\tc\n",
+        1,
+        "3",
+        "'user_id' appears twice (fields 1 and 3)",
+    ),
+    (
+        "d.inter",
+        b"item_id:token\tuser_id:token\titem_id:float\na\tb\t1\n",
+        1,
+        "3",
+        "'item_id' appears twice",
+    ),
+    (
+        "d.inter",
+        b"user_id:token\tx:float\titem_id:token\tx:float\na\t1\tb\t2\n",
+        1,
+        "4",
+        "'x' appears twice",
+    ),
     ("d.inter", _INTER + b"a\tb\na \tb\n", 3, "1 (user)", "white space"),
-    ("d.inter", b"user_id:token\titem_id:token\r\na\tb\rc\td\r\n", 2, "2 (item)",
-     "carriage return"),
-    ("l.txt", SNAP_LINES.encode() + b"3\t2010-10-11 20:21:20Z\t1\t2\t3\n", 7,
-     "2 (timestamp)", "ISO 8601"),
-    ("l.txt", SNAP_LINES.encode() + b"3\t2010-10-11T20:21Z\t1\t2\t3\n", 7,
-     "2 (timestamp)", "ISO 8601"),
-    ("l.txt", SNAP_LINES.encode() + b"3\t2010-10-11T20:21:20ZZ\t1\t2\t3\n", 7,
-     "2 (timestamp)", "ISO 8601"),
+    (
+        "d.inter",
+        b"user_id:token\titem_id:token\r\na\tb\rc\td\r\n",
+        2,
+        "2 (item)",
+        "carriage return",
+    ),
+    (
+        "l.txt",
+        SNAP_LINES.encode() + b"3\t2010-10-11 20:21:20Z\t1\t2\t3\n",
+        7,
+        "2 (timestamp)",
+        "ISO 8601",
+    ),
+    (
+        "l.txt",
+        SNAP_LINES.encode() + b"3\t2010-10-11T20:21Z\t1\t2\t3\n",
+        7,
+        "2 (timestamp)",
+        "ISO 8601",
+    ),
+    (
+        "l.txt",
+        SNAP_LINES.encode() + b"3\t2010-10-11T20:21:20ZZ\t1\t2\t3\n",
+        7,
+        "2 (timestamp)",
+        "ISO 8601",
+    ),
 ]
 
 
 @pytest.mark.parametrize("name,raw,line,field,what", AMBIGUOUS_INPUTS)
 @pytest.mark.parametrize("compress", [False, True])
-def test_ambiguous_input_is_an_error(tmp_path, name, raw, line, field, what,
-                                     compress):
+def test_ambiguous_input_is_an_error(
+    tmp_path, name, raw, line, field, what, compress
+):
   path = tmp_path / (name + ".gz" * compress)
   path.write_bytes(gzip.compress(raw) if compress else raw)
   output = tmp_path / "out" / "prepared"
@@ -610,21 +662,34 @@ RATINGS = "1::10::5::300\n1::11::3::100\n1::12::1::200\n" * 50
 _GOOD_GZIP = gzip.compress(("1 2\n1 3\n1 4\n" * 4000).encode())
 CORRUPT_ARCHIVES = [
     # (file name, stored bytes, what)
-    ("s.txt.gz", _GOOD_GZIP[:10] + b"\xff" * 40 + _GOOD_GZIP[50:],
-     "not a readable gzip file"),
-    ("s.txt.gz", _GOOD_GZIP[: len(_GOOD_GZIP) // 2],
-     "not a readable gzip file"),
+    (
+        "s.txt.gz",
+        _GOOD_GZIP[:10] + b"\xff" * 40 + _GOOD_GZIP[50:],
+        "not a readable gzip file",
+    ),
+    (
+        "s.txt.gz",
+        _GOOD_GZIP[: len(_GOOD_GZIP) // 2],
+        "not a readable gzip file",
+    ),
     ("s.txt.gz", _GOOD_GZIP[:-8] + b"\0" * 8, "not a readable gzip file"),
     ("s.txt.gz", b"\x1f\x8b", "not a readable gzip file"),
-    ("ml-1m.zip",
-     _with_method(_zip_bytes({"ml-1m/ratings.dat": RATINGS}), 9),
-     "ratings.dat: unsupported"),
-    ("ml-1m.zip",
-     _with_method(_zip_bytes({"ml-1m/ratings.dat": RATINGS}), 99),
-     "unsupported"),
+    (
+        "ml-1m.zip",
+        _with_method(_zip_bytes({"ml-1m/ratings.dat": RATINGS}), 9),
+        "ratings.dat: unsupported",
+    ),
+    (
+        "ml-1m.zip",
+        _with_method(_zip_bytes({"ml-1m/ratings.dat": RATINGS}), 99),
+        "unsupported",
+    ),
     ("ml-1m.zip", b"PK\x03\x04" + b"\0" * 60, "not a readable zip file"),
-    ("ml-1m.zip", _zip_bytes({"ml-1m/ratings.dat": RATINGS * 9})[:-30],
-     "not a readable zip file"),
+    (
+        "ml-1m.zip",
+        _zip_bytes({"ml-1m/ratings.dat": RATINGS * 9})[:-30],
+        "not a readable zip file",
+    ),
 ]
 
 
@@ -657,25 +722,31 @@ def test_input_beyond_the_size_limit(tmp_path):
   _gzip_stream(bomb, b"1 2\n", 256 << 20)
   assert bomb.stat().st_size < (2 << 20)
   tracemalloc.start()
-  with pytest.raises(DataFormatError, match="decompresses to more than "
-                     f"{limit} bytes.*--max_input_mb"):
-    prepare.prepare_dataset("x", bomb, tmp_path / "o", max_input_bytes=limit,
-                            format=readers.SASREC)
+  with pytest.raises(
+      DataFormatError,
+      match="decompresses to more than " f"{limit} bytes.*--max_input_mb",
+  ):
+    prepare.prepare_dataset(
+        "x", bomb, tmp_path / "o", max_input_bytes=limit, format=readers.SASREC
+    )
   _, peak = tracemalloc.get_traced_memory()
   tracemalloc.stop()
   assert peak < 8 * limit
   plain = _write(tmp_path / "p.txt", "1 2\n" * (limit // 4 + 1))
-  with pytest.raises(DataFormatError, match=f"{limit + 4} bytes, over the "
-                     "input limit"):
+  with pytest.raises(
+      DataFormatError, match=f"{limit + 4} bytes, over the " "input limit"
+  ):
     prepare.prepare_dataset("x", plain, tmp_path / "o", max_input_bytes=limit)
   archive = tmp_path / "ml-1m.zip"
   archive.write_bytes(_zip_bytes({"ml-1m/ratings.dat": RATINGS * 500}))
   with pytest.raises(DataFormatError, match="ratings.dat holds 1050000 bytes"):
-    prepare.prepare_dataset("x", archive, tmp_path / "o",
-                            max_input_bytes=1 << 20)
+    prepare.prepare_dataset(
+        "x", archive, tmp_path / "o", max_input_bytes=1 << 20
+    )
   assert not (tmp_path / "o").exists()
-  output = prepare.prepare_dataset("x", archive, tmp_path / "o",
-                                   max_input_bytes=2 << 20)
+  output = prepare.prepare_dataset(
+      "x", archive, tmp_path / "o", max_input_bytes=2 << 20
+  )
   assert data.load(output).num_users == 1
   assert parsing.MAX_INPUT_BYTES == 2 << 30
 
@@ -687,20 +758,26 @@ def _run_module(*args: str) -> subprocess.CompletedProcess:
   env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
   return subprocess.run(
       [sys.executable, "-m", "data_prep", *args],
-      cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
+      cwd=REPO_ROOT,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=120,
   )
 
 
-@pytest.mark.parametrize("everything", [
-    False, pytest.param(True, marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "everything", [False, pytest.param(True, marks=pytest.mark.slow)]
+)
 def test_every_cli_error_is_one_line(tmp_path, everything):
   good = _write(tmp_path / "s.txt", "1 2\n1 3\n1 4\n")
   bad = _write(tmp_path / "b.txt", "1 2\n1 03\n")
   gz = tmp_path / "t.txt.gz"
   gz.write_bytes(_GOOD_GZIP[: len(_GOOD_GZIP) // 2])
   existing = tmp_path / "existing"
-  assert _run_module(f"--input={good}", f"--output_dir={existing}"
-                     ).returncode == 0
+  assert (
+      _run_module(f"--input={good}", f"--output_dir={existing}").returncode == 0
+  )
   before = {p.name: p.read_bytes() for p in existing.iterdir()}
   a_file = _write(tmp_path / "a_file", "x")
   out = tmp_path / "o"
@@ -708,34 +785,65 @@ def test_every_cli_error_is_one_line(tmp_path, everything):
       # (arguments, exit status, what the line says)
       ([f"--input={good}"], 2, "--output_dir"),
       ([f"--input={good}", "--output_dir="], 2, "--output_dir is empty"),
-      ([f"--input={good}", f"--output_dir={out}", "--k_core=x"], 2,
-       "--k_core"),
-      ([f"--input={good}", f"--output_dir={out}", "--k_core=-1"], 1,
-       "k_core must be an integer >= 0"),
-      ([f"--input={good}", f"--output_dir={out}", "--min_rating=nan"], 1,
-       "min_rating must be a finite number"),
-      ([f"--input={good}", f"--output_dir={out}", "--max_input_mb=0"], 2,
-       "--max_input_mb"),
+      ([f"--input={good}", f"--output_dir={out}", "--k_core=x"], 2, "--k_core"),
+      (
+          [f"--input={good}", f"--output_dir={out}", "--k_core=-1"],
+          1,
+          "k_core must be an integer >= 0",
+      ),
+      (
+          [f"--input={good}", f"--output_dir={out}", "--min_rating=nan"],
+          1,
+          "min_rating must be a finite number",
+      ),
+      (
+          [f"--input={good}", f"--output_dir={out}", "--max_input_mb=0"],
+          2,
+          "--max_input_mb",
+      ),
       ([f"--input={good}", f"--output_dir={out}", "--nope=1"], 2, "nope"),
-      ([f"--input={good}", f"--output_dir={out}", "extra"], 2,
-       "unexpected arguments ['extra']"),
-      ([f"--input={good}", f"--output_dir={out}", "--format=csv"], 2,
-       "--format"),
-      ([f"--input={tmp_path / 'none.txt'}", f"--output_dir={out}"], 1,
-       "none.txt"),
-      ([f"--input={bad}", f"--output_dir={out}"], 1,
-       f"{bad}, line 2, field 2 (item): non-canonical"),
-      ([f"--input={gz}", f"--output_dir={out}"], 1,
-       f"{gz}: not a readable gzip file"),
+      (
+          [f"--input={good}", f"--output_dir={out}", "extra"],
+          2,
+          "unexpected arguments ['extra']",
+      ),
+      (
+          [f"--input={good}", f"--output_dir={out}", "--format=csv"],
+          2,
+          "--format",
+      ),
+      (
+          [f"--input={tmp_path / 'none.txt'}", f"--output_dir={out}"],
+          1,
+          "none.txt",
+      ),
+      (
+          [f"--input={bad}", f"--output_dir={out}"],
+          1,
+          f"{bad}, line 2, field 2 (item): non-canonical",
+      ),
+      (
+          [f"--input={gz}", f"--output_dir={out}"],
+          1,
+          f"{gz}: not a readable gzip file",
+      ),
       ([f"--input={good}", f"--output_dir={a_file}"], 1, "not a directory"),
       ([f"--input={good}", f"--output_dir={existing}"], 1, "--overwrite"),
-      ([f"--input={bad}", f"--output_dir={existing}", "--overwrite"], 1,
-       "line 2"),
+      (
+          [f"--input={bad}", f"--output_dir={existing}", "--overwrite"],
+          1,
+          "line 2",
+      ),
   ]
   # The default run takes one case of each kind (flag, flag value, input,
   # archive, output); the slow run takes them all.
-  fast = ("--output_dir is empty", "--k_core", f"{bad}, line 2", f"{gz}: not",
-          "--overwrite")
+  fast = (
+      "--output_dir is empty",
+      "--k_core",
+      f"{bad}, line 2",
+      f"{gz}: not",
+      "--overwrite",
+  )
   if not everything:
     cases = [c for c in cases if c[2].startswith(fast)]
     assert len(cases) == len(fast)

@@ -72,8 +72,16 @@ while True:
 
 
 def _run_child(output, version, kill_at, mode="once", wait=True):
-  command = [sys.executable, "-c", _CHILD, str(REPO_ROOT), str(output),
-             version, str(kill_at), mode]
+  command = [
+      sys.executable,
+      "-c",
+      _CHILD,
+      str(REPO_ROOT),
+      str(output),
+      version,
+      str(kill_at),
+      mode,
+  ]
   if not wait:
     return subprocess.Popen(command)
   return subprocess.run(command, capture_output=True, text=True, timeout=60)
@@ -167,8 +175,9 @@ def test_outside_kill_at_random_moments(tmp_path):
 
 def test_a_live_writer_is_reported_not_deleted(tmp_path, caplog):
   output = tmp_path / "prepared"
-  sleeper = subprocess.Popen([sys.executable, "-c",
-                              "import time; time.sleep(60)"])
+  sleeper = subprocess.Popen(
+      [sys.executable, "-c", "import time; time.sleep(60)"]
+  )
   try:
     host = writer._owner_tag().split(".")[0]
     live = tmp_path / f".tmp-prepared.{host}.{sleeper.pid}.abc"
@@ -184,11 +193,13 @@ def test_a_live_writer_is_reported_not_deleted(tmp_path, caplog):
   assert len(reports) == 2
   assert str(live) in reports[0] + reports[1]
   assert str(other_host) in reports[0] + reports[1]
-  assert _siblings(output) == sorted(p.name for p in (live, other_host,
-                                                       unrelated))
+  assert _siblings(output) == sorted(
+      p.name for p in (live, other_host, unrelated)
+  )
   # Its writer ended: the next run deletes it; the other host's stays.
   assert writer.clean_leftovers(output) == [
-      r for r in reports if str(other_host) in r]
+      r for r in reports if str(other_host) in r
+  ]
   assert not live.exists()
   assert other_host.exists()
 

@@ -147,7 +147,11 @@ def test_all_mode_more_windows_cover_each_target_once():
   # Targets per user: training length - 1 = 0 1 2 4 9 22 0 6; windows of 4.
   for windows, expected_rows in ((0, 14), (2, 9)):
     loader = data.TrainBatches(
-        seqs, mode="all", max_len=4, batch_size=1, seed=3,
+        seqs,
+        mode="all",
+        max_len=4,
+        batch_size=1,
+        seed=3,
         windows_per_user=windows,
     )
     assert loader.num_examples == expected_rows
@@ -160,14 +164,22 @@ def test_all_mode_more_windows_cover_each_target_once():
 
 @pytest.mark.parametrize("pad_side", ["right", "left"])
 def test_all_mode_overlapping_windows_train_each_target_once_in_context(
-    pad_side):
+    pad_side,
+):
   seqs = _sequences()
   train = _train_items(seqs)
   firsts = set((seqs.offsets[:-1] + 1).tolist())
   max_len, stride = 4, 2
   loader = data.TrainBatches(
-      seqs, mode="all", max_len=max_len, batch_size=1, seed=3,
-      windows_per_user=0, window_stride=stride, pad_side=pad_side)
+      seqs,
+      mode="all",
+      max_len=max_len,
+      batch_size=1,
+      seed=3,
+      windows_per_user=0,
+      window_stride=stride,
+      pad_side=pad_side,
+  )
   # Targets per user 0 1 2 4 9 22 0 6: one window up to 4 targets, then
   # one more per 2 targets beyond the first 4: 1+1+1+(1+3)+(1+9)+(1+1).
   assert loader.num_examples == 19
@@ -180,7 +192,8 @@ def test_all_mode_overlapping_windows_train_each_target_once_in_context(
       context = context[context != PAD_ID]
       # Consecutive items ending right before the target (causal order).
       np.testing.assert_array_equal(
-          context, np.arange(target - len(context), target))
+          context, np.arange(target - len(context), target)
+      )
       user = np.searchsorted(seqs.offsets, target - 1, "right") - 1
       preceding = target - 1 - seqs.offsets[user]  # Training items before.
       assert len(context) >= min(preceding, max_len - stride + 1)
@@ -190,8 +203,7 @@ def test_all_mode_overlapping_windows_train_each_target_once_in_context(
 
 def test_window_stride_of_max_len_changes_nothing():
   seqs = _sequences()
-  kwargs = dict(mode="all", max_len=4, batch_size=3, seed=5,
-                windows_per_user=0)
+  kwargs = dict(mode="all", max_len=4, batch_size=3, seed=5, windows_per_user=0)
   plain = data.TrainBatches(seqs, **kwargs)
   strided = data.TrainBatches(seqs, window_stride=4, **kwargs)
   assert plain.num_batches == strided.num_batches
@@ -200,9 +212,14 @@ def test_window_stride_of_max_len_changes_nothing():
       np.testing.assert_array_equal(a[key], b[key])
 
 
-@pytest.mark.parametrize("kwargs", [dict(mode="all", window_stride=5),
-                                    dict(mode="prefix", window_stride=2),
-                                    dict(mode="all", window_stride=-1)])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(mode="all", window_stride=5),
+        dict(mode="prefix", window_stride=2),
+        dict(mode="all", window_stride=-1),
+    ],
+)
 def test_window_stride_out_of_range_is_refused(kwargs):
   with pytest.raises(ValueError, match="window_stride"):
     data.TrainBatches(_sequences(), max_len=4, batch_size=1, seed=0, **kwargs)
@@ -215,7 +232,11 @@ def test_prefix_mode_enumerates_every_prefix_once():
   expected = train - firsts
   for pad_side in ("right", "left"):
     loader = data.TrainBatches(
-        seqs, mode="prefix", max_len=3, batch_size=len(expected), seed=1,
+        seqs,
+        mode="prefix",
+        max_len=3,
+        batch_size=len(expected),
+        seed=1,
         pad_side=pad_side,
     )
     assert loader.num_examples == len(expected) and loader.num_batches == 1
@@ -291,7 +312,8 @@ def _cloze_originals(batch, token):
   """The unmasked windows: targets written back at their positions."""
   inputs = batch["inputs"].copy()
   for row, (positions, targets) in enumerate(
-      zip(batch["positions"], batch["targets"])):
+      zip(batch["positions"], batch["targets"])
+  ):
     for position, target in zip(positions, targets):
       if target != PAD_ID:
         assert inputs[row, position] == token
@@ -304,8 +326,14 @@ def test_cloze_masks(max_predictions):
   seqs = _sequences()
   token = seqs.num_items + 1
   loader = data.TrainBatches(
-      seqs, mode="cloze", max_len=6, batch_size=4, seed=0, mask_prob=0.3,
-      windows_per_user=0, max_predictions=max_predictions,
+      seqs,
+      mode="cloze",
+      max_len=6,
+      batch_size=4,
+      seed=0,
+      mask_prob=0.3,
+      windows_per_user=0,
+      max_predictions=max_predictions,
   )
   assert loader.mask_token == token
   masked_total = real_total = 0
@@ -320,11 +348,14 @@ def test_cloze_masks(max_predictions):
       np.testing.assert_array_equal((targets != PAD_ID).sum(axis=1), counts)
       for row in range(4):
         np.testing.assert_array_equal(
-            batch["positions"][row, : counts[row]], np.flatnonzero(masked[row]))
+            batch["positions"][row, : counts[row]], np.flatnonzero(masked[row])
+        )
       original = _cloze_originals(batch, token)
       real = original != PAD_ID
-      assert (original[:, 1:][real[:, :-1] & real[:, 1:]] == (
-          original[:, :-1][real[:, :-1] & real[:, 1:]] + 1)).all()
+      assert (
+          original[:, 1:][real[:, :-1] & real[:, 1:]]
+          == (original[:, :-1][real[:, :-1] & real[:, 1:]] + 1)
+      ).all()
       masked_total += masked.sum()
       real_total += real.sum()
   if max_predictions == 6:  # No cap: the drawn rate.
@@ -334,17 +365,20 @@ def test_cloze_masks(max_predictions):
 def test_cloze_predicts_recboles_share_by_default():
   seqs = _sequences()
   loader = data.TrainBatches(
-      seqs, mode="cloze", max_len=10, batch_size=2, seed=0, mask_prob=0.2)
+      seqs, mode="cloze", max_len=10, batch_size=2, seed=0, mask_prob=0.2
+  )
   assert loader.max_predictions == 2  # int(0.2 * 10)
   assert loader.batch(0, 0)["positions"].shape == (2, 2)
   assert data.default_max_predictions(0.2, 200) == 40
   assert data.default_max_predictions(0.01, 20) == 1
   with pytest.raises(ValueError, match="max_predictions"):
-    data.TrainBatches(seqs, mode="cloze", max_len=4, batch_size=2, seed=0,
-                      max_predictions=5)
+    data.TrainBatches(
+        seqs, mode="cloze", max_len=4, batch_size=2, seed=0, max_predictions=5
+    )
   with pytest.raises(ValueError, match="mask_last_prob"):
-    data.TrainBatches(seqs, mode="cloze", max_len=4, batch_size=2, seed=0,
-                      mask_last_prob=-0.1)
+    data.TrainBatches(
+        seqs, mode="cloze", max_len=4, batch_size=2, seed=0, mask_last_prob=-0.1
+    )
 
 
 @pytest.mark.parametrize("pad_side", ["right", "left"])
@@ -352,8 +386,16 @@ def test_cloze_fine_tuning_windows_mask_their_last_item(pad_side):
   seqs = _sequences()
   token = seqs.num_items + 1
   always = data.TrainBatches(
-      seqs, mode="cloze", max_len=6, batch_size=4, seed=0, mask_prob=0.3,
-      windows_per_user=0, pad_side=pad_side, mask_last_prob=1.0)
+      seqs,
+      mode="cloze",
+      max_len=6,
+      batch_size=4,
+      seed=0,
+      mask_prob=0.3,
+      windows_per_user=0,
+      pad_side=pad_side,
+      mask_last_prob=1.0,
+  )
   for batch in _epoch(always, 3):
     inputs = batch["inputs"]
     masked = inputs == token
@@ -361,16 +403,27 @@ def test_cloze_fine_tuning_windows_mask_their_last_item(pad_side):
     last = (np.flatnonzero(masked[row])[0] for row in range(len(inputs)))
     for row, column in enumerate(last):
       # The masked item is the window's last one: nothing real after it.
-      assert (inputs[row, column + 1:] == PAD_ID).all()
+      assert (inputs[row, column + 1 :] == PAD_ID).all()
       assert batch["positions"][row, 0] == column
       # Items are consecutive ids in _sequences: the target follows.
       if column > 0 and inputs[row, column - 1] != PAD_ID:
         assert batch["targets"][row, 0] == inputs[row, column - 1] + 1
   half = data.TrainBatches(
-      seqs, mode="cloze", max_len=6, batch_size=4, seed=0, mask_prob=0.3,
-      windows_per_user=0, mask_last_prob=0.5, max_predictions=6)
-  single = [(batch["targets"] != PAD_ID).sum(axis=1) == 1
-            for epoch in range(30) for batch in _epoch(half, epoch)]
+      seqs,
+      mode="cloze",
+      max_len=6,
+      batch_size=4,
+      seed=0,
+      mask_prob=0.3,
+      windows_per_user=0,
+      mask_last_prob=0.5,
+      max_predictions=6,
+  )
+  single = [
+      (batch["targets"] != PAD_ID).sum(axis=1) == 1
+      for epoch in range(30)
+      for batch in _epoch(half, epoch)
+  ]
   assert 0.5 < np.mean(single) < 0.8  # Half, plus cloze rows with one draw.
 
 
@@ -428,10 +481,16 @@ def test_bad_arguments():
 def test_eval_batches(stage, pad_side):
   seqs = _sequences()
   held_out = 2 if stage == "valid" else 1
-  batches = list(data.eval_batches(
-      seqs, stage, max_len=4, batch_size=3, pad_side=pad_side,
-      with_history=True,
-  ))
+  batches = list(
+      data.eval_batches(
+          seqs,
+          stage,
+          max_len=4,
+          batch_size=3,
+          pad_side=pad_side,
+          with_history=True,
+      )
+  )
   assert len(batches) == data.num_eval_batches(seqs, 3) == 3
   valid = _concat(batches, "valid")
   users = _concat(batches, "users")
@@ -506,7 +565,11 @@ def test_ml1m_batches_are_fast_and_small(ml1m_prepared):
   assert peak < 64 * 2**20
   for mode in data.MODES:
     loader = data.TrainBatches(
-        seqs, mode=mode, max_len=200, batch_size=2048, seed=2000,
+        seqs,
+        mode=mode,
+        max_len=200,
+        batch_size=2048,
+        seed=2000,
         windows_per_user=0,
     )
     loader.batch(0, 1)
@@ -526,9 +589,7 @@ def test_ml1m_eval_covers_every_user_once(ml1m_prepared):
       ("valid", split.valid_items),
       ("test", split.test_items),
   ):
-    batches = list(
-        data.eval_batches(seqs, stage, max_len=200, batch_size=1024)
-    )
+    batches = list(data.eval_batches(seqs, stage, max_len=200, batch_size=1024))
     valid = _concat(batches, "valid")
     users = _concat(batches, "users")[valid]
     np.testing.assert_array_equal(users, np.arange(1, 6041))

@@ -43,8 +43,9 @@ def _expected(rows):
 def _zip(path, rows):
   path.parent.mkdir(parents=True, exist_ok=True)
   with zipfile.ZipFile(path, "w") as z:
-    z.writestr("ml-1m/ratings.dat",
-               "".join(f"{u}::{i}::4::{t}\n" for u, i, t in rows))
+    z.writestr(
+        "ml-1m/ratings.dat", "".join(f"{u}::{i}::4::{t}\n" for u, i, t in rows)
+    )
     z.writestr("ml-1m/movies.dat", "1::A (1999)::Drama\n")
   return path
 
@@ -53,8 +54,9 @@ def _sequences(directory):
   seqs = data.load(directory)
   users = (directory / data.USER_IDS_FILE).read_text().splitlines()
   items = (directory / data.ITEM_IDS_FILE).read_text().splitlines()
-  return {u: [items[i - 1] for i in seqs.user_items(r)]
-          for r, u in enumerate(users)}
+  return {
+      u: [items[i - 1] for i in seqs.user_items(r)] for r, u in enumerate(users)
+  }
 
 
 @pytest.fixture
@@ -100,8 +102,9 @@ def test_falls_back_to_the_grouplens_download(dirs, tmp_path, monkeypatch):
   rows = _ratings()
   archive = _zip(tmp_path / "server" / "ml-1m.zip", rows)
   monkeypatch.setattr(download, "ML1M_URL", archive.as_uri())
-  monkeypatch.setattr(download, "ML1M_MD5",
-                      hashlib.md5(archive.read_bytes()).hexdigest())
+  monkeypatch.setattr(
+      download, "ML1M_MD5", hashlib.md5(archive.read_bytes()).hexdigest()
+  )
   output = _prepared(root, prepared)
   assert output == str(prepared / sources.GROUPLENS_PREPARED)
   meta = data.load(output).meta
@@ -122,13 +125,17 @@ def test_neither_local_nor_downloadable_is_one_clear_line(dirs):
     _prepared(root, prepared)
   message = str(info.value)
   assert "\n" not in message
-  assert message.startswith(f"--dataset=ml-1m: no local copy in {root}/ml-1m "
-                            "(none of ml-1m.txt.gz, ml-1m.txt, ml-1m.zip, "
-                            "ratings.dat, ratings.dat.gz)"), message
+  assert message.startswith(
+      f"--dataset=ml-1m: no local copy in {root}/ml-1m "
+      "(none of ml-1m.txt.gz, ml-1m.txt, ml-1m.zip, "
+      "ratings.dat, ratings.dat.gz)"
+  ), message
   assert f"the download failed ({OFFLINE_URL}: " in message, message
-  assert message.endswith(f"download {OFFLINE_URL} into {root}/ml-1m/ (or "
-                          "point --data_root / LINREC_DATA_DIR at the folder "
-                          "holding ml-1m/) and rerun"), message
+  assert message.endswith(
+      f"download {OFFLINE_URL} into {root}/ml-1m/ (or "
+      "point --data_root / LINREC_DATA_DIR at the folder "
+      "holding ml-1m/) and rerun"
+  ), message
   assert not (prepared / sources.GROUPLENS_PREPARED).exists()
 
 
@@ -136,8 +143,11 @@ def test_a_wrong_download_is_refused(dirs, tmp_path, monkeypatch):
   root, prepared = dirs
   archive = _zip(tmp_path / "server" / "ml-1m.zip", _ratings())
   monkeypatch.setattr(download, "ML1M_URL", archive.as_uri())
-  with pytest.raises(ValueError, match=r"the download failed \(.*ml-1m\.zip "
-                     f"gave a file with md5 [0-9a-f]{{32}}, expected "
-                     f"{download.ML1M_MD5}\\)"):
+  with pytest.raises(
+      ValueError,
+      match=r"the download failed \(.*ml-1m\.zip "
+      f"gave a file with md5 [0-9a-f]{{32}}, expected "
+      f"{download.ML1M_MD5}\\)",
+  ):
     _prepared(root, prepared)
   assert not (prepared / sources.GROUPLENS_PREPARED).exists()

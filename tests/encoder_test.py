@@ -64,9 +64,10 @@ def test_parameter_count_matches_formula(pre_ln):
 
 
 def _param_paths(variables):
-  return {jax.tree_util.keystr(path, simple=True, separator='/')
-          for path, _ in jax.tree_util.tree_leaves_with_path(
-              variables['params'])}
+  return {
+      jax.tree_util.keystr(path, simple=True, separator='/')
+      for path, _ in jax.tree_util.tree_leaves_with_path(variables['params'])
+  }
 
 
 # One block's parameters, written out: what every variant without a learned
@@ -98,13 +99,19 @@ def test_only_learned_decay_variants_add_a_parameter(name):
     assert theta.dtype == jnp.float32
     # H = 2: 1 - g = 2^-2.75 and 2^-6.25 (`head_decays`), theta = logit(g).
     one_minus_g = 2.0 ** -np.array([2.75, 6.25])
-    np.testing.assert_allclose(theta, np.log((1 - one_minus_g) / one_minus_g),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        theta, np.log((1 - one_minus_g) / one_minus_g), rtol=1e-6
+    )
 
 
-@pytest.mark.parametrize('name, causal', [
-    ('linrec_learned_decay', True), ('linrec_learned_decay', False),
-    ('softmax_learned_decay', True)])
+@pytest.mark.parametrize(
+    'name, causal',
+    [
+        ('linrec_learned_decay', True),
+        ('linrec_learned_decay', False),
+        ('softmax_learned_decay', True),
+    ],
+)
 def test_gradient_reaches_the_decay_logits(name, causal):
   model = _encoder(name, causal)
   x = _inputs()
@@ -177,11 +184,15 @@ def test_initialisation_is_official():
   variables = _encoder().init(jax.random.key(0), _inputs())
   attn = variables['params']['block0']['attention']['query']
   np.testing.assert_array_equal(attn['bias'], 0.0)
-  kernels = np.concatenate([
-      np.ravel(x) for path, x in
-      jax.tree_util.tree_leaves_with_path(variables['params'])
-      if 'kernel' in jax.tree_util.keystr(path)
-  ])
+  kernels = np.concatenate(
+      [
+          np.ravel(x)
+          for path, x in jax.tree_util.tree_leaves_with_path(
+              variables['params']
+          )
+          if 'kernel' in jax.tree_util.keystr(path)
+      ]
+  )
   assert abs(kernels.std() - embeddings.INIT_STD) < 0.004
 
 
@@ -226,11 +237,11 @@ def test_causal_encoder_ignores_the_future(name):
   x = _inputs()
   variables = model.init(jax.random.key(4), x)
   t = 2
-  changed = x.at[:, t + 1:].set(_inputs(seed=9)[:, t + 1:])
+  changed = x.at[:, t + 1 :].set(_inputs(seed=9)[:, t + 1 :])
   a = model.apply(variables, x)
   b = model.apply(variables, changed)
   np.testing.assert_allclose(a[:, : t + 1], b[:, : t + 1], atol=1e-6)
-  assert np.abs(np.asarray(a[:, t + 1:] - b[:, t + 1:])).max() > 1e-3
+  assert np.abs(np.asarray(a[:, t + 1 :] - b[:, t + 1 :])).max() > 1e-3
 
 
 def test_dropout_only_when_not_deterministic():
@@ -279,9 +290,7 @@ def test_sequence_embedding_zeroes_padding_and_uses_absolute_positions():
   edited['positions'] = params['positions'].at[5:].add(noise[1:])
   np.testing.assert_array_equal(embed.apply({'params': edited}, inputs), base)
   # Position i is row i of the table, whatever the padding.
-  want = _layer_norm(
-      np.asarray(params['positions'][4]), 1.0, 0.0, embed.ln_eps
-  )
+  want = _layer_norm(np.asarray(params['positions'][4]), 1.0, 0.0, embed.ln_eps)
   np.testing.assert_allclose(base[0, 4], want, atol=1e-5)
   with pytest.raises(ValueError, match='max_len'):
     embed.apply(variables, jnp.ones((B, 9), jnp.int32))

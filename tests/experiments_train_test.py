@@ -26,12 +26,22 @@ SAMPLE_FILE = "ml-1m-sample/ml-1m.txt"
 RUN_TIMEOUT_S = 300
 # 12 steps per epoch (200 users, batch 16); the run stops at step 30 of the
 # third epoch, with a checkpoint every 3 steps and at every epoch's end.
-SMALL_RUN = ("--dataset=ml-1m-sample", "--preset=tiny", "--epochs=3",
-             "--max_steps=30", "--patience=3", "--lr=0.01", "--max_len=20",
-             "--hidden=16", "--batch_size=16", "--eval_batch_size=64",
-             "--checkpoint_every_steps=3", "--log_every_steps=1",
-             # Dropout makes every step depend on its random key too.
-             "--dropout=0.1")
+SMALL_RUN = (
+    "--dataset=ml-1m-sample",
+    "--preset=tiny",
+    "--epochs=3",
+    "--max_steps=30",
+    "--patience=3",
+    "--lr=0.01",
+    "--max_len=20",
+    "--hidden=16",
+    "--batch_size=16",
+    "--eval_batch_size=64",
+    "--checkpoint_every_steps=3",
+    "--log_every_steps=1",
+    # Dropout makes every step depend on its random key too.
+    "--dropout=0.1",
+)
 FINAL_STEP = 30
 STEPS_PER_EPOCH = 12
 # First bytes of a pickle of protocol 2 or newer: PROTO opcode, version.
@@ -44,8 +54,9 @@ METRICS = _KEPT | {name + "_nohist" for name in _KEPT} | {"seen@10"}
 def _env(**extra) -> dict[str, str]:
   env = dict(os.environ)
   # One device, compiled as the suite compiles (conftest.py).
-  env.update(JAX_PLATFORMS="cpu",
-             XLA_FLAGS="--xla_backend_optimization_level=0")
+  env.update(
+      JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_backend_optimization_level=0"
+  )
   env.update(extra)
   return env
 
@@ -55,9 +66,14 @@ def _command(*args) -> list[str]:
 
 
 def _run(*args, env=None) -> subprocess.CompletedProcess:
-  return subprocess.run(_command(*args), cwd=REPO_ROOT, env=env or _env(),
-                        capture_output=True, text=True,
-                        timeout=RUN_TIMEOUT_S)
+  return subprocess.run(
+      _command(*args),
+      cwd=REPO_ROOT,
+      env=env or _env(),
+      capture_output=True,
+      text=True,
+      timeout=RUN_TIMEOUT_S,
+  )
 
 
 def _checked(process: subprocess.CompletedProcess):
@@ -73,8 +89,13 @@ def sample_args(data_file, tmp_path_factory):
   data_root = str(raw.parent.parent)
 
   def args(workdir, *more):
-    return (*SMALL_RUN, f"--workdir={workdir}", f"--data_root={data_root}",
-            f"--prepared_root={prepared}", *more)
+    return (
+        *SMALL_RUN,
+        f"--workdir={workdir}",
+        f"--data_root={data_root}",
+        f"--prepared_root={prepared}",
+        *more,
+    )
 
   return args
 
@@ -120,8 +141,11 @@ def _assert_same_outcome(workdir, reference_workdir):
 
 
 def _steps(checkpoints) -> list[int]:
-  return sorted(int(p.name) for p in pathlib.Path(checkpoints).iterdir()
-                if p.name.isdigit())
+  return sorted(
+      int(p.name)
+      for p in pathlib.Path(checkpoints).iterdir()
+      if p.name.isdigit()
+  )
 
 
 def test_small_run_writes_checkpoints_and_results(reference):
@@ -142,8 +166,11 @@ def test_small_run_writes_checkpoints_and_results(reference):
     if path.is_file():
       assert path.suffix not in (".pkl", ".pickle"), path
       assert path.read_bytes()[:2] not in _PICKLE_HEADS, path
-  meta = json.loads((workdir / "checkpoints" / str(FINAL_STEP) / "meta" /
-                     "metadata").read_text())
+  meta = json.loads(
+      (
+          workdir / "checkpoints" / str(FINAL_STEP) / "meta" / "metadata"
+      ).read_text()
+  )
   assert meta["step"] == FINAL_STEP and meta["progress"]["finished"]
   history = _history(workdir)
   assert [r["step"] for r in history] == [12, 24, 30]
@@ -157,8 +184,9 @@ def test_small_run_writes_checkpoints_and_results(reference):
   assert "test: hit@5" in process.stdout
 
 
-def test_rerun_of_a_finished_run_only_evaluates(reference, sample_args,
-                                                tmp_path):
+def test_rerun_of_a_finished_run_only_evaluates(
+    reference, sample_args, tmp_path
+):
   workdir, _ = reference
   copy = tmp_path / "copy"
   shutil.copytree(workdir, copy)
@@ -169,18 +197,21 @@ def test_rerun_of_a_finished_run_only_evaluates(reference, sample_args,
 
 
 def test_rerun_with_another_model_stops_and_keeps_the_checkpoints(
-    reference, sample_args, tmp_path):
+    reference, sample_args, tmp_path
+):
   copy = tmp_path / "copy"
   shutil.copytree(reference[0], copy)
   config_before = (copy / "config.json").read_text()
-  process = _run(*sample_args(copy, "--hidden=32", "--attention=softmax",
-                               "--seed=3"))  # the last flag wins
+  process = _run(
+      *sample_args(copy, "--hidden=32", "--attention=softmax", "--seed=3")
+  )  # the last flag wins
   assert process.returncode == 1
   assert process.stderr.count("\n") == 1, process.stderr  # One line.
   assert process.stderr.startswith(
       f"error: --workdir={copy} holds a run of another configuration: "
       "--attention: 'linrec' there, 'softmax' here; --hidden: 16 there, 32 "
-      "here; --seed: 2000 there, 3 here."), process.stderr
+      "here; --seed: 2000 there, 3 here."
+  ), process.stderr
   assert _steps(copy / "checkpoints") == [FINAL_STEP - 3, FINAL_STEP]
   assert not (copy / "checkpoints_damaged").exists()
   assert _results(copy) == _results(reference[0])
@@ -190,9 +221,14 @@ def test_rerun_with_another_model_stops_and_keeps_the_checkpoints(
 def _kill_when(args, should_kill, delay_s: float) -> tuple[int, str]:
   """Starts a run and SIGKILLs it `delay_s` after a stdout line for which
   `should_kill(line)` holds; returns its exit status and what it printed."""
-  process = subprocess.Popen(_command(*args), cwd=REPO_ROOT, env=_env(),
-                             stdout=subprocess.PIPE,
-                             stderr=subprocess.DEVNULL, text=True)
+  process = subprocess.Popen(
+      _command(*args),
+      cwd=REPO_ROOT,
+      env=_env(),
+      stdout=subprocess.PIPE,
+      stderr=subprocess.DEVNULL,
+      text=True,
+  )
   watchdog = threading.Timer(RUN_TIMEOUT_S, process.kill)
   watchdog.start()
   printed = []
@@ -216,16 +252,18 @@ def _step_of(line: str) -> int:
   return int(match.group(1)) if match else -1
 
 
-def test_killed_run_resumes_to_the_same_metrics(reference, sample_args,
-                                                tmp_path):
+def test_killed_run_resumes_to_the_same_metrics(
+    reference, sample_args, tmp_path
+):
   workdir = tmp_path / "killed"
   args = sample_args(workdir)
   # Killed between the checkpoints of steps 6 and 9 ...
   status, printed = _kill_when(args, lambda line: _step_of(line) == 7, 0.0)
   assert status == -signal.SIGKILL, printed
   # ... then, resumed from step 6, around the save at the end of epoch 1.
-  status, printed = _kill_when(args, lambda line: line.startswith("epoch 1 "),
-                               0.05)
+  status, printed = _kill_when(
+      args, lambda line: line.startswith("epoch 1 "), 0.05
+  )
   assert status == -signal.SIGKILL, printed
   assert "resumed from step 6" in printed
   assert not (workdir / "results.json").exists()
@@ -236,7 +274,8 @@ def test_killed_run_resumes_to_the_same_metrics(reference, sample_args,
 
 @pytest.mark.slow
 def test_run_killed_at_random_moments_resumes_to_the_same_metrics(
-    reference, sample_args, tmp_path):
+    reference, sample_args, tmp_path
+):
   workdir = tmp_path / "killed"
   args = sample_args(workdir)
   moments = random.Random(0)
@@ -245,8 +284,10 @@ def test_run_killed_at_random_moments_resumes_to_the_same_metrics(
     # Up to 0.5 s after the first step line at or past `target`: inside a
     # step, a save or an evaluation.
     status, printed = _kill_when(
-        args, lambda line, t=target: _step_of(line) >= t,
-        moments.uniform(0.0, 0.5))
+        args,
+        lambda line, t=target: _step_of(line) >= t,
+        moments.uniform(0.0, 0.5),
+    )
     if status == 0:  # finished before the kill: nothing left to interrupt
       break
     assert status == -signal.SIGKILL, printed
@@ -257,26 +298,32 @@ def test_run_killed_at_random_moments_resumes_to_the_same_metrics(
 
 
 def test_damaged_latest_checkpoint_is_reported_and_previous_used(
-    reference, sample_args, tmp_path):
+    reference, sample_args, tmp_path
+):
   workdir = tmp_path / "damaged"
   shutil.copytree(reference[0], workdir)
   (workdir / "results.json").unlink()
   latest = workdir / "checkpoints" / str(FINAL_STEP)
-  data_files = [p for p in (latest / "arrays").rglob("*")
-                if p.is_file() and p.parent.name == "d"]
+  data_files = [
+      p
+      for p in (latest / "arrays").rglob("*")
+      if p.is_file() and p.parent.name == "d"
+  ]
   assert data_files
   for path in data_files:
     data = bytearray(path.read_bytes())
-    data[len(data) // 2:] = bytes(len(data) - len(data) // 2)
+    data[len(data) // 2 :] = bytes(len(data) - len(data) // 2)
     path.write_bytes(bytes(data))
   process = _checked(_run(*sample_args(workdir)))
   # One line says what was found and what was used; no traceback anywhere.
-  [line] = [line for line in process.stdout.splitlines()
-            if "is damaged" in line]
+  [line] = [
+      line for line in process.stdout.splitlines() if "is damaged" in line
+  ]
   assert f"checkpoints/{FINAL_STEP} is damaged" in line
   assert f"moved to {workdir}/checkpoints_damaged/{FINAL_STEP}" in line
-  assert line.endswith(f"resumed from step {FINAL_STEP - 3} "
-                       f"({workdir}/checkpoints)")
+  assert line.endswith(
+      f"resumed from step {FINAL_STEP - 3} " f"({workdir}/checkpoints)"
+  )
   assert process.stderr == "", process.stderr
   assert _steps(workdir / "checkpoints_damaged") == [FINAL_STEP]
   _assert_same_outcome(workdir, reference[0])
@@ -335,21 +382,33 @@ def bad_flag_outcomes(tmp_path_factory):
     workdir, prepared = root / f"work{index}", root / f"prepared{index}"
     # No raw data is reachable: a bad flag that went unnoticed would stop at
     # --data_root instead of training.
-    cases.append([f"--workdir={workdir}", f"--prepared_root={prepared}",
-                  "--preset=tiny", "--dataset=ml-1m-sample",
-                  f"--data_root={root / 'no_data'}", *argv])
+    cases.append(
+        [
+            f"--workdir={workdir}",
+            f"--prepared_root={prepared}",
+            "--preset=tiny",
+            "--dataset=ml-1m-sample",
+            f"--data_root={root / 'no_data'}",
+            *argv,
+        ]
+    )
     dirs.append((workdir, prepared))
   process = subprocess.run(
       [sys.executable, "-c", _BAD_FLAG_DRIVER, json.dumps(cases)],
-      cwd=REPO_ROOT, env=_env(), capture_output=True, text=True,
-      timeout=RUN_TIMEOUT_S)
+      cwd=REPO_ROOT,
+      env=_env(),
+      capture_output=True,
+      text=True,
+      timeout=RUN_TIMEOUT_S,
+  )
   assert process.returncode == 0, process.stderr
   outcomes = json.loads(process.stdout.splitlines()[-1])
   return {i: (outcome["exit"], *dirs[i]) for i, outcome in enumerate(outcomes)}
 
 
-@pytest.mark.parametrize("index", range(len(BAD_FLAGS)),
-                         ids=[" ".join(a) for a, _ in BAD_FLAGS])
+@pytest.mark.parametrize(
+    "index", range(len(BAD_FLAGS)), ids=[" ".join(a) for a, _ in BAD_FLAGS]
+)
 def test_bad_flag_stops_before_any_work(bad_flag_outcomes, index):
   flag = BAD_FLAGS[index][1]
   message, workdir, prepared = bad_flag_outcomes[index]
@@ -359,13 +418,17 @@ def test_bad_flag_stops_before_any_work(bad_flag_outcomes, index):
   assert not workdir.exists() and not prepared.exists()
 
 
-def test_batch_that_does_not_split_over_devices_fails_in_subprocess(
-    tmp_path):
+def test_batch_that_does_not_split_over_devices_fails_in_subprocess(tmp_path):
   workdir = tmp_path / "work"
   env = _env(XLA_FLAGS="--xla_force_host_platform_device_count=3")
-  process = _run("--dataset=ml-1m-sample", "--preset=tiny",
-                 "--batch_size=16", f"--workdir={workdir}",
-                 f"--prepared_root={tmp_path / 'prepared'}", env=env)
+  process = _run(
+      "--dataset=ml-1m-sample",
+      "--preset=tiny",
+      "--batch_size=16",
+      f"--workdir={workdir}",
+      f"--prepared_root={tmp_path / 'prepared'}",
+      env=env,
+  )
   assert process.returncode != 0
   assert "--batch_size=16" in process.stderr, process.stderr
   assert "3 devices" in process.stderr, process.stderr
@@ -376,17 +439,26 @@ def test_batch_that_does_not_split_over_devices_fails_in_subprocess(
 def _snapshot(directory) -> dict:
   """Every file under `directory` with its bytes and modification time."""
   root = pathlib.Path(directory)
-  return {str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mtime_ns)
-          for p in sorted(root.rglob("*")) if p.is_file()}
+  return {
+      str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mtime_ns)
+      for p in sorted(root.rglob("*"))
+      if p.is_file()
+  }
 
 
 @pytest.mark.slow  # Two training runs.
 def test_second_training_on_a_busy_workdir_stops_at_once(
-    reference, sample_args, tmp_path):
+    reference, sample_args, tmp_path
+):
   workdir = tmp_path / "busy"
-  first = subprocess.Popen(_command(*sample_args(workdir)), cwd=REPO_ROOT,
-                           env=_env(), stdout=subprocess.PIPE,
-                           stderr=subprocess.DEVNULL, text=True)
+  first = subprocess.Popen(
+      _command(*sample_args(workdir)),
+      cwd=REPO_ROOT,
+      env=_env(),
+      stdout=subprocess.PIPE,
+      stderr=subprocess.DEVNULL,
+      text=True,
+  )
   watchdog = threading.Timer(RUN_TIMEOUT_S, first.kill)
   watchdog.start()
   try:
@@ -405,8 +477,10 @@ def test_second_training_on_a_busy_workdir_stops_at_once(
       first.send_signal(signal.SIGCONT)
     assert second.returncode == 1
     [message] = second.stderr.splitlines()
-    assert message.startswith(f"error: --workdir={workdir} is in use by "
-                              f"another training (pid {first.pid} since ")
+    assert message.startswith(
+        f"error: --workdir={workdir} is in use by "
+        f"another training (pid {first.pid} since "
+    )
     assert time.monotonic() - start < RUN_TIMEOUT_S / 2
     assert _snapshot(workdir / "checkpoints") == before  # It wrote nothing.
     printed.extend(first.stdout)
@@ -422,26 +496,45 @@ def test_second_training_on_a_busy_workdir_stops_at_once(
 def test_killed_holder_leaves_no_stale_lock(tmp_path):
   workdir = tmp_path / "work"
   holder = subprocess.Popen(
-      [sys.executable, "-c",
-       "import sys, time\n"
-       "from linrec_jax import workdir_lock\n"
-       f"with workdir_lock.hold({str(workdir)!r}) as announce:\n"
-       "  announce(); print('held', flush=True); time.sleep(600)\n"],
-      cwd=REPO_ROOT, env=_env(), stdout=subprocess.PIPE, text=True)
+      [
+          sys.executable,
+          "-c",
+          "import sys, time\n"
+          "from linrec_jax import workdir_lock\n"
+          f"with workdir_lock.hold({str(workdir)!r}) as announce:\n"
+          "  announce(); print('held', flush=True); time.sleep(600)\n",
+      ],
+      cwd=REPO_ROOT,
+      env=_env(),
+      stdout=subprocess.PIPE,
+      text=True,
+  )
   try:
     assert holder.stdout.readline() == "held\n"
-    probe = ("from linrec_jax import workdir_lock\n"
-             f"with workdir_lock.hold({str(workdir)!r}): print('free')\n")
-    busy = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT,
-                          env=_env(), capture_output=True, text=True,
-                          timeout=RUN_TIMEOUT_S)
+    probe = (
+        "from linrec_jax import workdir_lock\n"
+        f"with workdir_lock.hold({str(workdir)!r}): print('free')\n"
+    )
+    busy = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=REPO_ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+    )
     assert "WorkdirBusyError" in busy.stderr
     assert f"pid {holder.pid} since" in busy.stderr
     holder.send_signal(signal.SIGKILL)
     holder.wait()
-    free = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT,
-                          env=_env(), capture_output=True, text=True,
-                          timeout=RUN_TIMEOUT_S)
+    free = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=REPO_ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+    )
     assert free.stdout == "free\n", free.stderr
   finally:
     holder.kill()
@@ -466,8 +559,10 @@ USER_ERRORS = [
     (["--lr=nan"], "--lr: must be a finite number"),
     (["--dropout=inf"], "--dropout: must be a finite number"),
     (["--workdir="], "--workdir is empty"),
-    (["--workdir=/proc/linrec-run"], "--workdir=/proc/linrec-run is not "
-                                     "writable"),
+    (
+        ["--workdir=/proc/linrec-run"],
+        "--workdir=/proc/linrec-run is not " "writable",
+    ),
     (["--workdir={root}/a-file"], "--workdir={root}/a-file is not writable"),
     (["--dataset={root}/broken-data"], "{root}/broken-data"),
 ]
@@ -480,8 +575,9 @@ def user_error_outcomes(sample_args, reference, tmp_path_factory):
   """[(exit message, workdir snapshot before, after)] per USER_ERRORS."""
   root = tmp_path_factory.mktemp("user_errors")
   (root / "a-file").write_text("not a directory\n")
-  prepared = pathlib.Path(json.loads(
-      (reference[0] / "config.json").read_text())["data_dir"])
+  prepared = pathlib.Path(
+      json.loads((reference[0] / "config.json").read_text())["data_dir"]
+  )
   _broken_prepared(root, prepared)
   cases, workdirs = [], []
   for index, (argv, _) in enumerate(USER_ERRORS):
@@ -491,18 +587,24 @@ def user_error_outcomes(sample_args, reference, tmp_path_factory):
     workdirs.append(workdir)
   process = subprocess.run(
       [sys.executable, "-c", _USER_ERROR_DRIVER, json.dumps(cases)],
-      cwd=REPO_ROOT, env=_env(), capture_output=True, text=True,
-      timeout=RUN_TIMEOUT_S)
+      cwd=REPO_ROOT,
+      env=_env(),
+      capture_output=True,
+      text=True,
+      timeout=RUN_TIMEOUT_S,
+  )
   assert process.returncode == 0, process.stderr[-3000:]
   assert "Traceback" not in process.stderr, process.stderr[-3000:]
   outcomes = json.loads(process.stdout.splitlines()[-1])
   return root, [(o["exit"], w) for o, w in zip(outcomes, workdirs)]
 
 
-@pytest.mark.parametrize("index", range(len(USER_ERRORS)),
-                         ids=[" ".join(a) for a, _ in USER_ERRORS])
-def test_user_error_is_one_line_and_leaves_no_results(user_error_outcomes,
-                                                      index):
+@pytest.mark.parametrize(
+    "index", range(len(USER_ERRORS)), ids=[" ".join(a) for a, _ in USER_ERRORS]
+)
+def test_user_error_is_one_line_and_leaves_no_results(
+    user_error_outcomes, index
+):
   root, outcomes = user_error_outcomes
   message, workdir = outcomes[index]
   expected = USER_ERRORS[index][1].format(root=root)
@@ -511,24 +613,32 @@ def test_user_error_is_one_line_and_leaves_no_results(user_error_outcomes,
   assert expected in message, message
   assert not (workdir / "results.json").exists()
   assert not (workdir / "checkpoints").exists() or not any(
-      (workdir / "checkpoints").iterdir())
+      (workdir / "checkpoints").iterdir()
+  )
 
 
 @pytest.mark.slow  # Two training runs.
-def test_full_disk_is_one_line_and_the_next_run_resumes(reference,
-                                                        sample_args,
-                                                        tmp_path):
+def test_full_disk_is_one_line_and_the_next_run_resumes(
+    reference, sample_args, tmp_path
+):
   workdir = tmp_path / "full"
   # Files may not grow past 40 KB: the first checkpoint cannot be written,
   # as on a full disk (EFBIG instead of ENOSPC).
-  limit = ("import resource, signal, sys, runpy\n"
-           "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
-           "resource.setrlimit(resource.RLIMIT_FSIZE, (40_000, 40_000))\n"
-           "sys.argv = ['train', *sys.argv[1:]]\n"
-           "runpy.run_module('experiments.train', run_name='__main__')\n")
+  limit = (
+      "import resource, signal, sys, runpy\n"
+      "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+      "resource.setrlimit(resource.RLIMIT_FSIZE, (40_000, 40_000))\n"
+      "sys.argv = ['train', *sys.argv[1:]]\n"
+      "runpy.run_module('experiments.train', run_name='__main__')\n"
+  )
   process = subprocess.run(
-      [sys.executable, "-c", limit, *sample_args(workdir)], cwd=REPO_ROOT,
-      env=_env(), capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+      [sys.executable, "-c", limit, *sample_args(workdir)],
+      cwd=REPO_ROOT,
+      env=_env(),
+      capture_output=True,
+      text=True,
+      timeout=RUN_TIMEOUT_S,
+  )
   assert process.returncode == 1, process.stderr[-3000:]
   [message] = process.stderr.splitlines()
   assert message.startswith("error: ") and str(workdir) in message, message

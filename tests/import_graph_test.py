@@ -12,8 +12,12 @@ import subprocess
 import sys
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-TRAINING = ("linrec_jax.train", "linrec_jax.steps", "linrec_jax.sharding",
-            "linrec_jax.optimizer")
+TRAINING = (
+    "linrec_jax.train",
+    "linrec_jax.steps",
+    "linrec_jax.sharding",
+    "linrec_jax.optimizer",
+)
 
 
 def _imported(path: pathlib.Path) -> set[str]:
@@ -28,12 +32,18 @@ def _imported(path: pathlib.Path) -> set[str]:
 
 
 def test_library_imports_neither_data_prep_nor_experiments():
-  library = [p for p in (REPO / "linrec_jax").rglob("*.py")
-             if "cli" not in p.relative_to(REPO / "linrec_jax").parts]
+  library = [
+      p
+      for p in (REPO / "linrec_jax").rglob("*.py")
+      if "cli" not in p.relative_to(REPO / "linrec_jax").parts
+  ]
   assert len(library) > 30
-  wrong = {str(p.relative_to(REPO)): sorted(_imported(p) &
-                                            {"data_prep", "experiments"})
-           for p in library}
+  wrong = {
+      str(p.relative_to(REPO)): sorted(
+          _imported(p) & {"data_prep", "experiments"}
+      )
+      for p in library
+  }
   assert not {path: names for path, names in wrong.items() if names}
 
 
@@ -41,12 +51,21 @@ def test_data_prep_imports_no_program():
   for path in (REPO / "data_prep").rglob("*.py"):
     source = path.read_text()
     assert "linrec_jax.cli" not in source and "experiments" not in (
-        _imported(path)), path
+        _imported(path)
+    ), path
 
 
 def test_serving_imports_no_training_module():
-  code = ("import sys; import linrec_jax.restore, linrec_jax.cli.recommend; "
-          f"print(sorted(m for m in {TRAINING!r} if m in sys.modules))")
-  process = subprocess.run([sys.executable, "-c", code], capture_output=True,
-                           text=True, check=True, timeout=300, cwd=REPO)
+  code = (
+      "import sys; import linrec_jax.restore, linrec_jax.cli.recommend; "
+      f"print(sorted(m for m in {TRAINING!r} if m in sys.modules))"
+  )
+  process = subprocess.run(
+      [sys.executable, "-c", code],
+      capture_output=True,
+      text=True,
+      check=True,
+      timeout=300,
+      cwd=REPO,
+  )
   assert process.stdout.strip() == "[]", process.stdout

@@ -23,9 +23,15 @@ def _sequences():
 
 
 def _loader(mode, bucket, seed=3):
-  return data.TrainBatches(_sequences(), mode=mode, max_len=MAX_LEN,
-                           batch_size=BATCH, seed=seed, windows_per_user=0,
-                           length_bucket=bucket)
+  return data.TrainBatches(
+      _sequences(),
+      mode=mode,
+      max_len=MAX_LEN,
+      batch_size=BATCH,
+      seed=seed,
+      windows_per_user=0,
+      length_bucket=bucket,
+  )
 
 
 def _epoch(loader, epoch=0):
@@ -33,8 +39,9 @@ def _epoch(loader, epoch=0):
 
 
 def _real_targets(batches):
-  return sorted(int(t) for b in batches for t in b["targets"].ravel()
-                if t != PAD_ID)
+  return sorted(
+      int(t) for b in batches for t in b["targets"].ravel() if t != PAD_ID
+  )
 
 
 @pytest.mark.parametrize("mode", ["all", "prefix"])
@@ -42,8 +49,9 @@ def test_an_epoch_trains_on_the_same_targets(mode):
   plain, bucketed = _loader(mode, 0), _loader(mode, BUCKET)
   assert plain.num_batches == bucketed.num_batches
   for epoch in (0, 1):
-    assert (_real_targets(_epoch(bucketed, epoch)) ==
-            _real_targets(_epoch(plain, epoch)))
+    assert _real_targets(_epoch(bucketed, epoch)) == _real_targets(
+        _epoch(plain, epoch)
+    )
 
 
 @pytest.mark.parametrize("mode", ["all", "prefix"])
@@ -57,11 +65,11 @@ def test_batches_are_cropped_to_a_bucket_above_their_longest_row(mode):
     for row, target in zip(inputs, batch["targets"]):
       real = row[row != PAD_ID]
       # Real items first (right padding), consecutive, nothing cut away.
-      np.testing.assert_array_equal(row[:len(real)], real)
+      np.testing.assert_array_equal(row[: len(real)], real)
       np.testing.assert_array_equal(np.diff(real), 1)
       if mode == "all":
-        np.testing.assert_array_equal(target[:len(real)], real + 1)
-        assert (target[len(real):] == PAD_ID).all()
+        np.testing.assert_array_equal(target[: len(real)], real + 1)
+        assert (target[len(real) :] == PAD_ID).all()
       else:
         assert int(target[0]) == int(real[-1]) + 1
 
@@ -70,10 +78,13 @@ def test_same_seed_same_batches_and_epochs_differ():
   first, again = _loader("all", BUCKET), _loader("all", BUCKET)
   for index in range(first.num_batches):
     for key in ("inputs", "targets"):
-      np.testing.assert_array_equal(first.batch(1, index)[key],
-                                    again.batch(1, index)[key])
-  assert any(not np.array_equal(a["inputs"], b["inputs"]) for a, b in
-             zip(_epoch(first, 0), _epoch(first, 1)))
+      np.testing.assert_array_equal(
+          first.batch(1, index)[key], again.batch(1, index)[key]
+      )
+  assert any(
+      not np.array_equal(a["inputs"], b["inputs"])
+      for a, b in zip(_epoch(first, 0), _epoch(first, 1))
+  )
 
 
 def _padded(batch):
@@ -82,8 +93,9 @@ def _padded(batch):
   pad = lambda x: np.pad(x, ((0, 0), (0, extra)))
   out = dict(batch, inputs=pad(batch["inputs"]))
   if batch["positions"].shape[1] > 1:
-    out["positions"] = np.tile(np.arange(MAX_LEN, dtype=np.int32),
-                               (len(batch["inputs"]), 1))
+    out["positions"] = np.tile(
+        np.arange(MAX_LEN, dtype=np.int32), (len(batch["inputs"]), 1)
+    )
     out["targets"] = pad(batch["targets"])
   return out
 
@@ -91,10 +103,19 @@ def _padded(batch):
 @pytest.mark.parametrize("attention", ["linrec", "softmax"])
 @pytest.mark.parametrize("mode", ["all", "prefix"])
 def test_cropped_batch_gives_the_padded_loss_and_gradients(attention, mode):
-  model = SASRec(num_items=sum(LENGTHS), max_len=MAX_LEN, hidden=8,
-                 layers=2, heads=2, ffn=16, dropout=0.0, attention=attention)
-  params = model.init(jax.random.key(0),
-                      jnp.zeros((1, MAX_LEN), jnp.int32))["params"]
+  model = SASRec(
+      num_items=sum(LENGTHS),
+      max_len=MAX_LEN,
+      hidden=8,
+      layers=2,
+      heads=2,
+      ffn=16,
+      dropout=0.0,
+      attention=attention,
+  )
+  params = model.init(jax.random.key(0), jnp.zeros((1, MAX_LEN), jnp.int32))[
+      "params"
+  ]
 
   def loss(params, batch):
     states = model.apply({"params": params}, batch["inputs"])
@@ -109,17 +130,22 @@ def test_cropped_batch_gives_the_padded_loss_and_gradients(attention, mode):
     value, grads = value_and_grad(params, batch)
     padded_value, padded_grads = value_and_grad(params, _padded(batch))
     np.testing.assert_allclose(value, padded_value, rtol=1e-5)
-    for got, want in zip(jax.tree.leaves(grads),
-                         jax.tree.leaves(padded_grads)):
+    for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(padded_grads)):
       np.testing.assert_allclose(got, want, rtol=2e-4, atol=1e-7)
   assert cropped_any
 
 
-@pytest.mark.parametrize("options", [
-    dict(mode="cloze"), dict(mode="all", pad_side="left"),
-    dict(mode="all", length_bucket=-1)])
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(mode="cloze"),
+        dict(mode="all", pad_side="left"),
+        dict(mode="all", length_bucket=-1),
+    ],
+)
 def test_bad_bucket_options(options):
   options = dict(dict(length_bucket=BUCKET), **options)
   with pytest.raises(ValueError, match="length_bucket"):
-    data.TrainBatches(_sequences(), max_len=MAX_LEN, batch_size=BATCH,
-                      seed=0, **options)
+    data.TrainBatches(
+        _sequences(), max_len=MAX_LEN, batch_size=BATCH, seed=0, **options
+    )

@@ -172,9 +172,7 @@ def test_sampled_softmax_with_all_items_equals_full_softmax():
   sampled = losses.sampled_softmax(states, _EMBEDDINGS, targets, every_item)
   full = losses.cross_entropy(states @ _EMBEDDINGS.T, targets)
   np.testing.assert_allclose(sampled, full, rtol=1e-5)
-  shared = losses.sampled_softmax(
-      states, _EMBEDDINGS, targets, np.arange(1, 6)
-  )
+  shared = losses.sampled_softmax(states, _EMBEDDINGS, targets, np.arange(1, 6))
   np.testing.assert_allclose(shared, full, rtol=1e-5)
 
 

@@ -151,15 +151,19 @@ def test_seen_in_top_counts_history_items_among_the_best():
   # 12 items; scores descending with the item id except where set.
   scores = np.concatenate(
       [np.full((2, 1), 99.0), np.tile(np.arange(12, 0, -1.0), (2, 1))], 1
-  ).astype(np.float32)  # item i scores 13 - i: top 10 = items 1..10
+  ).astype(
+      np.float32
+  )  # item i scores 13 - i: top 10 = items 1..10
   history = np.array([[1, 2, 11, 12, 0], [0, 0, 0, 0, 0]])
   seen = metrics.item_mask(13, history)
-  np.testing.assert_array_equal(metrics.seen_in_top(scores, seen, 10),
-                                [2.0, 0.0])
+  np.testing.assert_array_equal(
+      metrics.seen_in_top(scores, seen, 10), [2.0, 0.0]
+  )
   # Padding never counts as seen nor as a top item.
   assert not bool(np.asarray(seen)[:, 0].any())
-  np.testing.assert_array_equal(metrics.seen_in_top(scores, seen, 1),
-                                [1.0, 0.0])
+  np.testing.assert_array_equal(
+      metrics.seen_in_top(scores, seen, 1), [1.0, 0.0]
+  )
 
 
 def test_history_excluded_metrics_hand_values():
@@ -176,5 +180,6 @@ def test_history_excluded_metrics_hand_values():
   np.testing.assert_allclose(both['mrr@5_nohist'], [0.5])
   # Top 10 holds all 6 items: both history items are in it.
   np.testing.assert_allclose(both['seen@10'], [2.0])
-  assert set(both) == {f'{m}@{k}_nohist' for m in ('hit', 'ndcg', 'mrr')
-                       for k in (2, 5)} | {'seen@10'}
+  assert set(both) == {
+      f'{m}@{k}_nohist' for m in ('hit', 'ndcg', 'mrr') for k in (2, 5)
+  } | {'seen@10'}

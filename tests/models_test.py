@@ -67,12 +67,32 @@ def test_models_registry():
 def test_defaults_are_official():
   model = models.SASRec(num_items=5)
   got = (
-      model.max_len, model.hidden, model.layers, model.heads, model.ffn,
-      model.dropout, model.attention, model.causal, model.mask_padding,
-      model.pre_ln, model.ln_eps, model.activation,
+      model.max_len,
+      model.hidden,
+      model.layers,
+      model.heads,
+      model.ffn,
+      model.dropout,
+      model.attention,
+      model.causal,
+      model.mask_padding,
+      model.pre_ln,
+      model.ln_eps,
+      model.activation,
   )
   assert got == (
-      200, 128, 2, 8, 256, 0.2, 'linrec', True, True, False, 1e-12, 'gelu'
+      200,
+      128,
+      2,
+      8,
+      256,
+      0.2,
+      'linrec',
+      True,
+      True,
+      False,
+      1e-12,
+      'gelu',
   )
   assert hash(model) == hash(models.SASRec(num_items=5))
   assert models.BERT4Rec(num_items=5).mask_token == 6
@@ -163,7 +183,9 @@ def test_sasrec_logits_are_tied():
   )
   np.testing.assert_allclose(
       model.apply(variables, states, method='logits'),
-      np.einsum('BLD,VD->BLV', states, table), rtol=1e-5, atol=1e-6
+      np.einsum('BLD,VD->BLV', states, table),
+      rtol=1e-5,
+      atol=1e-6,
   )
 
 
@@ -214,7 +236,8 @@ def test_jit_matches_eager_and_dropout_needs_training_mode(make):
   )
   train = model.apply(variables, INPUTS, deterministic=False, rngs=rngs(1))
   np.testing.assert_allclose(
-      apply(variables, INPUTS, deterministic=False, rngs=rngs(1)), train,
+      apply(variables, INPUTS, deterministic=False, rngs=rngs(1)),
+      train,
       atol=1e-5,
   )
   assert np.abs(np.asarray(train - eager)).max() > 1e-2
@@ -279,10 +302,12 @@ def _sequences(num=4, length=8, num_items=20, seed=0):
   """Distinct-item sequences; every first item differs, so the next item
   is determined by the prefix and an all-position model can fit it."""
   rng = np.random.default_rng(seed)
-  return np.stack([
-      rng.choice(np.arange(1, num_items + 1), length, replace=False)
-      for _ in range(num)
-  ]).astype(np.int32)
+  return np.stack(
+      [
+          rng.choice(np.arange(1, num_items + 1), length, replace=False)
+          for _ in range(num)
+      ]
+  ).astype(np.int32)
 
 
 def _first_items_distinct(seqs):

@@ -43,17 +43,21 @@ def _parse():
   parser.add_argument("--process_id", type=int, default=0)
   parser.add_argument("--num_processes", type=int, default=2)
   parser.add_argument("--port", type=int, default=0)
-  parser.add_argument("--device_counts", default="1,2,4,8",
-                      help="steps mode: device counts of the ce cases")
+  parser.add_argument(
+      "--device_counts",
+      default="1,2,4,8",
+      help="steps mode: device counts of the ce cases",
+  )
   return parser.parse_args()
 
 
 ARGS = _parse()
 # Fewer LLVM passes: the tiny programs here compile about twice as fast.
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                           " --xla_backend_optimization_level=0"
-                           " --xla_force_host_platform_device_count="
-                           f"{_DEVICES[ARGS.mode]}")
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
+    " --xla_force_host_platform_device_count="
+    f"{_DEVICES[ARGS.mode]}"
+)
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -74,8 +78,16 @@ TOLERANCE = 1e-5
 
 
 def _model(dropout: float) -> SASRec:
-  return SASRec(num_items=NUM_ITEMS, max_len=MAX_LEN, hidden=16, layers=1,
-                heads=2, ffn=32, dropout=dropout, attention="linrec")
+  return SASRec(
+      num_items=NUM_ITEMS,
+      max_len=MAX_LEN,
+      hidden=16,
+      layers=1,
+      heads=2,
+      ffn=32,
+      dropout=dropout,
+      attention="linrec",
+  )
 
 
 def _train_batches(count: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
@@ -86,10 +98,15 @@ def _train_batches(count: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
     lengths = rng.integers(1, MAX_LEN + 1, BATCH)
     real = np.arange(MAX_LEN) < lengths[:, None]
     items = rng.integers(1, NUM_ITEMS + 1, (BATCH, MAX_LEN + 1))
-    batches.append({
-        "inputs": np.where(real, items[:, :-1], PAD_ID).astype(np.int32),
-        "positions": np.tile(np.arange(MAX_LEN, dtype=np.int32), (BATCH, 1)),
-        "targets": np.where(real, items[:, 1:], PAD_ID).astype(np.int32)})
+    batches.append(
+        {
+            "inputs": np.where(real, items[:, :-1], PAD_ID).astype(np.int32),
+            "positions": np.tile(
+                np.arange(MAX_LEN, dtype=np.int32), (BATCH, 1)
+            ),
+            "targets": np.where(real, items[:, 1:], PAD_ID).astype(np.int32),
+        }
+    )
   return batches
 
 
@@ -100,24 +117,28 @@ def _eval_batch(seed: int = 1) -> dict[str, np.ndarray]:
   valid = np.arange(BATCH) < BATCH - 3
   real = (np.arange(MAX_LEN) < lengths[:, None]) & valid[:, None]
   return {
-      "inputs": np.where(real, rng.integers(1, NUM_ITEMS + 1,
-                                            (BATCH, MAX_LEN)), PAD_ID
-                         ).astype(np.int32),
+      "inputs": np.where(
+          real, rng.integers(1, NUM_ITEMS + 1, (BATCH, MAX_LEN)), PAD_ID
+      ).astype(np.int32),
       "positions": np.where(valid, lengths - 1, 0).astype(np.int32),
-      "targets": np.where(valid, rng.integers(1, NUM_ITEMS + 1, BATCH),
-                          PAD_ID).astype(np.int32),
+      "targets": np.where(
+          valid, rng.integers(1, NUM_ITEMS + 1, BATCH), PAD_ID
+      ).astype(np.int32),
       "valid": valid,
-      "users": np.where(valid, np.arange(1, BATCH + 1), 0).astype(np.int32)}
+      "users": np.where(valid, np.arange(1, BATCH + 1), 0).astype(np.int32),
+  }
 
 
 def _rows(batch, process: int, processes: int):
   size = BATCH // processes
-  return {k: v[process * size:(process + 1) * size] for k, v in batch.items()}
+  return {k: v[process * size : (process + 1) * size] for k, v in batch.items()}
 
 
 def _max_diff(a, b) -> float:
-  return max(float(np.max(np.abs(np.asarray(x, np.float64) - y)))
-             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  return max(
+      float(np.max(np.abs(np.asarray(x, np.float64) - y)))
+      for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
+  )
 
 
 def _reference(model, tx, batches, eval_batch, *, loss="ce"):
@@ -125,44 +146,62 @@ def _reference(model, tx, batches, eval_batch, *, loss="ce"):
   device = jax.local_devices()[0]
   state = jax.device_put(
       steps.create_train_state(model, tx, jax.random.PRNGKey(0), MAX_LEN),
-      device)
-  step = jax.jit(steps.make_train_step(model, tx, loss=loss,
-                                       num_items=NUM_ITEMS, num_negatives=8))
+      device,
+  )
+  step = jax.jit(
+      steps.make_train_step(
+          model, tx, loss=loss, num_items=NUM_ITEMS, num_negatives=8
+      )
+  )
   rng = jax.random.PRNGKey(1)
   for batch in batches:
     state, _ = step(state, jax.device_put(batch, device), rng)
   evaluate = jax.jit(steps.make_eval_step(model, protocol="full", ks=KS))
-  sums = jax.device_get(evaluate(state.params,
-                                 jax.device_put(eval_batch, device)))
+  sums = jax.device_get(
+      evaluate(state.params, jax.device_put(eval_batch, device))
+  )
   return jax.device_get(state), sums
 
 
-def _distributed(kind, devices, model, tx, batches, eval_batch, *, loss="ce",
-                 microbatches=1):
+def _distributed(
+    kind, devices, model, tx, batches, eval_batch, *, loss="ce", microbatches=1
+):
   """The same training through a launcher; each step function traced once."""
   axis = sharding.AXIS if kind == "pmap" else None
   # chex counts traces by the wrapping call site; each launcher starts at 0.
   chex.clear_trace_counter()
-  train_step = chex.assert_max_traces(steps.make_train_step(
-      model, tx, loss=loss, num_items=NUM_ITEMS, num_negatives=8,
-      microbatches=microbatches, axis_name=axis), n=1)
-  eval_step = chex.assert_max_traces(steps.make_eval_step(
-      model, protocol="full", ks=KS, axis_name=axis), n=1)
-  launcher = {"mesh": sharding.MeshLauncher,
-              "pmap": sharding.PmapLauncher}[kind](devices, train_step,
-                                                    eval_step)
+  train_step = chex.assert_max_traces(
+      steps.make_train_step(
+          model,
+          tx,
+          loss=loss,
+          num_items=NUM_ITEMS,
+          num_negatives=8,
+          microbatches=microbatches,
+          axis_name=axis,
+      ),
+      n=1,
+  )
+  eval_step = chex.assert_max_traces(
+      steps.make_eval_step(model, protocol="full", ks=KS, axis_name=axis), n=1
+  )
+  launcher = {"mesh": sharding.MeshLauncher, "pmap": sharding.PmapLauncher}[
+      kind
+  ](devices, train_step, eval_step)
   shard = (jax.process_index(), jax.process_count())
   state = launcher.put_state(
-      steps.create_train_state(model, tx, jax.random.PRNGKey(0), MAX_LEN))
+      steps.create_train_state(model, tx, jax.random.PRNGKey(0), MAX_LEN)
+  )
   rng = launcher.put_replicated(jax.random.PRNGKey(1))
   for batch in batches:
-    state, _ = launcher.train_step(state,
-                                   launcher.put_batch(_rows(batch, *shard)),
-                                   rng)
+    state, _ = launcher.train_step(
+        state, launcher.put_batch(_rows(batch, *shard)), rng
+    )
   sums = None
   for _ in range(2):  # A second evaluation reuses the compiled step.
-    sums = launcher.eval_step(state.params,
-                              launcher.put_batch(_rows(eval_batch, *shard)))
+    sums = launcher.eval_step(
+        state.params, launcher.put_batch(_rows(eval_batch, *shard))
+    )
   return launcher.get_state(state), jax.device_get(sums)
 
 
@@ -182,42 +221,63 @@ def check_steps() -> dict:
       references[loss] = _reference(model, tx, batches, eval_batch, loss=loss)
     ref_state, ref_sums = references[loss]
     start = time.perf_counter()
-    state, sums = _distributed(kind, jax.devices()[:n], model, tx, batches,
-                               eval_batch, loss=loss,
-                               microbatches=microbatches)
+    state, sums = _distributed(
+        kind,
+        jax.devices()[:n],
+        model,
+        tx,
+        batches,
+        eval_batch,
+        loss=loss,
+        microbatches=microbatches,
+    )
     diff = _max_diff(state.params, ref_state.params)
     eval_diff = _max_diff(sums, ref_sums)
-    name = f"{kind}/{n}/{loss}" + (f"/x{microbatches}" if microbatches > 1
-                                   else "")
+    name = f"{kind}/{n}/{loss}" + (
+        f"/x{microbatches}" if microbatches > 1 else ""
+    )
     report[name] = {
-        "params": diff, "eval": eval_diff,
-        "seconds": round(time.perf_counter() - start, 1)}
+        "params": diff,
+        "eval": eval_diff,
+        "seconds": round(time.perf_counter() - start, 1),
+    }
     if not diff <= TOLERANCE or not eval_diff <= TOLERANCE:
-      failures.append(f"{name}: parameters differ by "
-                      f"{diff:.2e}, evaluation sums by {eval_diff:.2e}")
+      failures.append(
+          f"{name}: parameters differ by "
+          f"{diff:.2e}, evaluation sums by {eval_diff:.2e}"
+      )
     if int(state.step) != STEPS:
       failures.append(f"{name}: step {int(state.step)}")
 
   # SGD with rate 1: params_before - params_after is the applied gradient.
   model, tx = _model(dropout=0.0), optax.sgd(1.0)
   batch = batches[0]
-  params = steps.create_train_state(model, tx, jax.random.PRNGKey(0),
-                                    MAX_LEN).params
+  params = steps.create_train_state(
+      model, tx, jax.random.PRNGKey(0), MAX_LEN
+  ).params
   expected = reference_loss.global_mean_loss_grads(model, params, batch)
   for kind in ("pmap", "mesh"):
-    state, _ = _distributed(kind, jax.devices()[:4], model, tx, [batch],
-                            eval_batch)
+    state, _ = _distributed(
+        kind, jax.devices()[:4], model, tx, [batch], eval_batch
+    )
     applied = jax.tree.map(np.subtract, jax.device_get(params), state.params)
-    ratios = [float(np.vdot(a, e) / np.vdot(e, e))
-              for a, e in zip(jax.tree.leaves(applied),
-                              jax.tree.leaves(expected)) if np.any(e)]
+    ratios = [
+        float(np.vdot(a, e) / np.vdot(e, e))
+        for a, e in zip(jax.tree.leaves(applied), jax.tree.leaves(expected))
+        if np.any(e)
+    ]
     diff = _max_diff(applied, expected)
-    report[f"grad/{kind}"] = {"diff": diff, "ratio_min": min(ratios),
-                              "ratio_max": max(ratios)}
+    report[f"grad/{kind}"] = {
+        "diff": diff,
+        "ratio_min": min(ratios),
+        "ratio_max": max(ratios),
+    }
     if diff > 1e-5 or not all(abs(r - 1) < 1e-3 for r in ratios):
-      failures.append(f"{kind} gradient is not that of the global mean loss: "
-                      f"max diff {diff:.2e}, ratios {min(ratios):.4f}.."
-                      f"{max(ratios):.4f}")
+      failures.append(
+          f"{kind} gradient is not that of the global mean loss: "
+          f"max diff {diff:.2e}, ratios {min(ratios):.4f}.."
+          f"{max(ratios):.4f}"
+      )
   return {"report": report, "failures": failures}
 
 
@@ -248,30 +308,47 @@ def check_resume(data_dir: str, workdir: str) -> dict:
     def report(line):
       if line.startswith(line_start):
         raise Interrupt(line)
+
     return report
 
   # Dropout on: per-example randomness makes it independent of devices.
   config = TrainConfig(
-      hidden=16, ffn=32, layers=1, heads=2, dropout=0.1, lr=5e-3,
-      batch_size=16, epochs=2, patience=5, max_len=20, eval_batch_size=64,
-      log_every_steps=5, checkpoint_every_steps=5, parallel="mesh")
+      hidden=16,
+      ffn=32,
+      layers=1,
+      heads=2,
+      dropout=0.1,
+      lr=5e-3,
+      batch_size=16,
+      epochs=2,
+      patience=5,
+      max_len=20,
+      eval_batch_size=64,
+      log_every_steps=5,
+      checkpoint_every_steps=5,
+      parallel="mesh",
+  )
   runs = {}
   for name, devices, parallel, report in (
       ("straight", 2, "mesh", lambda line: None),
       ("interrupted", 4, "mesh", interrupt_at("step 10/")),
-      ("interrupted", 2, "pmap", lambda line: None)):
+      ("interrupted", 2, "pmap", lambda line: None),
+  ):
     traces.append(0)
-    run_config = dataclasses.replace(config, devices=devices,
-                                     parallel=parallel)
+    run_config = dataclasses.replace(config, devices=devices, parallel=parallel)
     try:
       runs[name] = train.train_and_evaluate(
-          run_config, data_dir, os.path.join(workdir, name), report=report)
+          run_config, data_dir, os.path.join(workdir, name), report=report
+      )
     except Interrupt:
       pass
   failures = []
   straight, resumed = runs["straight"], runs["interrupted"]
-  diff = max(abs(straight[stage][name] - resumed[stage][name])
-             for stage in ("valid", "test") for name in straight[stage])
+  diff = max(
+      abs(straight[stage][name] - resumed[stage][name])
+      for stage in ("valid", "test")
+      for name in straight[stage]
+  )
   if not diff <= TOLERANCE:
     failures.append(f"resumed on 2 devices: metrics differ by {diff:.2e}")
   losses = []
@@ -285,10 +362,16 @@ def check_resume(data_dir: str, workdir: str) -> dict:
     failures.append(f"steps {straight['steps']} != {resumed['steps']}")
   if any(count != 1 for count in traces):
     failures.append(f"train step traced {traces} times (want once per run)")
-  return {"report": {"metric_diff": diff, "loss_diff": loss_diff,
-                     "traces": traces,
-                     "steps": resumed["steps"],
-                     "test": resumed["test"]}, "failures": failures}
+  return {
+      "report": {
+          "metric_diff": diff,
+          "loss_diff": loss_diff,
+          "traces": traces,
+          "steps": resumed["steps"],
+          "test": resumed["test"],
+      },
+      "failures": failures,
+  }
 
 
 def check_multihost(process_id: int, num_processes: int, port: int) -> dict:
@@ -300,14 +383,17 @@ def check_multihost(process_id: int, num_processes: int, port: int) -> dict:
   ref_state, ref_sums = _reference(model, tx, batches, eval_batch)
   report["devices"] = [jax.device_count(), jax.local_device_count()]
   for kind in ("mesh", "pmap"):
-    state, sums = _distributed(kind, jax.devices(), model, tx, batches,
-                               eval_batch)
+    state, sums = _distributed(
+        kind, jax.devices(), model, tx, batches, eval_batch
+    )
     diff = _max_diff(state.params, ref_state.params)
     eval_diff = _max_diff(sums, ref_sums)
     report[kind] = {"params": diff, "eval": eval_diff}
     if not diff <= TOLERANCE or not eval_diff <= TOLERANCE:
-      failures.append(f"{kind} over {num_processes} processes: parameters "
-                      f"differ by {diff:.2e}, evaluation by {eval_diff:.2e}")
+      failures.append(
+          f"{kind} over {num_processes} processes: parameters "
+          f"differ by {diff:.2e}, evaluation by {eval_diff:.2e}"
+      )
   jax.distributed.shutdown()
   return {"report": report, "failures": failures}
 

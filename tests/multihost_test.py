@@ -35,46 +35,73 @@ def free_port() -> int:
 
 def test_two_processes_train_like_one_device():
   port = free_port()
-  processes = [subprocess.Popen(
-      [sys.executable, str(CHECK), "multihost", f"--process_id={index}",
-       f"--num_processes={PROCESSES}", f"--port={port}"], cwd=REPO,
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-               for index in range(PROCESSES)]
+  processes = [
+      subprocess.Popen(
+          [
+              sys.executable,
+              str(CHECK),
+              "multihost",
+              f"--process_id={index}",
+              f"--num_processes={PROCESSES}",
+              f"--port={port}",
+          ],
+          cwd=REPO,
+          stdout=subprocess.PIPE,
+          stderr=subprocess.PIPE,
+          text=True,
+      )
+      for index in range(PROCESSES)
+  ]
   for index, process in enumerate(processes):
     stdout, stderr = process.communicate(timeout=TIMEOUT)
     lines = stdout.strip().splitlines()
     assert lines, stderr[-3000:]
     result = json.loads(lines[-1])
     assert process.returncode == 0 and not result["failures"], (
-        index, result, stderr[-2000:])
+        index,
+        result,
+        stderr[-2000:],
+    )
     assert result["report"]["devices"] == [4, 2]
     assert set(result["report"]) == {"devices", "mesh", "pmap"}
 
 
 @pytest.mark.slow
 def test_two_process_run_writes_once_and_matches_one_device(
-    prepared_root, data_dir, tmp_path):
+    prepared_root, data_dir, tmp_path
+):
   single = tmp_path / "single"
-  finish(run_train(sample_flags(prepared_root, data_dir, single) +
-                   ["--devices=1"], devices=1))
+  finish(
+      run_train(
+          sample_flags(prepared_root, data_dir, single) + ["--devices=1"],
+          devices=1,
+      )
+  )
   shared = tmp_path / "two_processes"
   for parallel in ("mesh", "pmap"):
     # The second command finds the finished run: both processes restore it
     # from the checkpoint the first wrote, and only evaluate.
     port = free_port()
-    processes = [run_train(
-        sample_flags(prepared_root, data_dir, shared) + [
-            f"--parallel={parallel}", f"--coordinator_address=127.0.0.1:"
-            f"{port}", f"--num_processes={PROCESSES}", f"--process_id={index}"],
-        devices=2) for index in range(PROCESSES)]
+    processes = [
+        run_train(
+            sample_flags(prepared_root, data_dir, shared)
+            + [
+                f"--parallel={parallel}",
+                f"--coordinator_address=127.0.0.1:" f"{port}",
+                f"--num_processes={PROCESSES}",
+                f"--process_id={index}",
+            ],
+            devices=2,
+        )
+        for index in range(PROCESSES)
+    ]
     outputs = [finish(process) for process in processes]
     assert "test: hit@5" in outputs[0]
     assert "test: hit@5" not in outputs[1]  # Only process 0 reports.
     assert_same_outcome(outcome(shared), outcome(single))
     if parallel == "mesh":  # Every file written once, by process 0.
       names = sorted(path.name for path in shared.iterdir())
-      expected = ["checkpoints", "config.json", "metrics.jsonl",
-                  "results.json"]
+      expected = ["checkpoints", "config.json", "metrics.jsonl", "results.json"]
       if reporting.SummaryWriter is not None:  # An optional dependency.
         expected.append("tensorboard")
         assert len(list((shared / "tensorboard").iterdir())) == 1

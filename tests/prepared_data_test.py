@@ -49,15 +49,20 @@ def _resign(directory):
   meta = _meta(directory)
   for name in ("sequences.npz", "user_ids.txt", "item_ids.txt"):
     raw = (directory / name).read_bytes()
-    meta["files"][name] = {"size_bytes": len(raw),
-                           "sha256": hashlib.sha256(raw).hexdigest()}
+    meta["files"][name] = {
+        "size_bytes": len(raw),
+        "sha256": hashlib.sha256(raw).hexdigest(),
+    }
   _write_meta(directory, meta)
 
 
 def _save_arrays(directory, items, offsets):
   buffer = io.BytesIO()
-  np.savez(buffer, items=np.asarray(items, np.int32),
-           offsets=np.asarray(offsets, np.int64))
+  np.savez(
+      buffer,
+      items=np.asarray(items, np.int32),
+      offsets=np.asarray(offsets, np.int64),
+  )
   (directory / "sequences.npz").write_bytes(buffer.getvalue())
 
 
@@ -81,7 +86,9 @@ def test_meta_records_every_file_and_fingerprint_covers_them(prepared):
   for name in ("sequences.npz", "user_ids.txt", "item_ids.txt"):
     raw = (prepared / name).read_bytes()
     assert meta["files"][name] == {
-        "size_bytes": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}
+        "size_bytes": len(raw),
+        "sha256": hashlib.sha256(raw).hexdigest(),
+    }
   assert (prepared / "item_ids.txt").read_text() == "5\n6\n7\n8\n9\n"
   seqs = data.load(prepared)
   np.testing.assert_array_equal(seqs.items, ITEMS)
@@ -111,8 +118,12 @@ def test_same_data_same_fingerprint_other_data_other(prepared, tmp_path):
         ("num_items", "5", "meta.json", "num_items is '5', not a count"),
         ("num_users", True, "meta.json", "not a count"),
         ("format_version", 2, "meta.json", "unknown format_version 2"),
-        ("length_stats", {"min": 3, "max": 5}, "sequences.npz",
-         "length_stats say 3..5"),
+        (
+            "length_stats",
+            {"min": 3, "max": 5},
+            "sequences.npz",
+            "length_stats say 3..5",
+        ),
     ],
 )
 def test_lying_meta(prepared, key, value, file_name, fragment):
@@ -133,8 +144,12 @@ def test_shuffled_and_truncated_arrays(prepared):
   assert len((prepared / "sequences.npz").read_bytes()) == len(original)
   _expect_error(prepared, "sequences.npz", "sha256 differs", "prepare it again")
   (prepared / "sequences.npz").write_bytes(original[:-10])
-  _expect_error(prepared, "sequences.npz", f"{len(original) - 10} bytes",
-                f"records {len(original)}")
+  _expect_error(
+      prepared,
+      "sequences.npz",
+      f"{len(original) - 10} bytes",
+      f"records {len(original)}",
+  )
   (prepared / "sequences.npz").write_bytes(original)
   assert data.load(prepared).num_users == 3
 
@@ -160,8 +175,9 @@ def test_id_file_shorter_than_the_catalogue(prepared):
         ("sequences.npz", "not a zip", "not a readable npz"),
     ],
 )
-def test_consistently_signed_but_malformed_files(prepared, file_name, contents,
-                                                 fragment):
+def test_consistently_signed_but_malformed_files(
+    prepared, file_name, contents, fragment
+):
   (prepared / file_name).write_text(contents)
   _resign(prepared)
   _expect_error(prepared, file_name, fragment)
@@ -177,8 +193,9 @@ def test_consistently_signed_but_malformed_files(prepared, file_name, contents,
         (ITEMS, [0, 2, 7, 10], "user 1 has fewer than 3"),
     ],
 )
-def test_consistently_signed_but_inconsistent_arrays(prepared, items, offsets,
-                                                     fragment):
+def test_consistently_signed_but_inconsistent_arrays(
+    prepared, items, offsets, fragment
+):
   _save_arrays(prepared, items, offsets)
   _resign(prepared)
   _expect_error(prepared, "sequences.npz", fragment)
@@ -186,8 +203,11 @@ def test_consistently_signed_but_inconsistent_arrays(prepared, items, offsets,
 
 def test_consistently_signed_but_wrong_dtypes_or_arrays(prepared):
   buffer = io.BytesIO()
-  np.savez(buffer, items=np.array(ITEMS, np.int64),
-           offsets=np.array(OFFSETS, np.int64))
+  np.savez(
+      buffer,
+      items=np.array(ITEMS, np.int64),
+      offsets=np.array(OFFSETS, np.int64),
+  )
   (prepared / "sequences.npz").write_bytes(buffer.getvalue())
   _resign(prepared)
   _expect_error(prepared, "sequences.npz", "dtypes int64/int64")
@@ -202,14 +222,16 @@ def test_bad_checksum_records(prepared):
   meta = _meta(prepared)
   del meta["files"]["user_ids.txt"]
   _write_meta(prepared, meta)
-  _expect_error(prepared, "meta.json", "no valid size_bytes/sha256 for "
-                "user_ids.txt")
+  _expect_error(
+      prepared, "meta.json", "no valid size_bytes/sha256 for " "user_ids.txt"
+  )
 
 
 def test_missing_files(prepared, tmp_path):
   (prepared / "user_ids.txt").unlink()
-  with pytest.raises(prepared_data.MissingPreparedDataError,
-                     match="missing user_ids.txt") as info:
+  with pytest.raises(
+      prepared_data.MissingPreparedDataError, match="missing user_ids.txt"
+  ) as info:
     data.load(prepared)
   assert isinstance(info.value, FileNotFoundError)
   assert isinstance(info.value, PreparedDataError)
@@ -225,13 +247,15 @@ def _make_legacy(directory):
 
 def test_legacy_directory_is_refused_with_a_hint(prepared):
   _make_legacy(prepared)
-  _expect_error(prepared, "meta.json", "records no checksums",
-                "python -m data_prep.prepare --overwrite "
-                f"--output_dir={prepared}")
+  _expect_error(
+      prepared,
+      "meta.json",
+      "records no checksums",
+      "python -m data_prep.prepare --overwrite " f"--output_dir={prepared}",
+  )
 
 
-def test_prepare_if_needed_prepares_a_legacy_directory_again(tmp_path,
-                                                             caplog):
+def test_prepare_if_needed_prepares_a_legacy_directory_again(tmp_path, caplog):
   raw = tmp_path / "s.txt"
   raw.write_text(RAW)
   output = tmp_path / "prepared"

@@ -6,6 +6,7 @@ from linrec_jax import progress
 
 
 class _Clock:
+
   def __init__(self):
     self.now = 0.0
 
@@ -23,8 +24,7 @@ def _clock(monkeypatch):
 def test_time_left_counts_steps_and_every_evaluation_still_to_come(clock):
   # 2 epochs of 3 steps; steps take 1 s, the first (compiling) 10 s; the
   # pause at the epoch end (validation) takes 5 s beyond a step.
-  meter = progress.Progress(total_steps=6, steps_per_epoch=3,
-                            enabled=False)
+  meter = progress.Progress(total_steps=6, steps_per_epoch=3, enabled=False)
   meter.start(0)
   for step, now in ((1, 10.0), (2, 11.0), (3, 12.0)):
     clock.now = now
@@ -41,8 +41,9 @@ def test_time_left_counts_steps_and_every_evaluation_still_to_come(clock):
 
 
 def test_evaluations_left_follows_the_evaluation_interval():
-  meter = progress.Progress(total_steps=50, steps_per_epoch=10,
-                            eval_every_epochs=2, enabled=False)
+  meter = progress.Progress(
+      total_steps=50, steps_per_epoch=10, eval_every_epochs=2, enabled=False
+  )
   # Epochs 2 and 4 and the last (5) are evaluated, then valid + test.
   assert meter.evaluations_left(0) == 3 + 2
   assert meter.evaluations_left(20) == 2 + 2

@@ -72,8 +72,9 @@ def np_weights(name, q, k, visible, mask, decay=None, decay_logit=None):
   if name == 'softmax_decay':  # Softmax weights times g_h^|l - m|, renormed.
     weights = np_weights('softmax', q, k, visible, mask) * np_decay(q, decay)
     total = weights.sum(axis=-1, keepdims=True)
-    return np.divide(weights, total, out=np.zeros_like(weights),
-                     where=total > 0)
+    return np.divide(
+        weights, total, out=np.zeros_like(weights), where=total > 0
+    )
   if name == 'linear':
     scores = np.einsum('blhd,bmhd->bhlm', np_elu(q) + 1, np_elu(k) + 1)
     scores = np.where(visible, scores, 0)
@@ -81,13 +82,15 @@ def np_weights(name, q, k, visible, mask, decay=None, decay_logit=None):
   real = mask[:, :, None, None]
   if name == 'efficient':  # Each key feature's softmax over visible keys.
     exp_k = np.where(real, np.exp(k - k.max()), 0)
-    seen = np.broadcast_to(visible, visible.shape[:1] + (q.shape[2],)
-                           + visible.shape[2:]).astype(np.float64)
+    seen = np.broadcast_to(
+        visible, visible.shape[:1] + (q.shape[2],) + visible.shape[2:]
+    ).astype(np.float64)
     total = np.einsum('bhlm,bmhd->bhld', seen, exp_k)
-    inverse = np.divide(1.0, total, out=np.zeros_like(total),
-                        where=total > 0)
-    return np.einsum('blhd,bmhd,bhld->bhlm', np_softmax(q, -1), exp_k,
-                     inverse) * seen
+    inverse = np.divide(1.0, total, out=np.zeros_like(total), where=total > 0)
+    return (
+        np.einsum('blhd,bmhd,bhld->bhlm', np_softmax(q, -1), exp_k, inverse)
+        * seen
+    )
   assert name == 'linrec_seqnorm'
   elu_k = np.where(real, np_elu(k), 0)
   unit_k = elu_k / np.sqrt((elu_k * elu_k).sum(axis=1, keepdims=True))
@@ -95,12 +98,14 @@ def np_weights(name, q, k, visible, mask, decay=None, decay_logit=None):
   return np.einsum('blhd,bmhd->bhlm', unit_q, unit_k) / np.sqrt(d)
 
 
-def np_attention(name, q, k, v, mask=None, causal=False, decay=None,
-                 decay_logit=None):
+def np_attention(
+    name, q, k, v, mask=None, causal=False, decay=None, decay_logit=None
+):
   q, k, v = (np.asarray(x, np.float64) for x in (q, k, v))
   b, l = q.shape[:2]
   mask = np.ones((b, l), bool) if mask is None else np.asarray(mask)
-  weights = np_weights(name, q, k, np_visible(mask, l, causal), mask, decay,
-                       decay_logit)
+  weights = np_weights(
+      name, q, k, np_visible(mask, l, causal), mask, decay, decay_logit
+  )
   out = np.einsum('bhlm,bmhd->blhd', weights, v)
   return np.where(mask[:, :, None, None], out, 0)

@@ -27,8 +27,9 @@ def global_mean_loss_grads(model, params, batch):
     logits = jnp.einsum("BLD,VD->BLV", states, table)
     logits = logits.at[..., PAD_ID].set(-jnp.inf)
     log_probs = jax.nn.log_softmax(logits, axis=-1)
-    picked = jnp.take_along_axis(log_probs, batch["targets"][..., None],
-                                 axis=-1)[..., 0]
+    picked = jnp.take_along_axis(
+        log_probs, batch["targets"][..., None], axis=-1
+    )[..., 0]
     counted = batch["targets"] != PAD_ID
     return -jnp.sum(jnp.where(counted, picked, 0.0)) / jnp.sum(counted)
 

@@ -8,23 +8,40 @@ METRICS = {"hit@10": 0.5, "ndcg@10": 0.25, "mrr@10": 0.125}
 
 
 def _run(workdir, lines):
-  reporter = reporting.Reporter(str(workdir), total_steps=4,
-                                report=lines.append)
+  reporter = reporting.Reporter(
+      str(workdir), total_steps=4, report=lines.append
+  )
   history = []
   for epoch in (1, 2):
-    history.append({"epoch": epoch, "step": 2 * epoch, "seconds": 1.0,
-                    "train_loss": 3.0 / epoch, "valid": METRICS})
+    history.append(
+        {
+            "epoch": epoch,
+            "step": 2 * epoch,
+            "seconds": 1.0,
+            "train_loss": 3.0 / epoch,
+            "valid": METRICS,
+        }
+    )
     reporter.epoch(history[-1], history)
-  reporter.results({"eval_protocol": "full", "best_epoch": 2,
-                    "epochs_run": 2, "valid": METRICS, "test": METRICS})
+  reporter.results(
+      {
+          "eval_protocol": "full",
+          "best_epoch": 2,
+          "epochs_run": 2,
+          "valid": METRICS,
+          "test": METRICS,
+      }
+  )
   return history
 
 
 def test_files_hold_every_epoch_and_the_results(tmp_path):
   lines = []
   history = _run(tmp_path, lines)
-  records = [json.loads(line) for line in
-             (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  records = [
+      json.loads(line)
+      for line in (tmp_path / "metrics.jsonl").read_text().splitlines()
+  ]
   assert records == history
   assert json.loads((tmp_path / "results.json").read_text())["test"] == METRICS
   assert lines[-1].startswith("test: hit@10 0.5000")
@@ -39,5 +56,6 @@ def test_runs_without_tensorboardx(tmp_path, monkeypatch):
   assert not (tmp_path / "tensorboard").exists()
   assert any("tensorboardX is not installed" in line for line in lines)
   assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == len(
-      history)
+      history
+  )
   assert (tmp_path / "results.json").is_file()

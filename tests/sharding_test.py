@@ -25,13 +25,21 @@ TIMEOUT = 900  # Seconds; generous because the CPU may be shared.
 def run_check(*args: str) -> dict:
   """Runs a mode of multidevice_check.py; returns its JSON report."""
   process = subprocess.run(
-      [sys.executable, str(CHECK), *args], cwd=REPO, capture_output=True,
-      text=True, timeout=TIMEOUT, check=False)
+      [sys.executable, str(CHECK), *args],
+      cwd=REPO,
+      capture_output=True,
+      text=True,
+      timeout=TIMEOUT,
+      check=False,
+  )
   lines = process.stdout.strip().splitlines()
   assert lines, process.stderr[-3000:]
   result = json.loads(lines[-1])
   assert process.returncode == 0 and not result["failures"], (
-      result["failures"], result["report"], process.stderr[-2000:])
+      result["failures"],
+      result["report"],
+      process.stderr[-2000:],
+  )
   return result["report"]
 
 
@@ -48,8 +56,9 @@ def prepared_root(data_file, tmp_path_factory) -> pathlib.Path:
 
 def test_check_divisible_names_the_flag_and_the_fix():
   sharding.check_divisible(32, 8, "batch_size")
-  with pytest.raises(ValueError, match=r"--batch_size=18 .* 4 devices; use a "
-                     r"multiple of 4"):
+  with pytest.raises(
+      ValueError, match=r"--batch_size=18 .* 4 devices; use a " r"multiple of 4"
+  ):
     sharding.check_divisible(18, 4, "batch_size")
 
 
@@ -68,8 +77,9 @@ def _check_launchers(counts):
   # gradient accumulation over 2 chunks of each device's rows (on 4).
   report = run_check("steps", "--device_counts=" + ",".join(map(str, counts)))
   assert {key.split("/")[0] for key in report} == {"pmap", "mesh", "grad"}
-  assert all(f"{kind}/{n}/ce" in report
-             for kind in ("pmap", "mesh") for n in counts)
+  assert all(
+      f"{kind}/{n}/ce" in report for kind in ("pmap", "mesh") for n in counts
+  )
   assert {"mesh/4/ce/x2", "pmap/4/sampled/x2"} <= set(report)
 
 
@@ -83,23 +93,35 @@ def test_launchers_on_1_2_4_8_devices_match_one_device():
 
 
 def test_save_on_4_devices_resume_on_2_matches_a_2_device_run(
-    prepared_root, tmp_path):
-  report = run_check("resume",
-                     f"--data_dir={prepared_root / 'ml-1m-sample'}",
-                     f"--workdir={tmp_path}")
+    prepared_root, tmp_path
+):
+  report = run_check(
+      "resume",
+      f"--data_dir={prepared_root / 'ml-1m-sample'}",
+      f"--workdir={tmp_path}",
+  )
   assert report["traces"] == [1, 1, 1]
   assert report["metric_diff"] <= 1e-5 and report["loss_diff"] <= 1e-5
 
 
-def run_train(flags: list[str], *, devices: int, env=None,
-              **popen) -> subprocess.Popen:
+def run_train(
+    flags: list[str], *, devices: int, env=None, **popen
+) -> subprocess.Popen:
   """Starts `python -m experiments.train` with `devices` CPU devices."""
   env = dict(os.environ, **(env or {}))
-  env["XLA_FLAGS"] = (f"--xla_force_host_platform_device_count={devices} "
-                      "--xla_backend_optimization_level=0")
+  env["XLA_FLAGS"] = (
+      f"--xla_force_host_platform_device_count={devices} "
+      "--xla_backend_optimization_level=0"
+  )
   return subprocess.Popen(
-      [sys.executable, "-m", "experiments.train", *flags], cwd=REPO, env=env,
-      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+      [sys.executable, "-m", "experiments.train", *flags],
+      cwd=REPO,
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+      **popen,
+  )
 
 
 def finish(process: subprocess.Popen) -> str:
@@ -111,18 +133,30 @@ def finish(process: subprocess.Popen) -> str:
 def sample_flags(prepared_root, data_dir, workdir) -> list[str]:
   """A few steps of the tiny preset with dropout off, lr large enough to
   move the metrics."""
-  return ["--dataset=ml-1m-sample", "--preset=tiny", "--max_steps=8",
-          "--dropout=0", "--lr=0.01", f"--prepared_root={prepared_root}",
-          f"--data_root={data_dir}", f"--workdir={workdir}"]
+  return [
+      "--dataset=ml-1m-sample",
+      "--preset=tiny",
+      "--max_steps=8",
+      "--dropout=0",
+      "--lr=0.01",
+      f"--prepared_root={prepared_root}",
+      f"--data_root={data_dir}",
+      f"--workdir={workdir}",
+  ]
 
 
 def outcome(workdir: pathlib.Path) -> dict:
   """The test and validation metrics and the logged training losses."""
   results = json.loads((workdir / "results.json").read_text())
-  losses = [json.loads(line)["train_loss"]
-            for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-  return {"test": results["test"], "valid": results["valid"],
-          "train_loss": losses}
+  losses = [
+      json.loads(line)["train_loss"]
+      for line in (workdir / "metrics.jsonl").read_text().splitlines()
+  ]
+  return {
+      "test": results["test"],
+      "valid": results["valid"],
+      "train_loss": losses,
+  }
 
 
 def assert_same_outcome(got: dict, want: dict) -> None:
@@ -133,13 +167,18 @@ def assert_same_outcome(got: dict, want: dict) -> None:
 
 @pytest.mark.slow
 def test_cli_on_4_devices_ends_with_the_metrics_of_1_device(
-    prepared_root, data_dir, tmp_path):
+    prepared_root, data_dir, tmp_path
+):
   outcomes = {}
   for devices, parallel in ((1, "mesh"), (4, "pmap"), (4, "mesh")):
     workdir = tmp_path / f"{parallel}{devices}"
-    output = finish(run_train(
-        sample_flags(prepared_root, data_dir, workdir) +
-        [f"--devices={devices}", f"--parallel={parallel}"], devices=4))
+    output = finish(
+        run_train(
+            sample_flags(prepared_root, data_dir, workdir)
+            + [f"--devices={devices}", f"--parallel={parallel}"],
+            devices=4,
+        )
+    )
     assert f"{devices} x cpu" in output.lower(), output[-2000:]
     outcomes[devices, parallel] = outcome(workdir)
   reference = outcomes[1, "mesh"]

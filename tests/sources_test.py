@@ -43,24 +43,30 @@ def test_grouplens_5_core_is_the_sasrec_file(data_file, tmp_path):
   dropped = {i: n for i, n in counts.items() if i not in set(item_of.values())}
   assert max(dropped.values()) <= 4
   kept_first_half = sum(
-      len(s) for u, s in sasrec.items() if user_of[u] in raw_users)
+      len(s) for u, s in sasrec.items() if user_of[u] in raw_users
+  )
   assert len(raw) - kept_first_half == sum(dropped.values()) == 306
 
   lines = list(raw)
   for user, items in sasrec.items():
     if user_of[user] not in raw_users:
-      lines += [f"{user_of[user]}::{item_of[i]}::4::{t}"
-                for t, i in enumerate(items)]
+      lines += [
+          f"{user_of[user]}::{item_of[i]}::4::{t}" for t, i in enumerate(items)
+      ]
   lines.sort(key=lambda line: int(line.split("::")[0]))
   archive = tmp_path / "ml-1m.zip"
   with zipfile.ZipFile(archive, "w") as z:
     z.writestr("ml-1m/ratings.dat", "\n".join(lines) + "\n")
   output = prepare.prepare_dataset(
-      sources.ML1M, archive, tmp_path / "prepared", **sources.GROUPLENS_OPTIONS)
+      sources.ML1M, archive, tmp_path / "prepared", **sources.GROUPLENS_OPTIONS
+  )
 
   seqs = data.load(output)
   assert (seqs.num_users, seqs.num_items, len(seqs.items)) == (
-      6040, 3416, 999611)
+      6040,
+      3416,
+      999611,
+  )
   to_sas_user = {o: s for s, o in user_of.items()}
   to_sas_item = {o: s for s, o in item_of.items()}
   users = (output / data.USER_IDS_FILE).read_text().splitlines()

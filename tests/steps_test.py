@@ -23,8 +23,16 @@ AXIS = "data"
 
 
 def _model(dropout=0.0):
-  return SASRec(num_items=NUM_ITEMS, max_len=MAX_LEN, hidden=8, layers=1,
-                heads=2, ffn=16, dropout=dropout, attention="linrec")
+  return SASRec(
+      num_items=NUM_ITEMS,
+      max_len=MAX_LEN,
+      hidden=8,
+      layers=1,
+      heads=2,
+      ffn=16,
+      dropout=dropout,
+      attention="linrec",
+  )
 
 
 def _batch(seed=0):
@@ -36,16 +44,20 @@ def _batch(seed=0):
   return {
       "inputs": jnp.asarray(np.where(real, items[:, :-1], PAD_ID), jnp.int32),
       "positions": jnp.tile(jnp.arange(MAX_LEN, dtype=jnp.int32), (BATCH, 1)),
-      "targets": jnp.asarray(np.where(real, items[:, 1:], PAD_ID), jnp.int32)}
+      "targets": jnp.asarray(np.where(real, items[:, 1:], PAD_ID), jnp.int32),
+  }
 
 
 def _eval_batch():
   batch = _batch(seed=3)
   valid = jnp.arange(BATCH) < BATCH - 2
   lengths = jnp.sum(batch["inputs"] != PAD_ID, axis=1)
-  return {"inputs": batch["inputs"], "positions": lengths - 1,
-          "targets": jnp.where(valid, batch["targets"][:, 0], PAD_ID),
-          "valid": valid}
+  return {
+      "inputs": batch["inputs"],
+      "positions": lengths - 1,
+      "targets": jnp.where(valid, batch["targets"][:, 0], PAD_ID),
+      "valid": valid,
+  }
 
 
 def _shards(batch):
@@ -70,10 +82,10 @@ def test_example_keys_depend_only_on_the_global_row():
   assert len({tuple(np.asarray(k).ravel()) for k in every}) == 8
 
 
-@pytest.mark.parametrize("sharded, microbatches",
-                         [(False, 1), (True, 1), (False, 4), (True, 2)])
-def test_update_is_the_gradient_of_the_global_mean_loss(sharded,
-                                                        microbatches):
+@pytest.mark.parametrize(
+    "sharded, microbatches", [(False, 1), (True, 1), (False, 4), (True, 2)]
+)
+def test_update_is_the_gradient_of_the_global_mean_loss(sharded, microbatches):
   # SGD with rate 1 applies the gradient itself; a factor of SHARDS (a sum
   # instead of a mean) or 1/SHARDS (a mean of means), or of the number of
   # microbatches, would show up here.
@@ -81,13 +93,21 @@ def test_update_is_the_gradient_of_the_global_mean_loss(sharded,
   state, batch = _state(model, tx), _batch()
   rng = jax.random.PRNGKey(1)
   if sharded:
-    step = steps.make_train_step(model, tx, loss="ce", num_items=NUM_ITEMS,
-                                 microbatches=microbatches, axis_name=AXIS)
-    new_state, metrics = jax.jit(
-        lambda s, b, r: _on_shards(step, s, b, r))(state, batch, rng)
+    step = steps.make_train_step(
+        model,
+        tx,
+        loss="ce",
+        num_items=NUM_ITEMS,
+        microbatches=microbatches,
+        axis_name=AXIS,
+    )
+    new_state, metrics = jax.jit(lambda s, b, r: _on_shards(step, s, b, r))(
+        state, batch, rng
+    )
   else:
-    step = steps.make_train_step(model, tx, loss="ce", num_items=NUM_ITEMS,
-                                 microbatches=microbatches)
+    step = steps.make_train_step(
+        model, tx, loss="ce", num_items=NUM_ITEMS, microbatches=microbatches
+    )
     new_state, metrics = jax.jit(step)(state, batch, rng)
   applied = jax.tree.map(jnp.subtract, state.params, new_state.params)
   expected = reference_loss.global_mean_loss_grads(model, state.params, batch)
@@ -102,10 +122,14 @@ def test_row_shards_train_like_the_whole_batch_with_dropout():
   model, tx = _model(dropout=0.3), optax.adam(1e-2)
   state, rng = _state(model, tx), jax.random.PRNGKey(1)
   chex.clear_trace_counter()
-  whole = jax.jit(chex.assert_max_traces(steps.make_train_step(
-      model, tx, loss="ce", num_items=NUM_ITEMS), n=1))
-  body = steps.make_train_step(model, tx, loss="ce", num_items=NUM_ITEMS,
-                               axis_name=AXIS)
+  whole = jax.jit(
+      chex.assert_max_traces(
+          steps.make_train_step(model, tx, loss="ce", num_items=NUM_ITEMS), n=1
+      )
+  )
+  body = steps.make_train_step(
+      model, tx, loss="ce", num_items=NUM_ITEMS, axis_name=AXIS
+  )
   sharded = jax.jit(lambda s, b, r: _on_shards(body, s, b, r))
   _assert_same_training(whole, sharded, state, rng)
 
@@ -127,18 +151,29 @@ def test_microbatches_train_like_the_whole_batch_with_dropout():
   # of the float sums.
   model, tx = _model(dropout=0.3), optax.adam(1e-2)
   state, rng = _state(model, tx), jax.random.PRNGKey(1)
-  whole = jax.jit(steps.make_train_step(model, tx, loss="sampled",
-                                        num_items=NUM_ITEMS, num_negatives=7))
-  chunked = jax.jit(steps.make_train_step(model, tx, loss="sampled",
-                                          num_items=NUM_ITEMS,
-                                          num_negatives=7, microbatches=4))
+  whole = jax.jit(
+      steps.make_train_step(
+          model, tx, loss="sampled", num_items=NUM_ITEMS, num_negatives=7
+      )
+  )
+  chunked = jax.jit(
+      steps.make_train_step(
+          model,
+          tx,
+          loss="sampled",
+          num_items=NUM_ITEMS,
+          num_negatives=7,
+          microbatches=4,
+      )
+  )
   _assert_same_training(whole, chunked, state, rng)
 
 
 def test_microbatches_must_divide_the_rows():
   model, tx = _model(), optax.sgd(1.0)
-  step = steps.make_train_step(model, tx, loss="ce", num_items=NUM_ITEMS,
-                               microbatches=3)
+  step = steps.make_train_step(
+      model, tx, loss="ce", num_items=NUM_ITEMS, microbatches=3
+  )
   with pytest.raises(ValueError, match="microbatches=3 does not divide the 8"):
     jax.jit(step)(_state(model, tx), _batch(), jax.random.PRNGKey(1))
 
@@ -148,8 +183,7 @@ def test_eval_sums_of_row_shards_add_up():
   params = _state(model, optax.sgd(1.0)).params
   batch = _eval_batch()
   whole = jax.jit(steps.make_eval_step(model, protocol="full", ks=(1, 5)))
-  body = steps.make_eval_step(model, protocol="full", ks=(1, 5),
-                              axis_name=AXIS)
+  body = steps.make_eval_step(model, protocol="full", ks=(1, 5), axis_name=AXIS)
   sharded = jax.jit(jax.vmap(body, in_axes=(None, 0), axis_name=AXIS))
   whole, shards = whole(params, batch), sharded(params, _shards(batch))
   assert float(whole["count"]) == BATCH - 2
@@ -158,22 +192,31 @@ def test_eval_sums_of_row_shards_add_up():
 
 
 def test_microbatches_keep_fewer_activations():
-  model = SASRec(num_items=NUM_ITEMS, max_len=256, hidden=32,
-                 layers=2, heads=4, ffn=64)
+  model = SASRec(
+      num_items=NUM_ITEMS, max_len=256, hidden=32, layers=2, heads=4, ffn=64
+  )
   tx = optax.adam(1e-3)
   state = jax.eval_shape(
       lambda key: steps.create_train_state(model, tx, key, 8),
-      jax.random.PRNGKey(0))
-  batch = {"inputs": jax.ShapeDtypeStruct((16, 256), jnp.int32),
-           "positions": jax.ShapeDtypeStruct((16, 1), jnp.int32),
-           "targets": jax.ShapeDtypeStruct((16, 1), jnp.int32)}
+      jax.random.PRNGKey(0),
+  )
+  batch = {
+      "inputs": jax.ShapeDtypeStruct((16, 256), jnp.int32),
+      "positions": jax.ShapeDtypeStruct((16, 1), jnp.int32),
+      "targets": jax.ShapeDtypeStruct((16, 1), jnp.int32),
+  }
 
   def temp_bytes(microbatches):
-    step = jax.jit(steps.make_train_step(model, tx, loss="ce",
-                                         num_items=NUM_ITEMS,
-                                         microbatches=microbatches))
-    analysis = step.lower(state, batch, jax.random.PRNGKey(1)).compile(
-    ).memory_analysis()
+    step = jax.jit(
+        steps.make_train_step(
+            model, tx, loss="ce", num_items=NUM_ITEMS, microbatches=microbatches
+        )
+    )
+    analysis = (
+        step.lower(state, batch, jax.random.PRNGKey(1))
+        .compile()
+        .memory_analysis()
+    )
     if analysis is None:
       pytest.skip("this backend reports no memory analysis")
     return analysis.temp_size_in_bytes
@@ -188,27 +231,37 @@ def test_sampled_loss_shares_negatives_per_example_and_drops_hits():
   num_negatives = 40  # > NUM_ITEMS: every row has accidental hits.
   model, tx = _model(), optax.sgd(1.0)
   state, batch, rng = _state(model, tx), _batch(), jax.random.PRNGKey(5)
-  step = jax.jit(steps.make_train_step(model, tx, loss="sampled",
-                                       num_items=NUM_ITEMS,
-                                       num_negatives=num_negatives))
+  step = jax.jit(
+      steps.make_train_step(
+          model,
+          tx,
+          loss="sampled",
+          num_items=NUM_ITEMS,
+          num_negatives=num_negatives,
+      )
+  )
   _, metrics = step(state, batch, rng)
-  states = np.asarray(model.apply({"params": state.params}, batch["inputs"]),
-                      np.float64)
-  table = np.asarray(state.params["embed"]["items"]["embedding"],
-                     np.float64)
+  states = np.asarray(
+      model.apply({"params": state.params}, batch["inputs"]), np.float64
+  )
+  table = np.asarray(state.params["embed"]["items"]["embedding"], np.float64)
   keys = steps.example_keys(jax.random.fold_in(rng, 0), 0, BATCH)
   total, count = 0.0, 0
   for row in range(BATCH):
     negatives_key = jax.random.split(keys[row])[1]
-    negatives = np.asarray(jax.random.randint(
-        negatives_key, (num_negatives,), 1, NUM_ITEMS + 1))
+    negatives = np.asarray(
+        jax.random.randint(negatives_key, (num_negatives,), 1, NUM_ITEMS + 1)
+    )
     for position, target in enumerate(np.asarray(batch["targets"][row])):
       if target == PAD_ID:
         continue
       kept = negatives[negatives != target]
       logits = states[row, position] @ table[np.concatenate([[target], kept])].T
-      total += np.log(np.sum(np.exp(logits - logits.max()))) + logits.max() \
+      total += (
+          np.log(np.sum(np.exp(logits - logits.max())))
+          + logits.max()
           - logits[0]
+      )
       count += 1
   assert float(metrics["count"]) == count
   np.testing.assert_allclose(float(metrics["loss"]), total / count, rtol=1e-5)
@@ -221,29 +274,34 @@ def test_eval_step_reports_both_protocols_from_the_same_scores():
   history = np.array(batch["inputs"])  # the inputs are each row's history
   batch["history"] = jnp.asarray(history)
   sums = jax.jit(steps.make_eval_step(model, protocol="full", ks=(5,)))(
-      params, batch)
+      params, batch
+  )
   # NumPy reference from the model's scores: ranks with ties against the
   # target, padding column out, history dropped or kept.
   states = model.apply({"params": params}, batch["inputs"])
   picked = states[jnp.arange(BATCH), batch["positions"]]
-  scores = np.asarray(model.apply({"params": params}, picked,
-                                  method="logits"))
+  scores = np.asarray(model.apply({"params": params}, picked, method="logits"))
   expected = {"ndcg@5": 0.0, "ndcg@5_nohist": 0.0, "seen@10": 0.0}
   for row in np.flatnonzero(np.asarray(batch["valid"])):
     target = int(batch["targets"][row])
     seen = set(history[row][history[row] != PAD_ID]) - {target}
-    above = [i for i in range(1, NUM_ITEMS + 1)
-             if i != target and scores[row, i] >= scores[row, target]]
-    for name, competing in (("ndcg@5", above),
-                            ("ndcg@5_nohist", [i for i in above
-                                               if i not in seen])):
+    above = [
+        i
+        for i in range(1, NUM_ITEMS + 1)
+        if i != target and scores[row, i] >= scores[row, target]
+    ]
+    for name, competing in (
+        ("ndcg@5", above),
+        ("ndcg@5_nohist", [i for i in above if i not in seen]),
+    ):
       rank = 1 + len(competing)
       expected[name] += 1 / np.log2(rank + 1) if rank <= 5 else 0.0
     top10 = np.argsort(-scores[row, 1:], kind="stable")[:10] + 1
     expected["seen@10"] += len(set(top10) & set(history[row]) - {PAD_ID})
   for name, value in expected.items():
-    np.testing.assert_allclose(float(sums[name]), value, rtol=1e-5,
-                               err_msg=name)
+    np.testing.assert_allclose(
+        float(sums[name]), value, rtol=1e-5, err_msg=name
+    )
   assert float(sums["ndcg@5_nohist"]) >= float(sums["ndcg@5"])
 
 
@@ -259,22 +317,27 @@ def test_a_non_finite_step_is_not_applied_and_flagged(poison):
     params["embed"]["items"]["embedding"] = table.at[3, 0].set(jnp.nan)
     state = state.replace(params=params)
   before = jax.device_get(state)
-  step = jax.jit(steps.make_train_step(model, tx, loss="ce",
-                                       num_items=NUM_ITEMS))
+  step = jax.jit(
+      steps.make_train_step(model, tx, loss="ce", num_items=NUM_ITEMS)
+  )
   after, metrics = step(state, batch, rng)
   assert not bool(metrics["finite"])
   assert int(after.step) == int(before.step) + 1
-  for old, new in zip(jax.tree.leaves((before.params, before.opt_state)),
-                      jax.tree.leaves((after.params, after.opt_state))):
+  for old, new in zip(
+      jax.tree.leaves((before.params, before.opt_state)),
+      jax.tree.leaves((after.params, after.opt_state)),
+  ):
     np.testing.assert_array_equal(np.asarray(new), np.asarray(old))
 
 
 def test_a_finite_step_is_flagged_finite():
   model, tx = _model(), optax.adam(1e-3)
   state, batch, rng = _state(model, tx), _batch(), jax.random.PRNGKey(5)
-  after, metrics = jax.jit(steps.make_train_step(
-      model, tx, loss="ce", num_items=NUM_ITEMS))(state, batch, rng)
+  after, metrics = jax.jit(
+      steps.make_train_step(model, tx, loss="ce", num_items=NUM_ITEMS)
+  )(state, batch, rng)
   assert bool(metrics["finite"])
   assert not np.array_equal(
       np.asarray(after.params["embed"]["items"]["embedding"]),
-      np.asarray(state.params["embed"]["items"]["embedding"]))
+      np.asarray(state.params["embed"]["items"]["embedding"]),
+  )

@@ -14,8 +14,7 @@ from linrec_jax.constants import PAD_ID
 from linrec_jax.layers.encoder import Encoder
 
 NUM_ITEMS, MAX_LEN = 30, 8
-TINY = dict(max_len=MAX_LEN, hidden=16, heads=2, layers=2, ffn=32,
-            dropout=0.0)
+TINY = dict(max_len=MAX_LEN, hidden=16, heads=2, layers=2, ffn=32, dropout=0.0)
 TOL = dict(rtol=1e-5, atol=1e-5)
 BATCH = 4
 
@@ -31,10 +30,13 @@ def _params(model, seed=0):
   )['params']
   leaves, treedef = jax.tree.flatten(params)
   keys = jax.random.split(jax.random.key(seed + 1), len(leaves))
-  return jax.tree.unflatten(treedef, [
-      leaf + 0.3 * jax.random.normal(key, leaf.shape)
-      for leaf, key in zip(leaves, keys)
-  ])
+  return jax.tree.unflatten(
+      treedef,
+      [
+          leaf + 0.3 * jax.random.normal(key, leaf.shape)
+          for leaf, key in zip(leaves, keys)
+      ],
+  )
 
 
 MODEL = _model()
@@ -48,7 +50,8 @@ def _with_decay_logits(params, logits):
   params = jax.tree.map(lambda x: x, params)
   for block, theta in logits.items():
     params['encoder'][block]['attention']['decay_logit'] = jnp.asarray(
-        theta, jnp.float32)
+        theta, jnp.float32
+    )
   return params
 
 
@@ -56,13 +59,14 @@ def _with_decay_logits(params, logits):
 # logits (about 1.75 and 4.32): g = 0.38, 0.95 in block0, 0.82, 0.27 in
 # block1.
 LEARNED_PARAMS = _with_decay_logits(
-    _params(LEARNED_MODEL),
-    {'block0': [-0.5, 3.0], 'block1': [1.5, -1.0]})
+    _params(LEARNED_MODEL), {'block0': [-0.5, 3.0], 'block1': [1.5, -1.0]}
+)
 # linrec_decay has the same parameter tree as linrec: its decay is fixed.
 MODELS = pytest.mark.parametrize(
     'model, params',
     [(MODEL, PARAMS), (DECAY_MODEL, PARAMS), (LEARNED_MODEL, LEARNED_PARAMS)],
-    ids=['linrec', 'linrec_decay', 'linrec_learned_decay'])
+    ids=['linrec', 'linrec_decay', 'linrec_learned_decay'],
+)
 
 
 def _histories(lengths, width, seed=2):
@@ -100,19 +104,25 @@ def test_item_by_item_equals_full_pass_at_several_lengths(model, params):
     length = t + 1
     if length in (1, 3, MAX_LEN):
       # No padding: the full pass sees exactly the `length` items.
-      expected = _full_scores(model, params, inputs[:, :length],
-                              np.full(BATCH, length))
+      expected = _full_scores(
+          model, params, inputs[:, :length], np.full(BATCH, length)
+      )
       np.testing.assert_allclose(
           streaming.scores(params, state), expected, **TOL
       )
       np.testing.assert_array_equal(state.length, length)
 
 
-@pytest.mark.parametrize('variant', [
-    dict(), dict(pre_ln=True), dict(mask_padding=False),
-], ids=['post_ln', 'pre_ln', 'unmasked'])
-def test_padding_updates_leave_state_unchanged_and_match_padded_pass(
-    variant):
+@pytest.mark.parametrize(
+    'variant',
+    [
+        dict(),
+        dict(pre_ln=True),
+        dict(mask_padding=False),
+    ],
+    ids=['post_ln', 'pre_ln', 'unmasked'],
+)
+def test_padding_updates_leave_state_unchanged_and_match_padded_pass(variant):
   model = _model(**variant)
   params = PARAMS if not variant else _params(model)
   lengths = np.array([2, 5, MAX_LEN, 1])
@@ -144,8 +154,7 @@ def test_feed_skips_padding_anywhere(model, params):
   for inputs in (right, left, holes):
     state = streaming.feed(params, empty, jnp.asarray(inputs))
     np.testing.assert_array_equal(state.length, lengths)
-    np.testing.assert_allclose(streaming.scores(params, state), expected,
-                               **TOL)
+    np.testing.assert_allclose(streaming.scores(params, state), expected, **TOL)
 
 
 def test_learned_decay_is_read_from_each_layer():
@@ -153,15 +162,18 @@ def test_learned_decay_is_read_from_each_layer():
   # parameters, so equal scores mean the same decays were used.
   inputs = _histories([MAX_LEN] * BATCH, MAX_LEN)
   empty = streaming.init_state(LEARNED_PARAMS, BATCH, model=LEARNED_MODEL)
-  base = streaming.scores(LEARNED_PARAMS,
-                          streaming.feed(LEARNED_PARAMS, empty, inputs))
+  base = streaming.scores(
+      LEARNED_PARAMS, streaming.feed(LEARNED_PARAMS, empty, inputs)
+  )
   for block in ('block0', 'block1'):
     theta = LEARNED_PARAMS['encoder'][block]['attention']['decay_logit']
     params = _with_decay_logits(LEARNED_PARAMS, {block: theta + 2.0})
     moved = streaming.scores(params, streaming.feed(params, empty, inputs))
     np.testing.assert_allclose(
-        moved, _full_scores(LEARNED_MODEL, params, inputs,
-                            np.full(BATCH, MAX_LEN)), **TOL)
+        moved,
+        _full_scores(LEARNED_MODEL, params, inputs, np.full(BATCH, MAX_LEN)),
+        **TOL,
+    )
     assert np.abs(np.asarray(moved) - np.asarray(base)).max() > 1e-3
 
 
@@ -208,8 +220,9 @@ def _clamped_reference(model, params, inputs):
   positions = jnp.minimum(jnp.arange(length), model.max_len - 1)
   x = embed['items']['embedding'][inputs] + embed['positions'][positions]
   x = nn.LayerNorm(epsilon=model.ln_eps).apply({'params': embed['norm']}, x)
-  encoder = Encoder(model.layers, model.hidden, model.heads, model.ffn,
-                    'linrec', causal=True)
+  encoder = Encoder(
+      model.layers, model.hidden, model.heads, model.ffn, 'linrec', causal=True
+  )
   states = encoder.apply({'params': params['encoder']}, x)
   return model.apply({'params': params}, states[:, -1], method='logits')
 
@@ -225,8 +238,9 @@ def test_beyond_max_len_clamps_positions_and_keeps_whole_history():
       got, _clamped_reference(MODEL, PARAMS, inputs), **TOL
   )
   # The documented difference: not the full model on the last max_len items.
-  window = _full_scores(MODEL, PARAMS, inputs[:, -MAX_LEN:],
-                        np.full(BATCH, MAX_LEN))
+  window = _full_scores(
+      MODEL, PARAMS, inputs[:, -MAX_LEN:], np.full(BATCH, MAX_LEN)
+  )
   assert np.abs(np.asarray(got) - np.asarray(window)).max() > 1e-2
 
 
@@ -240,12 +254,16 @@ def test_empty_users_score_zero():
   np.testing.assert_array_equal(streaming.beyond_max_len(PARAMS, state), False)
 
 
-@pytest.mark.parametrize('model', [
-    _model(attention='softmax'),
-    _model(attention='linrec_mean'),
-    _model(causal=False),
-    models.BERT4Rec(NUM_ITEMS, max_len=MAX_LEN, hidden=16, heads=2, ffn=32),
-], ids=['softmax', 'linrec_mean', 'bidirectional', 'bert4rec'])
+@pytest.mark.parametrize(
+    'model',
+    [
+        _model(attention='softmax'),
+        _model(attention='linrec_mean'),
+        _model(causal=False),
+        models.BERT4Rec(NUM_ITEMS, max_len=MAX_LEN, hidden=16, heads=2, ffn=32),
+    ],
+    ids=['softmax', 'linrec_mean', 'bidirectional', 'bert4rec'],
+)
 def test_rejects_models_without_recurrent_form(model):
   params = model.init(jax.random.key(0), jnp.zeros((1, MAX_LEN), jnp.int32))
   with pytest.raises(ValueError, match='streaming needs'):
@@ -255,13 +273,20 @@ def test_rejects_models_without_recurrent_form(model):
 def test_rejects_params_of_another_model():
   with pytest.raises(ValueError, match='do not fit'):
     streaming.init_state(PARAMS, 1, model=_model(layers=1))
-  with pytest.raises(ValueError, match='do not fit.*decay_logit has shape '
-                     'None'):
+  with pytest.raises(
+      ValueError, match='do not fit.*decay_logit has shape ' 'None'
+  ):
     streaming.init_state(PARAMS, 1, model=LEARNED_MODEL)
-  with pytest.raises(ValueError, match=r'decay_logit has shape \(2,\); '
-                     r'linrec_learned_decay needs \(4,\)'):
-    streaming.init_state(LEARNED_PARAMS, 1, model=_model(
-        attention='linrec_learned_decay', heads=4))
+  with pytest.raises(
+      ValueError,
+      match=r'decay_logit has shape \(2,\); '
+      r'linrec_learned_decay needs \(4,\)',
+  ):
+    streaming.init_state(
+        LEARNED_PARAMS,
+        1,
+        model=_model(attention='linrec_learned_decay', heads=4),
+    )
 
 
 def test_jit_batched_update_compiles_once():
@@ -269,6 +294,5 @@ def test_jit_batched_update_compiles_once():
   state = streaming.update(PARAMS, state, jnp.ones((BATCH,), jnp.int32))
   before = streaming.update._cache_size()
   for item in range(2, 6):
-    state = streaming.update(PARAMS, state,
-                             jnp.full((BATCH,), item, jnp.int32))
+    state = streaming.update(PARAMS, state, jnp.full((BATCH,), item, jnp.int32))
   assert streaming.update._cache_size() == before

@@ -55,8 +55,15 @@ def _accelerators():
   if not shutil.which('nvidia-smi'):
     return []
   query = subprocess.run(
-      ['nvidia-smi', '--query-gpu=name,memory.total,driver_version',
-       '--format=csv,noheader'], capture_output=True, text=True, check=False)
+      [
+          'nvidia-smi',
+          '--query-gpu=name,memory.total,driver_version',
+          '--format=csv,noheader',
+      ],
+      capture_output=True,
+      text=True,
+      check=False,
+  )
   return [line.strip() for line in query.stdout.splitlines() if line.strip()]
 
 
@@ -117,8 +124,12 @@ def measure_matmul_peak(size=2048, repeats=7):
     jax.block_until_ready(matmul(a, b))
     times.append(time.perf_counter() - start)
   seconds = statistics.median(times)
-  return {'size': size, 'seconds': seconds, 'times_s': times,
-          'gflops': 2 * size**3 / seconds / 1e9}
+  return {
+      'size': size,
+      'seconds': seconds,
+      'times_s': times,
+      'gflops': 2 * size**3 / seconds / 1e9,
+  }
 
 
 def _kill(proc):
@@ -151,8 +162,12 @@ def run_isolated(args, *, cwd, timeout_s, min_available_bytes):
     min_seen = meminfo_bytes('MemAvailable')
     with open(err_path, 'w') as err:
       proc = subprocess.Popen(
-          args + [f'--cell_output={out_path}'], cwd=cwd,
-          stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+          args + [f'--cell_output={out_path}'],
+          cwd=cwd,
+          stdout=subprocess.DEVNULL,
+          stderr=err,
+          start_new_session=True,
+      )
     killed = None
     while True:
       pid, wait_status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -161,9 +176,12 @@ def run_isolated(args, *, cwd, timeout_s, min_available_bytes):
       available = meminfo_bytes('MemAvailable')
       min_seen = min(min_seen, available)
       if killed is None and available < min_available_bytes:
-        killed = ('out_of_memory', f'killed by the benchmark: MemAvailable '
-                  f'{available / GIB:.2f} GiB < {min_available_bytes / GIB:.2f}'
-                  ' GiB while it ran')
+        killed = (
+            'out_of_memory',
+            f'killed by the benchmark: MemAvailable '
+            f'{available / GIB:.2f} GiB < {min_available_bytes / GIB:.2f}'
+            ' GiB while it ran',
+        )
         _kill(proc)
       elif killed is None and time.monotonic() - start > timeout_s:
         killed = ('timeout', f'killed after the {timeout_s:.0f} s timeout')
@@ -173,20 +191,24 @@ def run_isolated(args, *, cwd, timeout_s, min_available_bytes):
     record = {
         'peak_rss_gib': usage.ru_maxrss * 1024 / GIB,  # ru_maxrss is in KiB.
         'wall_s': time.monotonic() - start,
-        'load_avg_start': load_start, 'load_avg_end': load_avg(),
+        'load_avg_start': load_start,
+        'load_avg_end': load_avg(),
         'min_mem_available_gib': min_seen / GIB,
     }
     stderr_tail = err_path.read_text(errors='replace')[-3000:]
     if killed:
       record.update(status=killed[0], reason=killed[1])
     elif proc.returncode != 0:
-      oom = (proc.returncode == -signal.SIGKILL
-             or 'RESOURCE_EXHAUSTED' in stderr_tail
-             or 'MemoryError' in stderr_tail)
+      oom = (
+          proc.returncode == -signal.SIGKILL
+          or 'RESOURCE_EXHAUSTED' in stderr_tail
+          or 'MemoryError' in stderr_tail
+      )
       record.update(
           status='out_of_memory' if oom else 'failed',
-          reason=f'exit code {proc.returncode}' + (
-              ' (killed or out of memory)' if oom else ''))
+          reason=f'exit code {proc.returncode}'
+          + (' (killed or out of memory)' if oom else ''),
+      )
     else:
       record.update({'status': 'ok', **json.loads(out_path.read_text())})
     if record['status'] != 'ok':
@@ -203,8 +225,9 @@ def write_json(path, report):
   tmp.replace(path)
 
 
-def plot_grid(records, *, value, ylabel, title, path, series, panels,
-              hline=None):
+def plot_grid(
+    records, *, value, ylabel, title, path, series, panels, hline=None
+):
   """Plots of `value` against N (log x), one line per series, per panel.
 
   The y axis is logarithmic when the values span a decade or more, linear
@@ -224,26 +247,26 @@ def plot_grid(records, *, value, ylabel, title, path, series, panels,
     hline: optional `(y, label)` drawn as a dashed line in every panel.
   """
   import matplotlib  # pylint: disable=g-import-not-at-top
+
   matplotlib.use('Agg')
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
   from matplotlib import ticker  # pylint: disable=g-import-not-at-top
 
   cols = min(2, len(panels))
   rows = -(-len(panels) // cols)
-  fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 4.5 * rows),
-                           squeeze=False)
+  fig, axes = plt.subplots(
+      rows, cols, figsize=(6.5 * cols, 4.5 * rows), squeeze=False
+  )
   plain = ticker.FuncFormatter(lambda v, _: f'{v:g}')
   for ax, (label, accept) in zip(axes.flat, panels):
     shown = [r for r in records if accept(r)]
     for name in series:
-      points = sorted((r['n'], r[value]) for r in shown
-                      if r['variant'] == name)
+      points = sorted((r['n'], r[value]) for r in shown if r['variant'] == name)
       if points:
         ax.plot(*zip(*points), marker='o', label=name)
     if hline:
       ax.axhline(hline[0], color='gray', linestyle='--', label=hline[1])
-    ax.set(xscale='log', xlabel='sequence length N', ylabel=ylabel,
-           title=label)
+    ax.set(xscale='log', xlabel='sequence length N', ylabel=ylabel, title=label)
     lengths = sorted({r['n'] for r in shown})
     if lengths:
       # Ticks at the measured lengths, written as plain numbers.
@@ -264,10 +287,11 @@ def plot_grid(records, *, value, ylabel, title, path, series, panels,
       ax.yaxis.set_major_formatter(plain)
     ax.grid(True, which='both', alpha=0.3)
     ax.legend(fontsize='small')
-  for ax in list(axes.flat)[len(panels):]:
+  for ax in list(axes.flat)[len(panels) :]:
     ax.axis('off')
-  fig.suptitle(textwrap.fill(title, width=int(15 * 6.5 * cols / 1.2)),
-               fontsize=10)
+  fig.suptitle(
+      textwrap.fill(title, width=int(15 * 6.5 * cols / 1.2)), fontsize=10
+  )
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)

@@ -58,8 +58,7 @@ VARIANTS = {  # name -> (attention, causal)
     'linrec_decay_causal': ('linrec_decay', True),
     'linrec_learned_decay_causal': ('linrec_learned_decay', True),
 }
-DEFAULT_VARIANTS = ['softmax', 'linrec', 'linrec_causal', 'linear',
-                    'efficient']
+DEFAULT_VARIANTS = ['softmax', 'linrec', 'linrec_causal', 'linear', 'efficient']
 NUM_ITEMS, HIDDEN, HEADS, LAYERS, FFN = 3416, 128, 8, 2, 256
 F32 = 4
 # Peak memory model, calibrated on XLA's buffer assignment at N = 500 and
@@ -71,33 +70,47 @@ SCORE_COPIES = {'train': 6.5, 'infer': 2}
 BASE_BYTES = 0.8 * bench_common.GIB
 QUICK = dict(lengths=['100', '1000'], batches=['16'], repeats=3)
 
-_VARIANTS = flags.DEFINE_list('variants', DEFAULT_VARIANTS,
-                              f'Variants, of {sorted(VARIANTS)}.')
+_VARIANTS = flags.DEFINE_list(
+    'variants', DEFAULT_VARIANTS, f'Variants, of {sorted(VARIANTS)}.'
+)
 _LENGTHS = flags.DEFINE_list(
-    'lengths', '50,100,200,500,1000,2000,4000,8000'.split(','), 'N.')
+    'lengths', '50,100,200,500,1000,2000,4000,8000'.split(','), 'N.'
+)
 _BATCHES = flags.DEFINE_list('batches', ['64', '16'], 'Batch sizes.')
 _MODES = flags.DEFINE_list('modes', ['train', 'infer'], 'train and/or infer.')
 _LOSS_POSITIONS = flags.DEFINE_enum(
-    'loss_positions', 'last', ['last', 'all'],
-    'Train loss at the last position (official prefix training) or at all.')
+    'loss_positions',
+    'last',
+    ['last', 'all'],
+    'Train loss at the last position (official prefix training) or at all.',
+)
 _MICROBATCHES = flags.DEFINE_integer(
-    'microbatches', 1, 'Train cells accumulate gradients over this many '
-    'chunks of the batch (the same update, less memory).')
+    'microbatches',
+    1,
+    'Train cells accumulate gradients over this many '
+    'chunks of the batch (the same update, less memory).',
+)
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Most timed runs per cell.')
 _TIME_BUDGET = flags.DEFINE_float(
-    'time_budget_s', 20, 'Timed runs stop at this total (at least 1 run).')
+    'time_budget_s', 20, 'Timed runs stop at this total (at least 1 run).'
+)
 _TIMEOUT = flags.DEFINE_float('timeout_s', 420, 'Per-cell wall-clock limit.')
 _MEMORY_FRACTION = flags.DEFINE_float(
-    'memory_fraction', 0.9, 'Skip cells predicted above this x MemAvailable.')
+    'memory_fraction', 0.9, 'Skip cells predicted above this x MemAvailable.'
+)
 _MIN_FREE = flags.DEFINE_float(
-    'min_free_gib', 1.0, 'Kill a cell when MemAvailable falls below this.')
+    'min_free_gib', 1.0, 'Kill a cell when MemAvailable falls below this.'
+)
 _QUICK = flags.DEFINE_bool('quick', False, f'Small grid: {QUICK}.')
 _OUTPUT = flags.DEFINE_string(
-    'output', 'benchmarks/model_cpu.json', 'JSON path; PNGs go beside it.')
-_REPLOT = flags.DEFINE_bool('replot', False, 'Only redraw the PNGs of '
-                            '--output from its JSON.')
+    'output', 'benchmarks/model_cpu.json', 'JSON path; PNGs go beside it.'
+)
+_REPLOT = flags.DEFINE_bool(
+    'replot', False, 'Only redraw the PNGs of ' '--output from its JSON.'
+)
 _MATMUL = flags.DEFINE_integer(
-    'matmul_size', 2048, 'The float32 matmul (size^3) that measures the peak.')
+    'matmul_size', 2048, 'The float32 matmul (size^3) that measures the peak.'
+)
 _CELL = flags.DEFINE_string('cell', None, 'Internal: run one cell (JSON).')
 _CELL_OUTPUT = flags.DEFINE_string('cell_output', None, 'Internal.')
 
@@ -123,46 +136,77 @@ def _run_cell(cell):
     return bench_common.measure_matmul_peak(cell['size'])
   attention, causal = VARIANTS[cell['variant']]
   n, batch = cell['n'], cell['batch']
-  model = SASRec(num_items=NUM_ITEMS, max_len=n, hidden=HIDDEN, layers=LAYERS,
-                 heads=HEADS, ffn=FFN, attention=attention, causal=causal)
+  model = SASRec(
+      num_items=NUM_ITEMS,
+      max_len=n,
+      hidden=HIDDEN,
+      layers=LAYERS,
+      heads=HEADS,
+      ffn=FFN,
+      attention=attention,
+      causal=causal,
+  )
   tx = optimizer.make_optimizer(lr=1e-3)
   keys = jax.random.split(jax.random.key(0), 3)
   # Jitted: an eager init runs op by op and takes seconds. The position
   # table has max_len = N rows whatever the length of the dummy input.
   state = jax.jit(lambda key: steps.create_train_state(model, tx, key, 8))(
-      keys[0])
+      keys[0]
+  )
   inputs = jax.random.randint(keys[1], (batch, n), 1, NUM_ITEMS + 1)
   if cell['mode'] == 'infer':
-    fn = jax.jit(lambda params, inputs: model.apply(
-        {'params': params}, inputs,
-        method=lambda m, x: m.logits(m(x)[:, -1])))
+    fn = jax.jit(
+        lambda params, inputs: model.apply(
+            {'params': params},
+            inputs,
+            method=lambda m, x: m.logits(m(x)[:, -1]),
+        )
+    )
     args = (state.params, inputs)
   else:
-    fn = jax.jit(steps.make_train_step(
-        model, tx, loss='ce', num_items=NUM_ITEMS,
-        microbatches=cell['microbatches']), donate_argnums=0)
+    fn = jax.jit(
+        steps.make_train_step(
+            model,
+            tx,
+            loss='ce',
+            num_items=NUM_ITEMS,
+            microbatches=cell['microbatches'],
+        ),
+        donate_argnums=0,
+    )
     t = n if cell['loss_positions'] == 'all' else 1
     positions = jnp.broadcast_to(jnp.arange(n - t, n), (batch, t))
     targets = jax.random.randint(keys[2], (batch, t), 1, NUM_ITEMS + 1)
-    args = [state, {'inputs': inputs, 'positions': positions,
-                    'targets': targets}, keys[2]]
+    args = [
+        state,
+        {'inputs': inputs, 'positions': positions, 'targets': targets},
+        keys[2],
+    ]
   start = time.perf_counter()
   compiled = fn.lower(*args).compile()
-  result = {'compile_s': time.perf_counter() - start,
-            'xla_flops': bench_common.xla_flops(compiled)}
+  result = {
+      'compile_s': time.perf_counter() - start,
+      'xla_flops': bench_common.xla_flops(compiled),
+  }
   memory = compiled.memory_analysis()
   if memory is not None:
     result.update(
         xla_temp_gib=memory.temp_size_in_bytes / bench_common.GIB,
         xla_args_gib=memory.argument_size_in_bytes / bench_common.GIB,
-        xla_output_gib=memory.output_size_in_bytes / bench_common.GIB)
+        xla_output_gib=memory.output_size_in_bytes / bench_common.GIB,
+    )
     need = (memory.temp_size_in_bytes + memory.output_size_in_bytes) * 1.05
     available, where = _free_bytes(jax.devices()[0])
     if need > _MEMORY_FRACTION.value * available:
-      return dict(result, status='skipped', reason=(
-          f'XLA needs {need / bench_common.GIB:.1f} GiB of temporaries and '
-          f'outputs > {_MEMORY_FRACTION.value} x {where} '
-          f'{available / bench_common.GIB:.1f} GiB'))
+      return dict(
+          result,
+          status='skipped',
+          reason=(
+              f'XLA needs {need / bench_common.GIB:.1f} GiB of temporaries and '
+              f'outputs > {_MEMORY_FRACTION.value} x {where} '
+              f'{available / bench_common.GIB:.1f} GiB'
+          ),
+      )
   result['rss_after_compile_gib'] = peak_rss_gib()
 
   def run():
@@ -175,11 +219,16 @@ def _run_cell(cell):
 
   result['warmup_s'] = run()
   times = [run()]
-  while (len(times) < cell['repeats']
-         and sum(times) + times[-1] <= cell['time_budget_s']):
+  while (
+      len(times) < cell['repeats']
+      and sum(times) + times[-1] <= cell['time_budget_s']
+  ):
     times.append(run())
-  result.update(seconds=statistics.median(times), times_s=times,
-                peak_rss_gib_self=peak_rss_gib())
+  result.update(
+      seconds=statistics.median(times),
+      times_s=times,
+      peak_rss_gib_self=peak_rss_gib(),
+  )
   stats = jax.devices()[0].memory_stats()
   if jax.devices()[0].platform != 'cpu' and stats:
     result['peak_device_gib'] = stats['peak_bytes_in_use'] / bench_common.GIB
@@ -215,12 +264,19 @@ def _predicted_bytes(variant, n, batch, mode, loss_positions, microbatches):
 
 
 def _spawn(cell):
-  args = [sys.executable, '-m', 'linrec_jax.cli.benchmark',
-          f'--cell={json.dumps(cell)}',
-          f'--memory_fraction={_MEMORY_FRACTION.value}']
+  args = [
+      sys.executable,
+      '-m',
+      'linrec_jax.cli.benchmark',
+      f'--cell={json.dumps(cell)}',
+      f'--memory_fraction={_MEMORY_FRACTION.value}',
+  ]
   return bench_common.run_isolated(
-      args, cwd=None, timeout_s=_TIMEOUT.value,
-      min_available_bytes=_MIN_FREE.value * bench_common.GIB)
+      args,
+      cwd=None,
+      timeout_s=_TIMEOUT.value,
+      min_available_bytes=_MIN_FREE.value * bench_common.GIB,
+  )
 
 
 def _grid():
@@ -229,11 +285,16 @@ def _grid():
   batches = QUICK['batches'] if quick else _BATCHES.value
   unknown = sorted(set(_VARIANTS.value) - set(VARIANTS))
   if unknown:
-    raise ValueError(f'--variants: unknown {unknown}; valid names: '
-                     f'{sorted(VARIANTS)}')
-  return [dict(variant=v, n=int(n), batch=int(b), mode=m)
-          for b in batches for n in lengths for v in _VARIANTS.value
-          for m in _MODES.value]
+    raise ValueError(
+        f'--variants: unknown {unknown}; valid names: ' f'{sorted(VARIANTS)}'
+    )
+  return [
+      dict(variant=v, n=int(n), batch=int(b), mode=m)
+      for b in batches
+      for n in lengths
+      for v in _VARIANTS.value
+      for m in _MODES.value
+  ]
 
 
 def _measure(cell, failed):
@@ -241,29 +302,46 @@ def _measure(cell, failed):
   key = (cell['variant'], cell['batch'], cell['mode'])
   available = bench_common.meminfo_bytes('MemAvailable')
   microbatches = _MICROBATCHES.value if cell['mode'] == 'train' else 1
-  predicted = _predicted_bytes(**cell, loss_positions=_LOSS_POSITIONS.value,
-                               microbatches=microbatches)
-  record = dict(cell, attention=VARIANTS[cell['variant']][0],
-                causal=VARIANTS[cell['variant']][1],
-                predicted_gib=predicted / bench_common.GIB,
-                mem_available_gib=available / bench_common.GIB)
+  predicted = _predicted_bytes(
+      **cell, loss_positions=_LOSS_POSITIONS.value, microbatches=microbatches
+  )
+  record = dict(
+      cell,
+      attention=VARIANTS[cell['variant']][0],
+      causal=VARIANTS[cell['variant']][1],
+      predicted_gib=predicted / bench_common.GIB,
+      mem_available_gib=available / bench_common.GIB,
+  )
   if cell['mode'] == 'train':
-    record.update(loss_positions=_LOSS_POSITIONS.value,
-                  microbatches=microbatches)
+    record.update(
+        loss_positions=_LOSS_POSITIONS.value, microbatches=microbatches
+    )
   if key in failed:
     return dict(record, status='skipped', reason=failed[key])
   if predicted > _MEMORY_FRACTION.value * available:
-    return dict(record, status='skipped', reason=(
-        f'predicted {predicted / bench_common.GIB:.1f} GiB > '
-        f'{_MEMORY_FRACTION.value} x MemAvailable '
-        f'{available / bench_common.GIB:.1f} GiB'))
+    return dict(
+        record,
+        status='skipped',
+        reason=(
+            f'predicted {predicted / bench_common.GIB:.1f} GiB > '
+            f'{_MEMORY_FRACTION.value} x MemAvailable '
+            f'{available / bench_common.GIB:.1f} GiB'
+        ),
+    )
   quick = _QUICK.value
-  record.update(_spawn(dict(
-      record, repeats=QUICK['repeats'] if quick else _REPEATS.value,
-      time_budget_s=_TIME_BUDGET.value)))
+  record.update(
+      _spawn(
+          dict(
+              record,
+              repeats=QUICK['repeats'] if quick else _REPEATS.value,
+              time_budget_s=_TIME_BUDGET.value,
+          )
+      )
+  )
   if record['status'] != 'ok':
-    failed[key] = (f'{record["status"]} at N={cell["n"]}: '
-                   f'{record.get("reason", "")}')
+    failed[key] = (
+        f'{record["status"]} at N={cell["n"]}: ' f'{record.get("reason", "")}'
+    )
   return record
 
 
@@ -280,37 +358,57 @@ def _best_peak(peaks):
 
 def _describe(r):
   if r['status'] == 'ok':
-    device = (f'  device {r["peak_device_gib"]:6.2f} GiB'
-              if 'peak_device_gib' in r else '')
-    flops = (f'  {r["gflops_per_s"]:6.1f} GFLOP/s '
-             f'({100 * r["share_of_matmul_peak"]:4.1f} % of peak)'
-             if 'share_of_matmul_peak' in r else '')
-    return (f'{r["seconds"]:9.4f} s  {r["peak_rss_gib"]:6.2f} GiB{device}'
-            f'{flops}'
-            f'  load {r["load_avg_start"][0]:.1f}->'
-            f'{r["load_avg_end"][0]:.1f}')
+    device = (
+        f'  device {r["peak_device_gib"]:6.2f} GiB'
+        if 'peak_device_gib' in r
+        else ''
+    )
+    flops = (
+        f'  {r["gflops_per_s"]:6.1f} GFLOP/s '
+        f'({100 * r["share_of_matmul_peak"]:4.1f} % of peak)'
+        if 'share_of_matmul_peak' in r
+        else ''
+    )
+    return (
+        f'{r["seconds"]:9.4f} s  {r["peak_rss_gib"]:6.2f} GiB{device}'
+        f'{flops}'
+        f'  load {r["load_avg_start"][0]:.1f}->'
+        f'{r["load_avg_end"][0]:.1f}'
+    )
   return f'{r["status"]}: {r.get("reason", "")}'
 
 
 def _ratios(results):
   """linrec / softmax time and memory per (N, batch, mode), both measured."""
-  ok = {(r['variant'], r['n'], r['batch'], r['mode']): r
-        for r in results if r['status'] == 'ok'}
+  ok = {
+      (r['variant'], r['n'], r['batch'], r['mode']): r
+      for r in results
+      if r['status'] == 'ok'
+  }
   memory, out = _memory_key(results), []
   for (variant, n, batch, mode), lin in sorted(ok.items()):
     soft = ok.get(('softmax', n, batch, mode))
     if variant == 'linrec' and soft:
-      out.append(dict(n=n, batch=batch, mode=mode,
-                      speedup=soft['seconds'] / lin['seconds'],
-                      memory_ratio=soft[memory] / lin[memory],
-                      memory=memory))
+      out.append(
+          dict(
+              n=n,
+              batch=batch,
+              mode=mode,
+              speedup=soft['seconds'] / lin['seconds'],
+              memory_ratio=soft[memory] / lin[memory],
+              memory=memory,
+          )
+      )
   return out
 
 
 def _plot(results, idle, output):
   if importlib.util.find_spec('matplotlib') is None:
-    print(f'No plots: matplotlib is not installed; draw them elsewhere with '
-          f'--replot --output={output}', flush=True)
+    print(
+        f'No plots: matplotlib is not installed; draw them elsewhere with '
+        f'--replot --output={output}',
+        flush=True,
+    )
     return
   ok = [r for r in results if r['status'] == 'ok']
   # The modes, batches and variants the report holds (so --replot draws a
@@ -318,35 +416,52 @@ def _plot(results, idle, output):
   batches = sorted({r['batch'] for r in ok}, reverse=True)
   modes = [m for m in ('train', 'infer') if any(r['mode'] == m for r in ok)]
   series = [v for v in VARIANTS if any(r['variant'] == v for r in ok)]
-  panels = [(f'{m}, batch {b}', lambda r, m=m, b=b: (r['mode'], r['batch'])
-             == (m, b)) for m in modes for b in batches
-            if any((r['mode'], r['batch']) == (m, b) for r in ok)]
+  panels = [
+      (f'{m}, batch {b}', lambda r, m=m, b=b: (r['mode'], r['batch']) == (m, b))
+      for m in modes
+      for b in batches
+      if any((r['mode'], r['batch']) == (m, b) for r in ok)
+  ]
   common = dict(series=series, panels=panels)
   train = [r for r in ok if r['mode'] == 'train']
-  positions = '/'.join(sorted({r.get('loss_positions', 'last')
-                               for r in train})) or _LOSS_POSITIONS.value
+  positions = (
+      '/'.join(sorted({r.get('loss_positions', 'last') for r in train}))
+      or _LOSS_POSITIONS.value
+  )
   chunks = sorted({r.get('microbatches', 1) for r in train})
-  accumulated = (f', {"/".join(map(str, chunks))} accumulated micro-batches'
-                 if chunks and chunks != [1] else '')
+  accumulated = (
+      f', {"/".join(map(str, chunks))} accumulated micro-batches'
+      if chunks and chunks != [1]
+      else ''
+  )
   bench_common.plot_grid(
-      ok, value='seconds', ylabel='seconds per step (median of runs)',
+      ok,
+      value='seconds',
+      ylabel='seconds per step (median of runs)',
       path=output.with_name(output.stem + '_time.png'),
       title='SASRec time (train: fwd+bwd+Adam, loss at the '
       f'{positions} position(s){accumulated}; infer: last-position scores);'
       ' missing points did not fit in memory',
-      **common)
+      **common,
+  )
   if _memory_key(results) == 'peak_device_gib':
-    memory = dict(value='peak_device_gib', ylabel='device peak (GiB)',
-                  title='Peak device memory of one cell (allocator peak); '
-                  'missing points did not fit in memory')
+    memory = dict(
+        value='peak_device_gib',
+        ylabel='device peak (GiB)',
+        title='Peak device memory of one cell (allocator peak); '
+        'missing points did not fit in memory',
+    )
   else:
-    memory = dict(value='peak_rss_gib', ylabel='process peak RSS (GiB)',
-                  title='Peak RSS of a process running one cell (runtime '
-                  'included); missing points did not fit in memory',
-                  hline=(idle.get('peak_rss_gib'), 'idle process'))
+    memory = dict(
+        value='peak_rss_gib',
+        ylabel='process peak RSS (GiB)',
+        title='Peak RSS of a process running one cell (runtime '
+        'included); missing points did not fit in memory',
+        hline=(idle.get('peak_rss_gib'), 'idle process'),
+    )
   bench_common.plot_grid(
-      ok, path=output.with_name(output.stem + '_memory.png'), **memory,
-      **common)
+      ok, path=output.with_name(output.stem + '_memory.png'), **memory, **common
+  )
 
 
 def _main(argv):
@@ -364,28 +479,54 @@ def _main(argv):
     return
   report = {
       'what': __doc__.split('\n\n  linrec-benchmark')[0],
-      'model': dict(num_items=NUM_ITEMS, hidden=HIDDEN, heads=HEADS,
-                    layers=LAYERS, ffn=FFN, dropout=0.2, dtype='float32',
-                    mask_padding=True, optimizer='adam lr 1e-3'),
-      'train_loss': (f'full cross-entropy over all {NUM_ITEMS} items at '
-                     f'{_LOSS_POSITIONS.value} position(s)'),
-      'timing': dict(repeats=_REPEATS.value, time_budget_s=_TIME_BUDGET.value,
-                     timeout_s=_TIMEOUT.value, warmup_runs=1),
-      'machine': bench_common.machine(), 'results': []}
+      'model': dict(
+          num_items=NUM_ITEMS,
+          hidden=HIDDEN,
+          heads=HEADS,
+          layers=LAYERS,
+          ffn=FFN,
+          dropout=0.2,
+          dtype='float32',
+          mask_padding=True,
+          optimizer='adam lr 1e-3',
+      ),
+      'train_loss': (
+          f'full cross-entropy over all {NUM_ITEMS} items at '
+          f'{_LOSS_POSITIONS.value} position(s)'
+      ),
+      'timing': dict(
+          repeats=_REPEATS.value,
+          time_budget_s=_TIME_BUDGET.value,
+          timeout_s=_TIMEOUT.value,
+          warmup_runs=1,
+      ),
+      'machine': bench_common.machine(),
+      'results': [],
+  }
   print('Idle process (JAX, Flax, one tiny jitted op) ...', flush=True)
   report['idle'] = idle = _spawn({'variant': 'idle'})
   report['matmul_peak'] = peaks = [
-      _spawn({'variant': 'matmul_peak', 'size': _MATMUL.value})]
-  print(f'float32 {_MATMUL.value}^3 matmul: '
-        f'{_best_peak(peaks):.0f} GFLOP/s', flush=True)
+      _spawn({'variant': 'matmul_peak', 'size': _MATMUL.value})
+  ]
+  print(
+      f'float32 {_MATMUL.value}^3 matmul: ' f'{_best_peak(peaks):.0f} GFLOP/s',
+      flush=True,
+  )
   grid, failed, start = _grid(), {}, time.monotonic()
-  print(f'Idle peak RSS {idle.get("peak_rss_gib", float("nan")):.2f} GiB; '
-        f'{len(grid)} cells -> {output}', flush=True)
+  print(
+      f'Idle peak RSS {idle.get("peak_rss_gib", float("nan")):.2f} GiB; '
+      f'{len(grid)} cells -> {output}',
+      flush=True,
+  )
   for i, cell in enumerate(grid):
     minutes = (time.monotonic() - start) / 60
-    print(f'[{i + 1}/{len(grid)}, {minutes:.1f} min, {len(grid) - i - 1} '
-          f'left] {cell["variant"]} N={cell["n"]} B={cell["batch"]} '
-          f'{cell["mode"]}: ', end='', flush=True)
+    print(
+        f'[{i + 1}/{len(grid)}, {minutes:.1f} min, {len(grid) - i - 1} '
+        f'left] {cell["variant"]} N={cell["n"]} B={cell["batch"]} '
+        f'{cell["mode"]}: ',
+        end='',
+        flush=True,
+    )
     record = _measure(cell, failed)
     _add_flops(record, _best_peak(peaks))
     print(_describe(record), flush=True)
@@ -398,18 +539,26 @@ def _main(argv):
   for record in report['results']:
     _add_flops(record, report['matmul_peak_gflops'])
   bench_common.write_json(output, report)
-  print(f'\nfloat32 {_MATMUL.value}^3 matmul peak (best of start and end): '
-        f'{report["matmul_peak_gflops"]:.0f} GFLOP/s')
+  print(
+      f'\nfloat32 {_MATMUL.value}^3 matmul peak (best of start and end): '
+      f'{report["matmul_peak_gflops"]:.0f} GFLOP/s'
+  )
   print(f'\n{"variant":14} {"N":>5} {"B":>3} {"mode":5}  result')
   for r in report['results']:
-    print(f'{r["variant"]:14} {r["n"]:5d} {r["batch"]:3d} {r["mode"]:5}  '
-          f'{_describe(r)}')
+    print(
+        f'{r["variant"]:14} {r["n"]:5d} {r["batch"]:3d} {r["mode"]:5}  '
+        f'{_describe(r)}'
+    )
   for q in report['linrec_vs_softmax']:
-    print(f'linrec vs softmax N={q["n"]} B={q["batch"]} {q["mode"]}: '
-          f'{q["speedup"]:.1f}x faster, {q["memory_ratio"]:.1f}x less memory')
+    print(
+        f'linrec vs softmax N={q["n"]} B={q["batch"]} {q["mode"]}: '
+        f'{q["speedup"]:.1f}x faster, {q["memory_ratio"]:.1f}x less memory'
+    )
   _plot(report['results'], idle, output)
-  print(f'Wrote {output} (and its PNGs, if drawn) in '
-        f'{(time.monotonic() - start) / 60:.1f} min')
+  print(
+      f'Wrote {output} (and its PNGs, if drawn) in '
+      f'{(time.monotonic() - start) / 60:.1f} min'
+  )
 
 
 def _check_flags():
@@ -417,7 +566,9 @@ def _check_flags():
   flag_checks.check_size_lists('lengths', 'batches')
   flag_checks.check_choices('modes', ('train', 'infer'))
   flag_checks.check_sizes('microbatches', 'repeats')
-  flag_checks.check_positive_floats('time_budget_s', 'timeout_s', 'min_free_gib')
+  flag_checks.check_positive_floats(
+      'time_budget_s', 'timeout_s', 'min_free_gib'
+  )
   flag_checks.check_fraction('memory_fraction')
   flag_checks.check_output('output', pathlib.Path(_OUTPUT.value))
 

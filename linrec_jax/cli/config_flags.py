@@ -22,8 +22,12 @@ from linrec_jax import config_help
 from linrec_jax import configs
 from linrec_jax.configs import common as config_common
 
-_DEFINE = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer,
-           float: flags.DEFINE_float, str: flags.DEFINE_string}
+_DEFINE = {
+    bool: flags.DEFINE_bool,
+    int: flags.DEFINE_integer,
+    float: flags.DEFINE_float,
+    str: flags.DEFINE_string,
+}
 # Fields whose value is one of a few names (shown in --help).
 CHOICES = {
     "model": choices.MODELS,
@@ -50,24 +54,40 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     flag_values: where to define them (tests pass a fresh `FlagValues`).
   """
   flags.DEFINE_string(
-      "dataset", "ml-1m", "The data: one of "
+      "dataset",
+      "ml-1m",
+      "The data: one of "
       f"{', '.join(configs.DATASETS)} (raw files under --data_root, prepared "
       "on first use), or a directory written by data_prep.",
-      flag_values=flag_values)
+      flag_values=flag_values,
+  )
   flags.DEFINE_enum(
-      "preset", "cpu", list(configs.PRESETS),
+      "preset",
+      "cpu",
+      list(configs.PRESETS),
       "Hyperparameter preset (linrec_jax/configs/<name>.py); any flag "
-      "overrides it.", flag_values=flag_values)
+      "overrides it.",
+      flag_values=flag_values,
+  )
   flags.DEFINE_string(
-      "config", None, "An ml_collections config file, FILE.py or "
+      "config",
+      None,
+      "An ml_collections config file, FILE.py or "
       "FILE.py:ARG, whose get_config(ARG) returns some TrainConfig fields; "
-      "it takes the place of --preset.", flag_values=flag_values)
+      "it takes the place of --preset.",
+      flag_values=flag_values,
+  )
   for field in _fields():
     define = _DEFINE.get(type(field.default), flags.DEFINE_string)
-    define(field.name, None, config_help.FIELD_HELP.get(field.name, _NO_HELP),
-           flag_values=flag_values)
-    flags.DEFINE_alias(f"config.{field.name}", field.name,
-                       flag_values=flag_values)
+    define(
+        field.name,
+        None,
+        config_help.FIELD_HELP.get(field.name, _NO_HELP),
+        flag_values=flag_values,
+    )
+    flags.DEFINE_alias(
+        f"config.{field.name}", field.name, flag_values=flag_values
+    )
 
 
 def dataset_key(dataset: str) -> str:
@@ -77,8 +97,11 @@ def dataset_key(dataset: str) -> str:
 
 def explicit_values(values=flags.FLAGS) -> dict:
   """The fields set on the command line (or in a --flagfile)."""
-  return {f.name: values[f.name].value for f in _fields()
-          if values[f.name].value is not None}
+  return {
+      f.name: values[f.name].value
+      for f in _fields()
+      if values[f.name].value is not None
+  }
 
 
 def resolve(values=flags.FLAGS) -> tuple[dict, dict]:
@@ -104,13 +127,17 @@ def resolve(values=flags.FLAGS) -> tuple[dict, dict]:
   else:
     label = f"preset {values.preset}"
     given = [f"--dataset={values.dataset}"] + [
-        f"--{name}={explicit[name]}" for name in ("model", "attention")
-        if name in explicit]
+        f"--{name}={explicit[name]}"
+        for name in ("model", "attention")
+        if name in explicit
+    ]
     preset = configs.get_config(values.preset).to_dict()
     resolved = configs.get_config(
-        values.preset, dataset=values.dataset,
+        values.preset,
+        dataset=values.dataset,
         model=explicit.get("model", defaults["model"]),
-        attention=explicit.get("attention", defaults["attention"])).to_dict()
+        attention=explicit.get("attention", defaults["attention"]),
+    ).to_dict()
     specific = {name for name in resolved if resolved[name] != preset[name]}
   sources = {}
   for name, default in defaults.items():
@@ -135,10 +162,12 @@ def config_from_flags(values=flags.FLAGS) -> config_lib.TrainConfig:
   resolved, _ = resolve(values)
   config = configs.to_train_config(resolved)
   return config_lib.validate(
-      config, attention_variants=choices.ATTENTION_VARIANTS,
+      config,
+      attention_variants=choices.ATTENTION_VARIANTS,
       causal_variants=choices.CAUSAL_ATTENTION_VARIANTS,
       model_names=choices.MODELS,
-      weight_dropout_variants=choices.WEIGHT_DROPOUT_ATTENTION_VARIANTS)
+      weight_dropout_variants=choices.WEIGHT_DROPOUT_ATTENTION_VARIANTS,
+  )
 
 
 def _format_value(value) -> str:
@@ -148,13 +177,15 @@ def _format_value(value) -> str:
 
 
 def _entry(name: str, head: str, help_text: str) -> list[str]:
-  body = textwrap.wrap(help_text, width=74, initial_indent="      ",
-                       subsequent_indent="      ")
+  body = textwrap.wrap(
+      help_text, width=74, initial_indent="      ", subsequent_indent="      "
+  )
   return [f"  --{name}{head}", *body]
 
 
-def help_text(values=flags.FLAGS, *, usage: str,
-              run_flags: tuple[str, ...] = ()) -> str:
+def help_text(
+    values=flags.FLAGS, *, usage: str, run_flags: tuple[str, ...] = ()
+) -> str:
   """`--help`: every flag, its help and the value in effect for this command.
 
   Args:
@@ -167,9 +198,13 @@ def help_text(values=flags.FLAGS, *, usage: str,
     flag = values[name]
     now = "  (unset)" if flag.value is None else f"={_format_value(flag.value)}"
     lines += _entry(name, now, flag.help)
-  lines += _entry("flagfile", "=FILE", "Read more flags from FILE, one per "
-                  "line (absl); lines starting with # are comments. Keeps a "
-                  "whole experiment in one file, like a RecBole yaml.")
+  lines += _entry(
+      "flagfile",
+      "=FILE",
+      "Read more flags from FILE, one per "
+      "line (absl); lines starting with # are comments. Keeps a "
+      "whole experiment in one file, like a RecBole yaml.",
+  )
   lines += ["", "Selection:"]
   for name in SELECTION_FLAGS:
     flag = values[name]
@@ -185,10 +220,15 @@ def help_text(values=flags.FLAGS, *, usage: str,
     config_from_flags(values)
   except ValueError as error:
     problem = problem or f"  These values do not validate: {error}"
-  lines += ["", *textwrap.wrap(
-      "Configuration: each field's value in effect for this command line "
-      "and [where it comes from]. Every field is also --config.FIELD=VALUE.",
-      width=78), *([problem] if problem else [])]
+  lines += [
+      "",
+      *textwrap.wrap(
+          "Configuration: each field's value in effect for this command line "
+          "and [where it comes from]. Every field is also --config.FIELD=VALUE.",
+          width=78,
+      ),
+      *([problem] if problem else []),
+  ]
   for field in _fields():
     help_line = values[field.name].help
     if field.name in CHOICES:

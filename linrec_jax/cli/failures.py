@@ -26,8 +26,14 @@ def user_error_types() -> tuple[type, ...]:
   `train.NonFiniteError` counts only once `linrec_jax.train` is imported (it
   cannot be raised before), so a bad flag is reported without starting JAX.
   """
-  types = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error,
-           workdir_lock.WorkdirBusyError)
+  types = (
+      ValueError,
+      OSError,
+      EOFError,
+      zipfile.BadZipFile,
+      zlib.error,
+      workdir_lock.WorkdirBusyError,
+  )
   train = sys.modules.get("linrec_jax.train")
   return types + ((train.NonFiniteError,) if train is not None else ())
 
@@ -36,11 +42,14 @@ def one_line(error: BaseException) -> str:
   """`error: ...`: the message's first line, at most MAX_CHARS long."""
   lines = str(error).strip().splitlines() or [type(error).__name__]
   text = lines[0]
-  if isinstance(error, OSError) and error.filename and (
-      str(error.filename) not in text):
+  if (
+      isinstance(error, OSError)
+      and error.filename
+      and (str(error.filename) not in text)
+  ):
     text = f"{error.filename}: {text}"
   if len(text) > MAX_CHARS:
-    text = text[:MAX_CHARS - 3] + "..."
+    text = text[: MAX_CHARS - 3] + "..."
   return f"error: {text}"
 
 

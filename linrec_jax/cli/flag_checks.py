@@ -90,13 +90,15 @@ def check_bytes_fit(names: str, need: int) -> None:
   import jax
 
   from linrec_jax import memory_budget
+
   device = jax.devices()[0]
   budget = memory_budget.available_bytes(device)
   if budget is not None and need > budget:
     raise ValueError(
         f"{names}: the inputs need {need / memory_budget.GIB:.1f} GiB, more "
         f"than the {budget / memory_budget.GIB:.1f} GiB available on "
-        f"{device.platform}")
+        f"{device.platform}"
+    )
 
 
 def check_model_fits(model, max_len: int, names: str) -> None:
@@ -112,8 +114,10 @@ def check_model_fits(model, max_len: int, names: str) -> None:
   import jax.numpy as jnp
 
   from linrec_jax import memory_budget
-  shapes = jax.eval_shape(model.init, jax.random.key(0),
-                          jnp.zeros((1, max_len), jnp.int32))
+
+  shapes = jax.eval_shape(
+      model.init, jax.random.key(0), jnp.zeros((1, max_len), jnp.int32)
+  )
   need = 3 * memory_budget.tree_bytes(shapes)
   device = jax.devices()[0]
   budget = memory_budget.available_bytes(device)
@@ -122,4 +126,5 @@ def check_model_fits(model, max_len: int, names: str) -> None:
         f"{names}: the parameters and optimiser state need "
         f"{need / memory_budget.GIB:.1f} GiB, more than the "
         f"{budget / memory_budget.GIB:.1f} GiB available on "
-        f"{device.platform}")
+        f"{device.platform}"
+    )

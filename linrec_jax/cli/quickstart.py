@@ -18,29 +18,44 @@ from linrec_jax import config as config_lib
 from linrec_jax import configs
 
 
-def resolve_config(*, dataset: str = "ml-1m", model: str = "sasrec",
-                   attention: str = "linrec", preset: str = "cpu",
-                   **overrides) -> config_lib.TrainConfig:
+def resolve_config(
+    *,
+    dataset: str = "ml-1m",
+    model: str = "sasrec",
+    attention: str = "linrec",
+    preset: str = "cpu",
+    **overrides,
+) -> config_lib.TrainConfig:
   """The validated `TrainConfig` of a `run` call.
 
   Raises:
     ValueError (`config_lib.ConfigError`): naming the field at fault.
   """
-  values = configs.get_config(preset, dataset=dataset, model=model,
-                              attention=attention).to_dict()
+  values = configs.get_config(
+      preset, dataset=dataset, model=model, attention=attention
+  ).to_dict()
   values.update(overrides)
   return config_lib.validate(
       configs.to_train_config(values),
       attention_variants=choices.ATTENTION_VARIANTS,
       causal_variants=choices.CAUSAL_ATTENTION_VARIANTS,
       model_names=choices.MODELS,
-      weight_dropout_variants=choices.WEIGHT_DROPOUT_ATTENTION_VARIANTS)
+      weight_dropout_variants=choices.WEIGHT_DROPOUT_ATTENTION_VARIANTS,
+  )
 
 
-def run(*, workdir: str, dataset: str = "ml-1m", model: str = "sasrec",
-        attention: str = "linrec", preset: str = "cpu",
-        data_root: str | None = None, prepared_root: str = "prepared",
-        report: Callable[[str], None] = print, **overrides) -> dict:
+def run(
+    *,
+    workdir: str,
+    dataset: str = "ml-1m",
+    model: str = "sasrec",
+    attention: str = "linrec",
+    preset: str = "cpu",
+    data_root: str | None = None,
+    prepared_root: str = "prepared",
+    report: Callable[[str], None] = print,
+    **overrides,
+) -> dict:
   """Trains with early stopping, tests the best parameters, returns results.
 
   Args:
@@ -61,13 +76,22 @@ def run(*, workdir: str, dataset: str = "ml-1m", model: str = "sasrec",
     The content of `workdir/results.json` (`valid`, `test`, `best_epoch`,
     ...).
   """
-  config = resolve_config(dataset=dataset, model=model, attention=attention,
-                          preset=preset, **overrides)
+  config = resolve_config(
+      dataset=dataset,
+      model=model,
+      attention=attention,
+      preset=preset,
+      **overrides,
+  )
   # pylint: disable=import-outside-toplevel
   from data_prep import datasets
   from linrec_jax import train
   # pylint: enable=import-outside-toplevel
   data_dir = datasets.prepared_dir(dataset, data_root, prepared_root)
   return train.train_and_evaluate(
-      config, data_dir, workdir, report=report,
-      run_info={"dataset": dataset, "preset": preset, "flags": overrides})
+      config,
+      data_dir,
+      workdir,
+      report=report,
+      run_info={"dataset": dataset, "preset": preset, "flags": overrides},
+  )

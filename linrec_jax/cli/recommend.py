@@ -41,25 +41,48 @@ from linrec_jax.cli import failures
 
 flags.DEFINE_string("workdir", None, "a training run's --workdir")
 flags.DEFINE_list("users", [], "original user ids, comma-separated")
-flags.DEFINE_list("history", [], "original item ids of a new user, oldest "
-                  "first, comma-separated")
+flags.DEFINE_list(
+    "history",
+    [],
+    "original item ids of a new user, oldest " "first, comma-separated",
+)
 flags.DEFINE_integer("k", 10, "items to print per user")
 flags.DEFINE_bool("keep_history", False, "rank items the user already has")
-flags.DEFINE_string("titles", None, "`id::title::...` file (MovieLens "
-                    "movies.dat) or RecBole `.item` file; default for ML-1M: "
-                    "$LINREC_DATA_DIR/ml-1m/movies.dat, for RecBole data: "
-                    "the .item beside the .inter; '' for none")
-flags.DEFINE_string("title_field", None, "RecBole .item files: the title "
-                    "field (default: the first of "
-                    f"{', '.join(recbole.TITLE_FIELDS)})")
-flags.DEFINE_string("item_map", None, "`<dataset item id> <title file id>` "
-                    "lines; default for the SASRec ML-1M file: "
-                    "$LINREC_DATA_DIR/ml-1m/sas_to_original_items.txt; '' "
-                    "when the ids match")
-flags.DEFINE_string("data_dir", None, "the prepared dataset (default: the "
-                    "data_dir in the workdir's config.json)")
-flags.DEFINE_enum("engine", "full", ["full", "streaming"], "full forward "
-                  "pass, or linrec_jax.streaming (causal LinRec only)")
+flags.DEFINE_string(
+    "titles",
+    None,
+    "`id::title::...` file (MovieLens "
+    "movies.dat) or RecBole `.item` file; default for ML-1M: "
+    "$LINREC_DATA_DIR/ml-1m/movies.dat, for RecBole data: "
+    "the .item beside the .inter; '' for none",
+)
+flags.DEFINE_string(
+    "title_field",
+    None,
+    "RecBole .item files: the title "
+    "field (default: the first of "
+    f"{', '.join(recbole.TITLE_FIELDS)})",
+)
+flags.DEFINE_string(
+    "item_map",
+    None,
+    "`<dataset item id> <title file id>` "
+    "lines; default for the SASRec ML-1M file: "
+    "$LINREC_DATA_DIR/ml-1m/sas_to_original_items.txt; '' "
+    "when the ids match",
+)
+flags.DEFINE_string(
+    "data_dir",
+    None,
+    "the prepared dataset (default: the "
+    "data_dir in the workdir's config.json)",
+)
+flags.DEFINE_enum(
+    "engine",
+    "full",
+    ["full", "streaming"],
+    "full forward " "pass, or linrec_jax.streaming (causal LinRec only)",
+)
 flags.mark_flag_as_required("workdir")
 FLAGS = flags.FLAGS
 
@@ -83,7 +106,8 @@ def _internal(ids, known, what, file_name):
     raise ValueError(
         f"unknown {what} id(s) {', '.join(unknown)}: not in the dataset's "
         f"{file_name} ({len(known)} {what}s, e.g. "
-        f"{', '.join(list(known)[:3])})")
+        f"{', '.join(list(known)[:3])})"
+    )
   return [known[i] for i in ids]
 
 
@@ -108,8 +132,12 @@ def _title_paths(trained, titles, item_map):
     titles = os.path.join(root, ML1M_TITLES)
     if item_map is None and source.get("format") == "sasrec":
       item_map = os.path.join(root, ML1M_ITEM_MAP)
-    if (not os.path.isfile(titles) and source.get("format") == "grouplens"
-        and files and _zip_holds(files[0], ML1M_TITLES_MEMBER)):
+    if (
+        not os.path.isfile(titles)
+        and source.get("format") == "grouplens"
+        and files
+        and _zip_holds(files[0], ML1M_TITLES_MEMBER)
+    ):
       titles = files[0]
     if not all(os.path.isfile(p) for p in (titles, item_map) if p):
       logging.warning("no titles: %s or %s not found", titles, item_map)
@@ -129,8 +157,9 @@ def _read_titles(path, item_field, title_field) -> dict[str, str]:
   """Original item id -> title from a RecBole `.item` file, a MovieLens
   `id::title::...` file (movies.dat) or the ml-1m.zip holding one."""
   if path.endswith((recbole.ITEM_SUFFIX, recbole.ITEM_SUFFIX + ".gz")):
-    return recbole.read_item_titles(path, item_field=item_field,
-                                    title_field=title_field)
+    return recbole.read_item_titles(
+        path, item_field=item_field, title_field=title_field
+    )
   raw, _ = parsing.read_input(path, zip_member_suffix=ML1M_TITLES_MEMBER)
   try:
     text = raw.decode("utf-8")
@@ -144,27 +173,41 @@ def _read_titles(path, item_field, title_field) -> dict[str, str]:
   return by_id
 
 
-def load_titles(trained, item_ids, titles, item_map,
-                title_field=None) -> dict[int, str]:
+def load_titles(
+    trained, item_ids, titles, item_map, title_field=None
+) -> dict[int, str]:
   """Internal item id -> title, from the title file and the item map."""
   titles, item_map = _title_paths(trained, titles, item_map)
   if titles is None:
     return {}
   item_field = trained.seqs.meta.get("options", {}).get(
-      "item_field", recbole.Fields.item)
+      "item_field", recbole.Fields.item
+  )
   by_id = _read_titles(titles, item_field, title_field)
   mapping = {}
   if item_map:
     with open(item_map, encoding="utf-8") as f:
       mapping = dict(line.split()[:2] for line in f if line.strip())
-  return {internal: by_id[mapping.get(original, original)]
-          for original, internal in item_ids.items()
-          if mapping.get(original, original) in by_id}
+  return {
+      internal: by_id[mapping.get(original, original)]
+      for original, internal in item_ids.items()
+      if mapping.get(original, original) in by_id
+  }
 
 
-def recommend(workdir, *, users=(), history=(), k=10, keep_history=False,
-              titles=None, item_map=None, data_dir=None, engine="full",
-              title_field=None):
+def recommend(
+    workdir,
+    *,
+    users=(),
+    history=(),
+    k=10,
+    keep_history=False,
+    titles=None,
+    item_map=None,
+    data_dir=None,
+    engine="full",
+    title_field=None,
+):
   """Top-k items for known users and one new history.
 
   Args:
@@ -193,51 +236,69 @@ def recommend(workdir, *, users=(), history=(), k=10, keep_history=False,
   trained = restore.load_trained(workdir, data_dir=data_dir)
   directory = trained.data_dir
   item_ids = _read_ids(directory, data.ITEM_IDS_FILE)
-  rows = _internal(users, _read_ids(directory, data.USER_IDS_FILE), "user",
-                   data.USER_IDS_FILE)
+  rows = _internal(
+      users,
+      _read_ids(directory, data.USER_IDS_FILE),
+      "user",
+      data.USER_IDS_FILE,
+  )
   histories = [trained.seqs.user_items(r - 1) for r in rows]
   names = [f"user {u}" for u in users]
   if history:
-    histories.append(np.array(_internal(history, item_ids, "item",
-                                        data.ITEM_IDS_FILE)))
+    histories.append(
+        np.array(_internal(history, item_ids, "item", data.ITEM_IDS_FILE))
+    )
     names.append("new user (--history)")
   original = {internal: original for original, internal in item_ids.items()}
   title_of = load_titles(trained, item_ids, titles, item_map, title_field)
   results = []
   for start in range(0, len(histories), BATCH_SIZE):
-    batch = histories[start:start + BATCH_SIZE]
+    batch = histories[start : start + BATCH_SIZE]
     scores = ranking.score_histories(trained, batch, engine)
     ranked = ranking.top_items(scores, k, None if keep_history else batch)
-    for name, items, (row_ids, row_scores) in zip(names[start:], batch,
-                                                  ranked):
-      describe = lambda i, s=None: {"item": original[i], "score": s,
-                                    "title": title_of.get(i)}
-      results.append({
-          "name": name, "history_length": len(items),
-          "recent": [describe(i) for i in items[-RECENT:].tolist()],
-          "items": [describe(i, float(s))
-                    for i, s in zip(row_ids.tolist(), row_scores)]})
+    for name, items, (row_ids, row_scores) in zip(names[start:], batch, ranked):
+      describe = lambda i, s=None: {
+          "item": original[i],
+          "score": s,
+          "title": title_of.get(i),
+      }
+      results.append(
+          {
+              "name": name,
+              "history_length": len(items),
+              "recent": [describe(i) for i in items[-RECENT:].tolist()],
+              "items": [
+                  describe(i, float(s))
+                  for i, s in zip(row_ids.tolist(), row_scores)
+              ],
+          }
+      )
   return trained, results
 
 
 def format_results(trained, results, *, keep_history, engine) -> str:
   """The results of `recommend` as text, one block per user."""
-  epoch = (f" (epoch {trained.best_epoch})" if trained.best_epoch > 0
-           else "")
-  lines = [f"{trained.config.model} ({trained.config.attention}) of "
-           f"{trained.dataset}: best parameters{epoch} from checkpoint step "
-           f"{trained.step}, {engine} engine; the last "
-           f"{trained.config.max_len} items of each history are used; "
-           f"history items {'kept' if keep_history else 'excluded'}"]
+  epoch = f" (epoch {trained.best_epoch})" if trained.best_epoch > 0 else ""
+  lines = [
+      f"{trained.config.model} ({trained.config.attention}) of "
+      f"{trained.dataset}: best parameters{epoch} from checkpoint step "
+      f"{trained.step}, {engine} engine; the last "
+      f"{trained.config.max_len} items of each history are used; "
+      f"history items {'kept' if keep_history else 'excluded'}"
+  ]
   name = lambda item: item["title"] or f"item {item['item']}"
   for result in results:
     recent = "; ".join(name(item) for item in result["recent"])
-    lines.append(f"{result['name']} ({result['history_length']} items, "
-                 f"latest: {recent}):")
+    lines.append(
+        f"{result['name']} ({result['history_length']} items, "
+        f"latest: {recent}):"
+    )
     for rank, item in enumerate(result["items"], 1):
       title = f"  {item['title']}" if item["title"] else ""
-      lines.append(f"  {rank:2d}. item {item['item']:>6}  score "
-                   f"{item['score']:8.4f}{title}")
+      lines.append(
+          f"  {rank:2d}. item {item['item']:>6}  score "
+          f"{item['score']:8.4f}{title}"
+      )
   return "\n".join(lines)
 
 
@@ -257,15 +318,28 @@ def main(argv):
   checkpointing.quiet_failed_read_noise()
   with failures.user_errors():
     trained, results = recommend(
-        FLAGS.workdir, users=FLAGS.users, history=FLAGS.history, k=FLAGS.k,
-        keep_history=FLAGS.keep_history, titles=FLAGS.titles,
-        item_map=FLAGS.item_map, data_dir=FLAGS.data_dir, engine=FLAGS.engine,
-        title_field=FLAGS.title_field)
+        FLAGS.workdir,
+        users=FLAGS.users,
+        history=FLAGS.history,
+        k=FLAGS.k,
+        keep_history=FLAGS.keep_history,
+        titles=FLAGS.titles,
+        item_map=FLAGS.item_map,
+        data_dir=FLAGS.data_dir,
+        engine=FLAGS.engine,
+        title_field=FLAGS.title_field,
+    )
   if trained.skipped:
-    print(f"note: unreadable checkpoints skipped ({'; '.join(trained.skipped)})"
-          f"; using step {trained.step}", file=sys.stderr)
-  print(format_results(trained, results, keep_history=FLAGS.keep_history,
-                       engine=FLAGS.engine))
+    print(
+        f"note: unreadable checkpoints skipped ({'; '.join(trained.skipped)})"
+        f"; using step {trained.step}",
+        file=sys.stderr,
+    )
+  print(
+      format_results(
+          trained, results, keep_history=FLAGS.keep_history, engine=FLAGS.engine
+      )
+  )
 
 
 def run():

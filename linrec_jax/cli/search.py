@@ -19,19 +19,25 @@ from linrec_jax import configs
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Trials and tables go here.")
 _TRIALS = flags.DEFINE_integer("trials", 10, "Number of trials.")
-_PARAMS = flags.DEFINE_list("params", ["lr", "dropout"], "Names of "
-                            "linrec_jax.cli.hyperparameter_search.SPACE to search.")
+_PARAMS = flags.DEFINE_list(
+    "params",
+    ["lr", "dropout"],
+    "Names of " "linrec_jax.cli.hyperparameter_search.SPACE to search.",
+)
 _DATASET = flags.DEFINE_string("dataset", "ml-1m", "As linrec-train.")
 _MODEL = flags.DEFINE_string("model", "sasrec", "As linrec-train.")
 _ATTENTION = flags.DEFINE_string("attention", "linrec", "As linrec-train.")
-_PRESET = flags.DEFINE_enum("preset", "cpu", list(configs.PRESETS),
-                            "As linrec-train.")
-_EPOCHS = flags.DEFINE_integer("epochs", None, "Most epochs per trial "
-                               "(default: the preset's).")
+_PRESET = flags.DEFINE_enum(
+    "preset", "cpu", list(configs.PRESETS), "As linrec-train."
+)
+_EPOCHS = flags.DEFINE_integer(
+    "epochs", None, "Most epochs per trial " "(default: the preset's)."
+)
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the sampler.")
 _DATA_ROOT = flags.DEFINE_string("data_root", None, "As linrec-train.")
-_PREPARED_ROOT = flags.DEFINE_string("prepared_root", "prepared",
-                                     "As linrec-train.")
+_PREPARED_ROOT = flags.DEFINE_string(
+    "prepared_root", "prepared", "As linrec-train."
+)
 
 
 def main(argv):
@@ -41,14 +47,22 @@ def main(argv):
     sys.exit("error: --workdir: required")
   logging.set_verbosity(logging.WARNING)
   from linrec_jax.cli import hyperparameter_search as search  # pylint: disable=import-outside-toplevel
+
   fixed = {} if _EPOCHS.value is None else {"epochs": _EPOCHS.value}
   try:
-    search.search(workdir=_WORKDIR.value, trials=_TRIALS.value,
-                  params=tuple(_PARAMS.value), dataset=_DATASET.value,
-                  model=_MODEL.value, attention=_ATTENTION.value,
-                  preset=_PRESET.value, seed=_SEED.value,
-                  data_root=_DATA_ROOT.value,
-                  prepared_root=_PREPARED_ROOT.value, **fixed)
+    search.search(
+        workdir=_WORKDIR.value,
+        trials=_TRIALS.value,
+        params=tuple(_PARAMS.value),
+        dataset=_DATASET.value,
+        model=_MODEL.value,
+        attention=_ATTENTION.value,
+        preset=_PRESET.value,
+        seed=_SEED.value,
+        data_root=_DATA_ROOT.value,
+        prepared_root=_PREPARED_ROOT.value,
+        **fixed,
+    )
   except (ImportError, ValueError) as error:
     sys.exit(f"error: {error}")
   print(open(f"{_WORKDIR.value}/trials.md").read(), end="")

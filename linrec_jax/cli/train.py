@@ -22,25 +22,41 @@ from linrec_jax.cli import config_flags
 from linrec_jax.cli import failures
 
 flags.DEFINE_string(
-    "workdir", None, "Where checkpoints, logs, console.log and results.json "
-    "go (required); rerunning with the same workdir resumes the run.")
+    "workdir",
+    None,
+    "Where checkpoints, logs, console.log and results.json "
+    "go (required); rerunning with the same workdir resumes the run.",
+)
 flags.DEFINE_string(
-    "data_root", None, "Where the raw datasets lie (default: "
-    "$LINREC_DATA_DIR, else ../shared/data).")
+    "data_root",
+    None,
+    "Where the raw datasets lie (default: "
+    "$LINREC_DATA_DIR, else ../shared/data).",
+)
 flags.DEFINE_string(
-    "prepared_root", "prepared", "Prepared arrays are cached here, one "
-    "directory per dataset.")
+    "prepared_root",
+    "prepared",
+    "Prepared arrays are cached here, one " "directory per dataset.",
+)
 flags.DEFINE_string(
-    "coordinator_address", None, "Several hosts: host:port of process 0 "
-    "(jax.distributed.initialize).")
-flags.DEFINE_integer("num_processes", None,
-                     "Several hosts: the number of processes.")
-flags.DEFINE_integer("process_id", None,
-                     "Several hosts: this process's index.")
+    "coordinator_address",
+    None,
+    "Several hosts: host:port of process 0 " "(jax.distributed.initialize).",
+)
+flags.DEFINE_integer(
+    "num_processes", None, "Several hosts: the number of processes."
+)
+flags.DEFINE_integer("process_id", None, "Several hosts: this process's index.")
 config_flags.define_flags()
 FLAGS = flags.FLAGS
-RUN_FLAGS = ("workdir", "data_root", "prepared_root", "coordinator_address",
-             "num_processes", "process_id")
+RUN_FLAGS = (
+    "workdir",
+    "data_root",
+    "prepared_root",
+    "coordinator_address",
+    "num_processes",
+    "process_id",
+)
 _HELP_ARGS = ("--help", "-help", "-h", "--helpshort", "-helpshort", "-?")
 
 
@@ -50,8 +66,10 @@ def main(argv):
   with failures.user_errors():
     config = config_flags.config_from_flags()
   if FLAGS.workdir is None:
-    sys.exit("error: --workdir: required: the directory for checkpoints, "
-             "logs and results")
+    sys.exit(
+        "error: --workdir: required: the directory for checkpoints, "
+        "logs and results"
+    )
   failures.require_path("workdir", FLAGS.workdir)
   # JAX starts only now: --help and bad values answer in a fraction of a
   # second.
@@ -66,26 +84,35 @@ def main(argv):
   logging.set_verbosity(logging.FATAL)
   checkpointing.quiet_failed_read_noise()
   if FLAGS.coordinator_address:
-    jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
-                               FLAGS.process_id)
+    jax.distributed.initialize(
+        FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id
+    )
   with failures.user_errors():
     devices = sharding.select_devices(config.devices)
     sharding.check_divisible(config.batch_size, len(devices), "batch_size")
-    sharding.check_divisible(config.eval_batch_size, len(devices),
-                             "eval_batch_size")
-    data_dir = datasets.prepared_dir(FLAGS.dataset, FLAGS.data_root,
-                                     FLAGS.prepared_root)
+    sharding.check_divisible(
+        config.eval_batch_size, len(devices), "eval_batch_size"
+    )
+    data_dir = datasets.prepared_dir(
+        FLAGS.dataset, FLAGS.data_root, FLAGS.prepared_root
+    )
   with failures.user_errors():
-    train.train_and_evaluate(config, data_dir, FLAGS.workdir,
-                             report=lambda line: print(line, flush=True),
-                             run_info=_run_info())
+    train.train_and_evaluate(
+        config,
+        data_dir,
+        FLAGS.workdir,
+        report=lambda line: print(line, flush=True),
+        run_info=_run_info(),
+    )
 
 
 def _run_info() -> dict:
   """What config.json records beside the configuration."""
-  return {"dataset": FLAGS.dataset,
-          "preset": FLAGS.config or FLAGS.preset,
-          "flags": config_flags.explicit_values(FLAGS)}
+  return {
+      "dataset": FLAGS.dataset,
+      "preset": FLAGS.config or FLAGS.preset,
+      "flags": config_flags.explicit_values(FLAGS),
+  }
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -94,8 +121,9 @@ def parse_flags(argv: list[str]) -> list[str]:
   if len(rest) == len(argv) - 1:
     return app.parse_flags_with_usage(argv)
   app.parse_flags_with_usage([argv[0], *rest])
-  print(config_flags.help_text(FLAGS, usage=__doc__, run_flags=RUN_FLAGS),
-        end="")
+  print(
+      config_flags.help_text(FLAGS, usage=__doc__, run_flags=RUN_FLAGS), end=""
+  )
   sys.exit(0)
 
 

@@ -41,8 +41,13 @@ def preset_module(name: str):
   return importlib.import_module(f"linrec_jax.configs.{name}")
 
 
-def get_config(preset: str = "cpu", *, dataset: str = "", model: str = "",
-               attention: str = "") -> config_dict.ConfigDict:
+def get_config(
+    preset: str = "cpu",
+    *,
+    dataset: str = "",
+    model: str = "",
+    attention: str = "",
+) -> config_dict.ConfigDict:
   """Preset `preset` resolved for a dataset, model and attention.
 
   Args:
@@ -55,8 +60,11 @@ def get_config(preset: str = "cpu", *, dataset: str = "", model: str = "",
   Returns:
     A ConfigDict with every `TrainConfig` field.
   """
-  pairs = dict(dataset=dataset if dataset in DATASETS else "", model=model,
-               attention=attention)
+  pairs = dict(
+      dataset=dataset if dataset in DATASETS else "",
+      model=model,
+      attention=attention,
+  )
   arg = ",".join(f"{key}={value}" for key, value in pairs.items() if value)
   return preset_module(preset).get_config(arg)
 
@@ -75,19 +83,24 @@ def load_file(path: str) -> dict:
   argv = ["linrec", f"--config={path}"]
   private = flags.FlagValues()
   holder = config_flags.DEFINE_config_file(
-      "config", None, flag_values=private, lock_config=False, sys_argv=argv)
+      "config", None, flag_values=private, lock_config=False, sys_argv=argv
+  )
   try:
     private(argv)
     loaded = holder.value
     values = loaded.to_dict() if hasattr(loaded, "to_dict") else dict(loaded)
   except (OSError, TypeError, ValueError, SyntaxError, flags.Error) as error:
     first = str(error).strip().splitlines()
-    raise ValueError(f"--config={path}: cannot load it"
-                     f"{': ' + first[-1] if first else ''}") from error
+    raise ValueError(
+        f"--config={path}: cannot load it"
+        f"{': ' + first[-1] if first else ''}"
+    ) from error
   unknown = sorted(set(values) - set(field_names()))
   if unknown:
-    raise ValueError(f"--config={path}: unknown field(s) {', '.join(unknown)}"
-                     f"; the fields are those of linrec_jax.config.TrainConfig")
+    raise ValueError(
+        f"--config={path}: unknown field(s) {', '.join(unknown)}"
+        f"; the fields are those of linrec_jax.config.TrainConfig"
+    )
   return values
 
 

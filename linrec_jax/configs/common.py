@@ -31,8 +31,10 @@ def parse_arg(arg: str | None) -> dict[str, str]:
   for pair in filter(None, (arg or "").split(",")):
     key, sep, value = pair.partition("=")
     if not sep or key.strip() not in ARG_KEYS:
-      raise ValueError(f"--config: {pair!r} is not one of "
-                       f"{', '.join(k + '=...' for k in ARG_KEYS)}")
+      raise ValueError(
+          f"--config: {pair!r} is not one of "
+          f"{', '.join(k + '=...' for k in ARG_KEYS)}"
+      )
     options[key.strip()] = value.strip()
   return options
 

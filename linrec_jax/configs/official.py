@@ -10,10 +10,24 @@ and padding masks, as the official code (RecBole) does.
 from linrec_jax.configs import common
 
 VALUES = dict(
-    hidden=128, ffn=256, layers=2, heads=8, dropout=0.2, lr=1e-3,
-    batch_size=2048, epochs=100, patience=10, seed=2000, train_mode="prefix",
-    pad_side="right", causal=False, mask_padding=False, loss="ce",
-    lr_schedule="constant", warmup_steps=0)
+    hidden=128,
+    ffn=256,
+    layers=2,
+    heads=8,
+    dropout=0.2,
+    lr=1e-3,
+    batch_size=2048,
+    epochs=100,
+    patience=10,
+    seed=2000,
+    train_mode="prefix",
+    pad_side="right",
+    causal=False,
+    mask_padding=False,
+    loss="ce",
+    lr_schedule="constant",
+    warmup_steps=0,
+)
 
 DATASET_VALUES = {
     "ml-1m": dict(max_len=200),

@@ -147,13 +147,18 @@ def _causal_linear_scan(q, k, v, chunk_size, log_decay=None):
   # within[H, C, T] = g^(c-t) for t <= c (else 0), to_query[C, H] = g^(c+1)
   # (from the carried state, which ends one before the chunk), to_end[T, H]
   # = g^(C-1-t) (from key t to the chunk's end), per_chunk[H] = g^C.
-  log_decay = (jnp.zeros((heads,), q.dtype) if log_decay is None
-               else jnp.asarray(log_decay, q.dtype))
+  log_decay = (
+      jnp.zeros((heads,), q.dtype)
+      if log_decay is None
+      else jnp.asarray(log_decay, q.dtype)
+  )
   position = jnp.arange(chunk, dtype=q.dtype)
   distance = position[:, None] - position[None, :]
-  within = jnp.where(distance >= 0,
-                     jnp.exp(log_decay[:, None, None] * jnp.maximum(distance, 0)),
-                     0)
+  within = jnp.where(
+      distance >= 0,
+      jnp.exp(log_decay[:, None, None] * jnp.maximum(distance, 0)),
+      0,
+  )
   to_query = jnp.exp((position[:, None] + 1) * log_decay)[:, :, None]
   to_end = jnp.exp((chunk - 1 - position[:, None]) * log_decay)[:, :, None]
   per_chunk = jnp.exp(chunk * log_decay)[:, None, None]
@@ -249,12 +254,19 @@ def linrec_mean(
   (sqrt(K) n_t)`. Still linear in L and exact under padding. Arguments and
   result as in `linrec`.
   """
-  out = linrec(query, key, value, mask=mask, causal=causal,
-               chunk_size=chunk_size)
-  real = (jnp.ones(query.shape[:2], jnp.int32) if mask is None
-          else mask.astype(jnp.int32))
-  visible = (jnp.cumsum(real, axis=1) if causal
-             else jnp.sum(real, axis=1, keepdims=True))
+  out = linrec(
+      query, key, value, mask=mask, causal=causal, chunk_size=chunk_size
+  )
+  real = (
+      jnp.ones(query.shape[:2], jnp.int32)
+      if mask is None
+      else mask.astype(jnp.int32)
+  )
+  visible = (
+      jnp.cumsum(real, axis=1)
+      if causal
+      else jnp.sum(real, axis=1, keepdims=True)
+  )
   scale = 1.0 / jnp.maximum(visible, 1).astype(out.dtype)
   return out * scale[:, :, None, None]
 
@@ -269,7 +281,7 @@ def head_decays(heads):
   history. One head gets `1 - g = 2**-4.5` (half-life 15).
   """
   exponent = 1 + 7 * (jnp.arange(heads, dtype=jnp.float32) + 0.5) / heads
-  return 1 - 2.0 ** -exponent
+  return 1 - 2.0**-exponent
 
 
 def _decays(decay, heads):
@@ -278,8 +290,9 @@ def _decays(decay, heads):
     return head_decays(heads)
   decay = jnp.asarray(decay, jnp.float32)
   if decay.shape != (heads,):
-    raise ValueError(f'decay must have shape [heads] = ({heads},); got '
-                     f'{decay.shape}.')
+    raise ValueError(
+        f'decay must have shape [heads] = ({heads},); got ' f'{decay.shape}.'
+    )
   return decay
 
 
@@ -310,8 +323,7 @@ def linrec_decay(
   other arguments and the result as in `linrec`.
   """
   log_decay = jnp.log(_decays(decay, query.shape[2]))
-  return _decayed_linrec(query, key, value, mask, causal, chunk_size,
-                         log_decay)
+  return _decayed_linrec(query, key, value, mask, causal, chunk_size, log_decay)
 
 
 def _decayed_linrec(query, key, value, mask, causal, chunk_size, log_decay):
@@ -321,8 +333,11 @@ def _decayed_linrec(query, key, value, mask, causal, chunk_size, log_decay):
   out = _causal_linear_scan(q_hat, k_hat, v, chunk_size, log_decay)
   if not causal:
     flip = lambda x: jnp.flip(x, axis=1)
-    out = out + flip(_causal_linear_scan(flip(q_hat), flip(k_hat), flip(v),
-                                         chunk_size, log_decay))
+    out = out + flip(
+        _causal_linear_scan(
+            flip(q_hat), flip(k_hat), flip(v), chunk_size, log_decay
+        )
+    )
     diagonal = jnp.einsum('BLHK,BLHK->BLH', q_hat, k_hat)[..., None]
     out = out - diagonal * v
   return _finish(out, mask, query, key, value)
@@ -361,8 +376,9 @@ def linrec_seqnorm(query, key, value, *, mask=None, causal=False):
   return _finish(out, mask, query, key, value)
 
 
-def _softmax_attention(query, key, value, mask, causal, bias=None,
-                       weights_dropout=None):
+def _softmax_attention(
+    query, key, value, mask, causal, bias=None, weights_dropout=None
+):
   """`softmax` with an optional bias `[H, L, L]` added to the scores and an
   optional function applied to the weights `[B, H, L, M]` (dropout)."""
   q, k, v, mask = _prepare(query, key, value, mask)
@@ -381,8 +397,9 @@ def _softmax_attention(query, key, value, mask, causal, bias=None,
   return _finish(out, mask, query, key, value)
 
 
-def softmax(query, key, value, *, mask=None, causal=False,
-            weights_dropout=None):
+def softmax(
+    query, key, value, *, mask=None, causal=False, weights_dropout=None
+):
   """Scaled dot-product softmax attention, the quadratic baseline.
 
   Invisible keys (padded, or in the future when causal) get `MASK_VALUE`
@@ -402,12 +419,21 @@ def softmax(query, key, value, *, mask=None, causal=False,
   Returns:
     `[B, L, H, F]`, zero at padded positions, in the inputs' dtype.
   """
-  return _softmax_attention(query, key, value, mask, causal,
-                            weights_dropout=weights_dropout)
+  return _softmax_attention(
+      query, key, value, mask, causal, weights_dropout=weights_dropout
+  )
 
 
-def softmax_decay(query, key, value, *, mask=None, causal=False, decay=None,
-                  weights_dropout=None):
+def softmax_decay(
+    query,
+    key,
+    value,
+    *,
+    mask=None,
+    causal=False,
+    decay=None,
+    weights_dropout=None,
+):
   """Softmax with `linrec_decay`'s per-head recency decay: its control.
 
   Not in the paper. Each softmax weight is multiplied by `g_h^|t-j|` (the
@@ -421,18 +447,21 @@ def softmax_decay(query, key, value, *, mask=None, causal=False, decay=None,
   in `softmax`.
   """
   log_decay = jnp.log(_decays(decay, query.shape[2]))
-  return _decayed_softmax(query, key, value, mask, causal, log_decay,
-                          weights_dropout)
+  return _decayed_softmax(
+      query, key, value, mask, causal, log_decay, weights_dropout
+  )
 
 
-def _decayed_softmax(query, key, value, mask, causal, log_decay,
-                     weights_dropout=None):
+def _decayed_softmax(
+    query, key, value, mask, causal, log_decay, weights_dropout=None
+):
   """`softmax_decay` with the decays given as `log_decay` `[H]` (<= 0)."""
   position = jnp.arange(query.shape[1])
   distance = jnp.abs(position[:, None] - position[None, :])
   bias = log_decay[:, None, None] * distance.astype(log_decay.dtype)
-  return _softmax_attention(query, key, value, mask, causal, bias,
-                            weights_dropout)
+  return _softmax_attention(
+      query, key, value, mask, causal, bias, weights_dropout
+  )
 
 
 def decay_logits(heads):
@@ -445,19 +474,22 @@ def decay_logits(heads):
   about 0.98, 2.43, 3.70 and 4.93.
   """
   exponent = 1 + 7 * (jnp.arange(heads, dtype=jnp.float32) + 0.5) / heads
-  return jnp.log1p(-(2.0 ** -exponent)) + exponent * math.log(2)
+  return jnp.log1p(-(2.0**-exponent)) + exponent * math.log(2)
 
 
 def _learned_log_decays(name, decay_logit, heads):
   """`log sigmoid(decay_logit)`, `[heads]`, in at least float32."""
   if decay_logit is None:
     raise ValueError(
-        f'{name} needs decay_logit=, the layer\'s learned [heads] parameter '
-        f'(attention.decay_logits({heads}) are its initial values).')
+        f"{name} needs decay_logit=, the layer's learned [heads] parameter "
+        f'(attention.decay_logits({heads}) are its initial values).'
+    )
   decay_logit = jnp.asarray(decay_logit)
   if decay_logit.shape != (heads,):
-    raise ValueError(f'decay_logit must have shape [heads] = ({heads},); got '
-                     f'{decay_logit.shape}.')
+    raise ValueError(
+        f'decay_logit must have shape [heads] = ({heads},); got '
+        f'{decay_logit.shape}.'
+    )
   dtype = jnp.promote_types(decay_logit.dtype, jnp.float32)
   return jax.nn.log_sigmoid(decay_logit.astype(dtype))
 
@@ -516,14 +548,22 @@ def linrec_learned_decay(
   Raises:
     ValueError: `decay_logit` is missing or not `[H]`.
   """
-  log_decay = _learned_log_decays('linrec_learned_decay', decay_logit,
-                                  query.shape[2])
-  return _decayed_linrec(query, key, value, mask, causal, chunk_size,
-                         log_decay)
+  log_decay = _learned_log_decays(
+      'linrec_learned_decay', decay_logit, query.shape[2]
+  )
+  return _decayed_linrec(query, key, value, mask, causal, chunk_size, log_decay)
 
 
-def softmax_learned_decay(query, key, value, *, mask=None, causal=False,
-                          decay_logit=None, weights_dropout=None):
+def softmax_learned_decay(
+    query,
+    key,
+    value,
+    *,
+    mask=None,
+    causal=False,
+    decay_logit=None,
+    weights_dropout=None,
+):
   """`softmax_decay` with the learned decay of `linrec_learned_decay`.
 
   The control of `linrec_learned_decay`: `|t-j| log sigmoid(theta_h)` is
@@ -532,10 +572,12 @@ def softmax_learned_decay(query, key, value, *, mask=None, causal=False,
   `linrec_learned_decay` (required); other arguments (`weights_dropout`
   included) and the result as in `softmax`.
   """
-  log_decay = _learned_log_decays('softmax_learned_decay', decay_logit,
-                                  query.shape[2])
-  return _decayed_softmax(query, key, value, mask, causal, log_decay,
-                          weights_dropout)
+  log_decay = _learned_log_decays(
+      'softmax_learned_decay', decay_logit, query.shape[2]
+  )
+  return _decayed_softmax(
+      query, key, value, mask, causal, log_decay, weights_dropout
+  )
 
 
 def linear(
@@ -620,8 +662,9 @@ def efficient(
   q_soft = jax.nn.softmax(q, axis=-1)
   visible = mask[:, :, None, None]
   if causal:
-    shift = lax.stop_gradient(jnp.max(jnp.where(visible, k, MASK_VALUE),
-                                      axis=1, keepdims=True))
+    shift = lax.stop_gradient(
+        jnp.max(jnp.where(visible, k, MASK_VALUE), axis=1, keepdims=True)
+    )
     exp_k = jnp.exp(jnp.where(visible, k - shift, -jnp.inf))
     total = jnp.cumsum(exp_k, axis=1)
     seen = total > 0
@@ -648,14 +691,25 @@ VARIANTS = {
     'softmax_learned_decay': softmax_learned_decay,
 }
 CAUSAL_VARIANTS = frozenset(
-    {'softmax', 'linrec', 'linear', 'linrec_mean', 'linrec_decay',
-     'softmax_decay', 'efficient', 'linrec_learned_decay',
-     'softmax_learned_decay'})
+    {
+        'softmax',
+        'linrec',
+        'linear',
+        'linrec_mean',
+        'linrec_decay',
+        'softmax_decay',
+        'efficient',
+        'linrec_learned_decay',
+        'softmax_learned_decay',
+    }
+)
 # Variants whose attention layer owns a `[heads]` parameter `decay_logit`,
 # passed to the function as `decay_logit=`.
 LEARNED_DECAY_VARIANTS = frozenset(
-    {'linrec_learned_decay', 'softmax_learned_decay'})
+    {'linrec_learned_decay', 'softmax_learned_decay'}
+)
 # Variants with a weight matrix to drop (`weights_dropout`): RecBole's
 # attention dropout. The linear variants never form one.
 WEIGHT_DROPOUT_VARIANTS = frozenset(
-    {'softmax', 'softmax_decay', 'softmax_learned_decay'})
+    {'softmax', 'softmax_decay', 'softmax_learned_decay'}
+)

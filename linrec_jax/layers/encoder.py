@@ -40,20 +40,26 @@ ACTIVATIONS = {
 DECAY_LOGIT = 'decay_logit'
 
 
-def check_block_args(*, hidden, heads, attention, causal, activation='gelu',
-                     attention_dropout=0.0):
+def check_block_args(
+    *,
+    hidden,
+    heads,
+    attention,
+    causal,
+    activation='gelu',
+    attention_dropout=0.0,
+):
   """Raises a ValueError naming the offending field, or returns None."""
   if attention_dropout and attention not in (
-      attention_lib.WEIGHT_DROPOUT_VARIANTS):
+      attention_lib.WEIGHT_DROPOUT_VARIANTS
+  ):
     raise ValueError(
         f'attention {attention!r} forms no attention weights to drop; '
         f'attention_dropout needs one of '
         f'{sorted(attention_lib.WEIGHT_DROPOUT_VARIANTS)}'
     )
   if heads <= 0 or hidden % heads:
-    raise ValueError(
-        f'hidden ({hidden}) must be divisible by heads ({heads})'
-    )
+    raise ValueError(f'hidden ({hidden}) must be divisible by heads ({heads})')
   if attention not in attention_lib.VARIANTS:
     raise ValueError(
         f'unknown attention {attention!r}; valid names: '
@@ -73,7 +79,9 @@ def check_block_args(*, hidden, heads, attention, causal, activation='gelu',
 
 def _dense(features, name):
   return nn.Dense(
-      features, kernel_init=normal_init, bias_init=nn.initializers.zeros,
+      features,
+      kernel_init=normal_init,
+      bias_init=nn.initializers.zeros,
       name=name,
   )
 
@@ -125,8 +133,10 @@ class MultiHeadAttention(nn.Module):
     options = {}
     if self.attention in attention_lib.LEARNED_DECAY_VARIANTS:
       options['decay_logit'] = self.param(
-          DECAY_LOGIT, lambda _, heads: attention_lib.decay_logits(heads),
-          self.heads)
+          DECAY_LOGIT,
+          lambda _, heads: attention_lib.decay_logits(heads),
+          self.heads,
+      )
     if self.attention_dropout > 0 and not deterministic:
       drop = nn.Dropout(rate=self.attention_dropout)
       options['weights_dropout'] = lambda w: drop(w, deterministic=False)
@@ -180,8 +190,11 @@ class TransformerBlock(nn.Module):
 
   def __post_init__(self):
     check_block_args(
-        hidden=self.hidden, heads=self.heads, attention=self.attention,
-        causal=self.causal, activation=self.activation,
+        hidden=self.hidden,
+        heads=self.heads,
+        attention=self.attention,
+        causal=self.causal,
+        activation=self.activation,
         attention_dropout=self.attention_dropout,
     )
     super().__post_init__()
@@ -190,8 +203,12 @@ class TransformerBlock(nn.Module):
   def __call__(self, x, mask=None, deterministic=True):
     """Maps states ``[B, L, D]``, mask ``[B, L]`` or None, to ``[B, L, D]``."""
     attend = MultiHeadAttention(
-        self.hidden, self.heads, self.attention, self.causal,
-        self.attention_dropout, name='attention'
+        self.hidden,
+        self.heads,
+        self.attention,
+        self.causal,
+        self.attention_dropout,
+        name='attention',
     )
     attn_mask = mask if self.mask_padding else None
     sublayers = (
@@ -231,8 +248,11 @@ class Encoder(nn.Module):
 
   def __post_init__(self):
     check_block_args(
-        hidden=self.hidden, heads=self.heads, attention=self.attention,
-        causal=self.causal, activation=self.activation,
+        hidden=self.hidden,
+        heads=self.heads,
+        attention=self.attention,
+        causal=self.causal,
+        activation=self.activation,
         attention_dropout=self.attention_dropout,
     )
     super().__post_init__()
@@ -251,11 +271,18 @@ class Encoder(nn.Module):
     """
     for i in range(self.layers):
       x = TransformerBlock(
-          self.hidden, self.heads, self.ffn, attention=self.attention,
-          causal=self.causal, mask_padding=self.mask_padding,
-          dropout=self.dropout, activation=self.activation,
-          ln_eps=self.ln_eps, pre_ln=self.pre_ln,
-          attention_dropout=self.attention_dropout, name=f'block{i}',
+          self.hidden,
+          self.heads,
+          self.ffn,
+          attention=self.attention,
+          causal=self.causal,
+          mask_padding=self.mask_padding,
+          dropout=self.dropout,
+          activation=self.activation,
+          ln_eps=self.ln_eps,
+          pre_ln=self.pre_ln,
+          attention_dropout=self.attention_dropout,
+          name=f'block{i}',
       )(x, mask, deterministic)
     if self.pre_ln:
       x = nn.LayerNorm(epsilon=self.ln_eps, name='final_norm')(x)

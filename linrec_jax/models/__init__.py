@@ -13,12 +13,19 @@ def make_model(config, num_items: int):
     config: a ``linrec_jax.config.TrainConfig`` (its model fields are read).
     num_items: real items, ids ``1..num_items``.
   """
-  fields = dict(num_items=num_items, max_len=config.max_len,
-                hidden=config.hidden, layers=config.layers,
-                heads=config.heads, ffn=config.ffn, dropout=config.dropout,
-                attention_dropout=config.attention_dropout,
-                attention=config.attention, mask_padding=config.mask_padding,
-                pre_ln=config.pre_ln)
+  fields = dict(
+      num_items=num_items,
+      max_len=config.max_len,
+      hidden=config.hidden,
+      layers=config.layers,
+      heads=config.heads,
+      ffn=config.ffn,
+      dropout=config.dropout,
+      attention_dropout=config.attention_dropout,
+      attention=config.attention,
+      mask_padding=config.mask_padding,
+      pre_ln=config.pre_ln,
+  )
   if config.model == 'sasrec':
     fields['causal'] = config.causal
   return MODELS[config.model](**fields)

@@ -40,8 +40,11 @@ class BERT4Rec(nn.Module):
 
   def __post_init__(self):
     check_block_args(
-        hidden=self.hidden, heads=self.heads, attention=self.attention,
-        causal=False, activation=self.activation,
+        hidden=self.hidden,
+        heads=self.heads,
+        attention=self.attention,
+        causal=False,
+        activation=self.activation,
         attention_dropout=self.attention_dropout,
     )
     super().__post_init__()
@@ -53,13 +56,25 @@ class BERT4Rec(nn.Module):
 
   def setup(self):
     self.embed = SequenceEmbedding(
-        self.num_items + 2, self.max_len, self.hidden, self.dropout,
+        self.num_items + 2,
+        self.max_len,
+        self.hidden,
+        self.dropout,
         self.ln_eps,
     )
     self.encoder = Encoder(
-        self.layers, self.hidden, self.heads, self.ffn, self.attention,
-        False, self.mask_padding, self.dropout, self.activation,
-        self.ln_eps, self.pre_ln, self.attention_dropout,
+        self.layers,
+        self.hidden,
+        self.heads,
+        self.ffn,
+        self.attention,
+        False,
+        self.mask_padding,
+        self.dropout,
+        self.activation,
+        self.ln_eps,
+        self.pre_ln,
+        self.attention_dropout,
     )
     self.head = nn.Dense(
         self.hidden, kernel_init=normal_init, bias_init=nn.initializers.zeros

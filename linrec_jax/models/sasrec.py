@@ -56,21 +56,36 @@ class SASRec(nn.Module):
 
   def __post_init__(self):
     check_block_args(
-        hidden=self.hidden, heads=self.heads, attention=self.attention,
-        causal=self.causal, activation=self.activation,
+        hidden=self.hidden,
+        heads=self.heads,
+        attention=self.attention,
+        causal=self.causal,
+        activation=self.activation,
         attention_dropout=self.attention_dropout,
     )
     super().__post_init__()
 
   def setup(self):
     self.embed = SequenceEmbedding(
-        self.num_items + 1, self.max_len, self.hidden, self.dropout,
+        self.num_items + 1,
+        self.max_len,
+        self.hidden,
+        self.dropout,
         self.ln_eps,
     )
     self.encoder = Encoder(
-        self.layers, self.hidden, self.heads, self.ffn, self.attention,
-        self.causal, self.mask_padding, self.dropout, self.activation,
-        self.ln_eps, self.pre_ln, self.attention_dropout,
+        self.layers,
+        self.hidden,
+        self.heads,
+        self.ffn,
+        self.attention,
+        self.causal,
+        self.mask_padding,
+        self.dropout,
+        self.activation,
+        self.ln_eps,
+        self.pre_ln,
+        self.attention_dropout,
     )
 
   def __call__(self, inputs, deterministic=True):
