@@ -13,7 +13,7 @@ checkpoints do not depend on the device count that wrote them.
 """
 
 import collections
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import jax
 import numpy as np
@@ -24,6 +24,43 @@ from linrec_jax import steps
 AXIS = "data"
 # Training steps the host may dispatch ahead of the devices (see `_paced`).
 RUN_AHEAD = 2
+
+
+@runtime_checkable
+class Launcher(Protocol):
+  """What the training loop and the evaluator use of a launcher.
+
+  States and batches cross in host form (NumPy pytrees, this process's rows
+  of the global batch) and come back as single-device pytrees, so nothing
+  outside a launcher depends on the device count.
+
+  Attributes:
+    num_devices: devices the global batch is split over (all processes).
+    num_local_devices: those of this process.
+    train_step: `(state, batch, rng) -> (state, metrics)` on placed values,
+      `steps.make_train_step`'s contract; `metrics` are replicated.
+    eval_step: `(params, batch) -> sums`, replicated, `steps.make_eval_step`.
+  """
+
+  num_devices: int
+  num_local_devices: int
+  train_step: Callable
+  eval_step: Callable
+
+  def put_state(self, tree: Any) -> Any:
+    """A host pytree replicated on the devices (the same in every process)."""
+
+  def put_replicated(self, tree: Any) -> Any:
+    """A host value (the run's key) replicated as `train_step` takes it."""
+
+  def get_state(self, tree: Any) -> Any:
+    """A host copy of a replicated pytree."""
+
+  def unreplicate(self, tree: Any) -> Any:
+    """One global value per leaf of replicated step outputs."""
+
+  def put_batch(self, local_batch: dict[str, np.ndarray]) -> dict[str, Any]:
+    """This process's rows of a global batch, split over the devices."""
 
 
 def select_devices(count: int) -> list[jax.Device]:
@@ -236,7 +273,7 @@ def make_launcher(
     protocol: str,
     ks: tuple[int, ...],
     microbatches: int = 1,
-):
+) -> Launcher:
   """Builds the train and eval steps for `kind` ("mesh" or "pmap")."""
   axis = AXIS if kind == "pmap" else None
   train_step = steps.make_train_step(

@@ -70,6 +70,16 @@ def test_select_devices_takes_the_first_n():
     sharding.select_devices(len(available) + 1)
 
 
+@pytest.mark.parametrize(
+    "launcher", [sharding.MeshLauncher, sharding.PmapLauncher]
+)
+def test_both_launchers_have_the_written_interface(launcher):
+  step = lambda *args: args
+  made = launcher(jax.devices()[:1], step, step)
+  assert isinstance(made, sharding.Launcher)
+  assert (made.num_devices, made.num_local_devices) == (1, 1)
+
+
 def _check_launchers(counts):
   # Both launchers, K steps with dropout on (randomness is per example),
   # full-ranking evaluation sums, the gradient against an independent
