@@ -67,7 +67,7 @@ def _prepared_ml1m(root: str, prepared_root: str) -> str:
   output = os.path.join(prepared_root, source.prepared_name)
   if not _is_prepared(output):
     print(
-        f"preparing {sources.ML1M} from {source.description} into " f"{output}",
+        f"preparing {sources.ML1M} from {source.description} into {output}",
         flush=True,
     )
   try:

@@ -140,7 +140,7 @@ _FRESH = flags.DEFINE_bool(
     'again).',
 )
 _REPLOT = flags.DEFINE_bool(
-    'replot', False, 'Only redraw the PNG and print ' 'the table of --output.'
+    'replot', False, 'Only redraw the PNG and print the table of --output.'
 )
 _CELL = flags.DEFINE_string('cell', None, 'Internal: run one JAX cell (JSON).')
 _CELL_OUTPUT = flags.DEFINE_string('cell_output', None, 'Internal.')
@@ -638,7 +638,7 @@ def main(argv):
   unknown = sorted(set(impls) - set(IMPLS))
   if unknown:
     raise app.UsageError(
-        f'--impls: unknown {unknown}; valid names: ' f'{list(IMPLS)}'
+        f'--impls: unknown {unknown}; valid names: {list(IMPLS)}'
     )
   try:
     cells = [parse_cell(c) for c in _CELLS.value]

@@ -68,7 +68,7 @@ _MAX_RUNS = flags.DEFINE_integer('max_runs', 50, 'timed runs per cell at most')
 _ROUNDS = flags.DEFINE_integer(
     'rounds',
     20,
-    'round-robin passes over the lengths timing the streaming ' 'update',
+    'round-robin passes over the lengths timing the streaming update',
 )
 _OUT = flags.DEFINE_string(
     'out',
@@ -222,7 +222,7 @@ def _main(argv):
   batch, chunk, max_len = _BATCH.value, _CHUNK.value, _MAX_LEN.value
   if batch % chunk:
     raise ValueError(
-        f'--batch={batch} is not a multiple of ' f'--users_per_chunk={chunk}'
+        f'--batch={batch} is not a multiple of --users_per_chunk={chunk}'
     )
   machine = _machine()
   linrec = models.SASRec(

@@ -48,7 +48,7 @@ def main(argv):
     thresholds = [float(t) for t in _THRESHOLDS.value]
   except ValueError:
     raise app.UsageError(
-        f'--thresholds must be numbers, got ' f'{",".join(_THRESHOLDS.value)}'
+        f'--thresholds must be numbers, got {",".join(_THRESHOLDS.value)}'
     ) from None
   names = _NAMES.value or [None] * len(_WORKDIRS.value)
   if len(names) != len(_WORKDIRS.value):

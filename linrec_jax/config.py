@@ -257,7 +257,7 @@ def validate(
     _require(
         not config.causal,
         "causal",
-        "bert4rec is bidirectional: " "pass --nocausal",
+        "bert4rec is bidirectional: pass --nocausal",
     )
   else:
     _require(

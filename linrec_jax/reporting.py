@@ -276,7 +276,7 @@ class Reporter:
       parts.append(f"curve: {os.path.join(workdir, CURVE_FILE)}")
     if self._writer:
       parts.append(
-          f"tensorboard --logdir " f"{os.path.join(workdir, TENSORBOARD_DIR)}"
+          f"tensorboard --logdir {os.path.join(workdir, TENSORBOARD_DIR)}"
       )
     return "wrote " + "; ".join(parts)
 

@@ -119,7 +119,7 @@ def load_best_params(workdir: str) -> tuple[Any, dict]:
       except Exception as error:  # Any failure to read means damage.
         first_line = (str(error).strip().splitlines() or [""])[0]
         errors.append(
-            f"step {step}: {type(error).__name__}: " f"{first_line}"[:300]
+            f"step {step}: {type(error).__name__}: {first_line}"[:300]
         )
         logging.warning(
             "checkpoint %s/%s unreadable, trying an older one: %s",

@@ -63,14 +63,12 @@ def read_run(workdir, metric, name=None):
       for field in ('epoch', 'step'):
         if not isinstance(record.get(field), int):
           raise ValueError(
-              f'{path}:{number}: field "{field}" missing or ' 'not an integer'
+              f'{path}:{number}: field "{field}" missing or not an integer'
           )
       epochs = max(epochs, record['epoch'])
       for field in ('seconds', 'valid_seconds'):
         if field in record and not isinstance(record[field], (int, float)):
-          raise ValueError(
-              f'{path}:{number}: field "{field}" is not a ' 'number'
-          )
+          raise ValueError(f'{path}:{number}: field "{field}" is not a number')
       timed = timed and 'seconds' in record
       seconds += record.get('seconds', 0.0) + record.get('valid_seconds', 0.0)
       if timed:

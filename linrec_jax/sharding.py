@@ -92,7 +92,7 @@ def select_devices(count: int) -> list[jax.Device]:
   ]
   if min(len(local) for local in by_process) < share:
     raise ValueError(
-        f"--devices={count}: some process has fewer than " f"{share} devices"
+        f"--devices={count}: some process has fewer than {share} devices"
     )
   return [d for local in by_process for d in local[:share]]
 

@@ -333,7 +333,7 @@ def _train(run: _Run, report, run_info, *, announce, on_epoch=None) -> dict:
   resumed = (
       f"resumed from step {restored_step} ({checkpointer.directory})"
       if restored is not None
-      else "no intact checkpoint left: " "training from scratch"
+      else "no intact checkpoint left: training from scratch"
   )
   if damage or restored is not None:
     reporter.line(f"{damage}; {resumed}" if damage else resumed)

@@ -308,7 +308,7 @@ def test_damaged_checkpoints_are_listed_with_the_reason(two_steps):
   [damaged] = checkpointer.damaged
   assert damaged.step == 2
   assert damaged.reason == (
-      "ValueError: its JSON metadata does not match " "its recorded checksum"
+      "ValueError: its JSON metadata does not match its recorded checksum"
   )
   assert damaged.moved_to == str(directory) + "_damaged/2"
 

@@ -724,7 +724,7 @@ def test_input_beyond_the_size_limit(tmp_path):
   tracemalloc.start()
   with pytest.raises(
       DataFormatError,
-      match="decompresses to more than " f"{limit} bytes.*--max_input_mb",
+      match=f"decompresses to more than {limit} bytes.*--max_input_mb",
   ):
     prepare.prepare_dataset(
         "x", bomb, tmp_path / "o", max_input_bytes=limit, format=readers.SASREC
@@ -734,7 +734,7 @@ def test_input_beyond_the_size_limit(tmp_path):
   assert peak < 8 * limit
   plain = _write(tmp_path / "p.txt", "1 2\n" * (limit // 4 + 1))
   with pytest.raises(
-      DataFormatError, match=f"{limit + 4} bytes, over the " "input limit"
+      DataFormatError, match=f"{limit + 4} bytes, over the input limit"
   ):
     prepare.prepare_dataset("x", plain, tmp_path / "o", max_input_bytes=limit)
   archive = tmp_path / "ml-1m.zip"

@@ -322,7 +322,7 @@ def test_damaged_latest_checkpoint_is_reported_and_previous_used(
   assert f"checkpoints/{FINAL_STEP} is damaged" in line
   assert f"moved to {workdir}/checkpoints_damaged/{FINAL_STEP}" in line
   assert line.endswith(
-      f"resumed from step {FINAL_STEP - 3} " f"({workdir}/checkpoints)"
+      f"resumed from step {FINAL_STEP - 3} ({workdir}/checkpoints)"
   )
   assert process.stderr == "", process.stderr
   assert _steps(workdir / "checkpoints_damaged") == [FINAL_STEP]
@@ -561,7 +561,7 @@ USER_ERRORS = [
     (["--workdir="], "--workdir is empty"),
     (
         ["--workdir=/proc/linrec-run"],
-        "--workdir=/proc/linrec-run is not " "writable",
+        "--workdir=/proc/linrec-run is not writable",
     ),
     (["--workdir={root}/a-file"], "--workdir={root}/a-file is not writable"),
     (["--dataset={root}/broken-data"], "{root}/broken-data"),

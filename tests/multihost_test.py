@@ -87,7 +87,7 @@ def test_two_process_run_writes_once_and_matches_one_device(
             sample_flags(prepared_root, data_dir, shared)
             + [
                 f"--parallel={parallel}",
-                f"--coordinator_address=127.0.0.1:" f"{port}",
+                f"--coordinator_address=127.0.0.1:{port}",
                 f"--num_processes={PROCESSES}",
                 f"--process_id={index}",
             ],

@@ -223,7 +223,7 @@ def test_bad_checksum_records(prepared):
   del meta["files"]["user_ids.txt"]
   _write_meta(prepared, meta)
   _expect_error(
-      prepared, "meta.json", "no valid size_bytes/sha256 for " "user_ids.txt"
+      prepared, "meta.json", "no valid size_bytes/sha256 for user_ids.txt"
   )
 
 
@@ -251,7 +251,7 @@ def test_legacy_directory_is_refused_with_a_hint(prepared):
       prepared,
       "meta.json",
       "records no checksums",
-      "python -m data_prep.prepare --overwrite " f"--output_dir={prepared}",
+      f"python -m data_prep.prepare --overwrite --output_dir={prepared}",
   )
 
 

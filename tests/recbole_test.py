@@ -152,7 +152,7 @@ def test_default_names_keep_the_options_unchanged(tmp_path):
         ),
         (
             dict(YELP_FIELDS, time_field="when"),
-            "no when field (the time " "field",
+            "no when field (the time field",
             None,
         ),
     ],
@@ -234,7 +234,7 @@ def test_cli_field_flags(tmp_path):
   lines = done.stderr.strip().splitlines()
   assert len(lines) == 1, done.stderr
   assert lines[0].startswith(
-      f"error: {path}, line 1: the header has no " "item_id field"
+      f"error: {path}, line 1: the header has no item_id field"
   ), lines[0]
   assert not (tmp_path / "bad").exists()
 

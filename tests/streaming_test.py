@@ -274,7 +274,7 @@ def test_rejects_params_of_another_model():
   with pytest.raises(ValueError, match='do not fit'):
     streaming.init_state(PARAMS, 1, model=_model(layers=1))
   with pytest.raises(
-      ValueError, match='do not fit.*decay_logit has shape ' 'None'
+      ValueError, match='do not fit.*decay_logit has shape None'
   ):
     streaming.init_state(PARAMS, 1, model=LEARNED_MODEL)
   with pytest.raises(

@@ -533,7 +533,7 @@ def test_other_prepared_data_is_refused(trained_workdir, sample_dir, tmp_path):
   before = _snapshot(workdir)
   with pytest.raises(
       run_binding.WorkdirMismatchError,
-      match="was trained on other prepared data than " f"{other}/meta.json",
+      match=f"was trained on other prepared data than {other}/meta.json",
   ):
     train.train_and_evaluate(
         _tiny(), str(other), str(workdir), report=lambda line: None

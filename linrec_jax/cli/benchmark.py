@@ -106,7 +106,7 @@ _OUTPUT = flags.DEFINE_string(
     'output', 'benchmarks/model_cpu.json', 'JSON path; PNGs go beside it.'
 )
 _REPLOT = flags.DEFINE_bool(
-    'replot', False, 'Only redraw the PNGs of ' '--output from its JSON.'
+    'replot', False, 'Only redraw the PNGs of --output from its JSON.'
 )
 _MATMUL = flags.DEFINE_integer(
     'matmul_size', 2048, 'The float32 matmul (size^3) that measures the peak.'
@@ -286,7 +286,7 @@ def _grid():
   unknown = sorted(set(_VARIANTS.value) - set(VARIANTS))
   if unknown:
     raise ValueError(
-        f'--variants: unknown {unknown}; valid names: ' f'{sorted(VARIANTS)}'
+        f'--variants: unknown {unknown}; valid names: {sorted(VARIANTS)}'
     )
   return [
       dict(variant=v, n=int(n), batch=int(b), mode=m)
@@ -340,7 +340,7 @@ def _measure(cell, failed):
   )
   if record['status'] != 'ok':
     failed[key] = (
-        f'{record["status"]} at N={cell["n"]}: ' f'{record.get("reason", "")}'
+        f'{record["status"]} at N={cell["n"]}: {record.get("reason", "")}'
     )
   return record
 
@@ -509,7 +509,7 @@ def _main(argv):
       _spawn({'variant': 'matmul_peak', 'size': _MATMUL.value})
   ]
   print(
-      f'float32 {_MATMUL.value}^3 matmul: ' f'{_best_peak(peaks):.0f} GFLOP/s',
+      f'float32 {_MATMUL.value}^3 matmul: {_best_peak(peaks):.0f} GFLOP/s',
       flush=True,
   )
   grid, failed, start = _grid(), {}, time.monotonic()

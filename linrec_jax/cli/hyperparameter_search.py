@@ -134,7 +134,7 @@ def search(
       if trial.should_prune():
         row["state"] = "pruned"
         raise optuna.TrialPruned(
-            f"epoch {record['epoch']}: validation " f"{OBJECTIVE} {value:.4f}"
+            f"epoch {record['epoch']}: validation {OBJECTIVE} {value:.4f}"
         )
 
     report(f"trial {trial.number}: {row['params']} -> {trial_dir}")

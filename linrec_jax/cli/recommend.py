@@ -44,7 +44,7 @@ flags.DEFINE_list("users", [], "original user ids, comma-separated")
 flags.DEFINE_list(
     "history",
     [],
-    "original item ids of a new user, oldest " "first, comma-separated",
+    "original item ids of a new user, oldest first, comma-separated",
 )
 flags.DEFINE_integer("k", 10, "items to print per user")
 flags.DEFINE_bool("keep_history", False, "rank items the user already has")
@@ -81,7 +81,7 @@ flags.DEFINE_enum(
     "engine",
     "full",
     ["full", "streaming"],
-    "full forward " "pass, or linrec_jax.streaming (causal LinRec only)",
+    "full forward pass, or linrec_jax.streaming (causal LinRec only)",
 )
 flags.mark_flag_as_required("workdir")
 FLAGS = flags.FLAGS

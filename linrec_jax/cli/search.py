@@ -22,7 +22,7 @@ _TRIALS = flags.DEFINE_integer("trials", 10, "Number of trials.")
 _PARAMS = flags.DEFINE_list(
     "params",
     ["lr", "dropout"],
-    "Names of " "linrec_jax.cli.hyperparameter_search.SPACE to search.",
+    "Names of linrec_jax.cli.hyperparameter_search.SPACE to search.",
 )
 _DATASET = flags.DEFINE_string("dataset", "ml-1m", "As linrec-train.")
 _MODEL = flags.DEFINE_string("model", "sasrec", "As linrec-train.")
@@ -31,7 +31,7 @@ _PRESET = flags.DEFINE_enum(
     "preset", "cpu", list(configs.PRESETS), "As linrec-train."
 )
 _EPOCHS = flags.DEFINE_integer(
-    "epochs", None, "Most epochs per trial " "(default: the preset's)."
+    "epochs", None, "Most epochs per trial (default: the preset's)."
 )
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the sampler.")
 _DATA_ROOT = flags.DEFINE_string("data_root", None, "As linrec-train.")

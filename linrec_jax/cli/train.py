@@ -36,12 +36,12 @@ flags.DEFINE_string(
 flags.DEFINE_string(
     "prepared_root",
     "prepared",
-    "Prepared arrays are cached here, one " "directory per dataset.",
+    "Prepared arrays are cached here, one directory per dataset.",
 )
 flags.DEFINE_string(
     "coordinator_address",
     None,
-    "Several hosts: host:port of process 0 " "(jax.distributed.initialize).",
+    "Several hosts: host:port of process 0 (jax.distributed.initialize).",
 )
 flags.DEFINE_integer(
     "num_processes", None, "Several hosts: the number of processes."

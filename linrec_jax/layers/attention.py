@@ -291,7 +291,7 @@ def _decays(decay, heads):
   decay = jnp.asarray(decay, jnp.float32)
   if decay.shape != (heads,):
     raise ValueError(
-        f'decay must have shape [heads] = ({heads},); got ' f'{decay.shape}.'
+        f'decay must have shape [heads] = ({heads},); got {decay.shape}.'
     )
   return decay
 
