@@ -31,6 +31,7 @@ from linrec_jax import optimizer
 from linrec_jax import steps
 from linrec_jax.constants import PAD_ID
 from linrec_jax.models.bert4rec import BERT4Rec
+from linrec_jax.layers.config import EncoderConfig
 from linrec_jax.cli import failures
 from linrec_jax.cli import flag_checks
 
@@ -100,13 +101,16 @@ def _main(argv):
   tx = optimizer.make_optimizer(lr=1e-3)
   for attention in _ATTENTIONS.value:
     model = BERT4Rec(
-        num_items=_NUM_ITEMS.value,
-        max_len=_MAX_LEN.value,
-        hidden=_HIDDEN.value,
-        layers=_LAYERS.value,
-        heads=_HEADS.value,
-        ffn=_FFN.value,
-        attention=attention,
+        _NUM_ITEMS.value,
+        EncoderConfig(
+            causal=False,
+            max_len=_MAX_LEN.value,
+            hidden=_HIDDEN.value,
+            layers=_LAYERS.value,
+            heads=_HEADS.value,
+            ffn=_FFN.value,
+            attention=attention,
+        ),
     )
     state = jax.jit(
         lambda key, m=model: steps.create_train_state(
@@ -173,12 +177,15 @@ def _check_flags():
   flag_checks.check_output('output', _OUTPUT.value)
   flag_checks.check_model_fits(
       BERT4Rec(
-          num_items=_NUM_ITEMS.value,
-          max_len=_MAX_LEN.value,
-          hidden=_HIDDEN.value,
-          layers=_LAYERS.value,
-          heads=_HEADS.value,
-          ffn=_FFN.value,
+          _NUM_ITEMS.value,
+          EncoderConfig(
+              causal=False,
+              max_len=_MAX_LEN.value,
+              hidden=_HIDDEN.value,
+              layers=_LAYERS.value,
+              heads=_HEADS.value,
+              ffn=_FFN.value,
+          ),
       ),
       _MAX_LEN.value,
       '--num_items, --hidden, --ffn, --layers, --max_len',

@@ -37,6 +37,7 @@ from linrec_jax import optimizer
 from linrec_jax import sharding
 from linrec_jax import steps
 from linrec_jax.models import SASRec
+from linrec_jax.layers.config import EncoderConfig
 from linrec_jax.cli import failures
 from linrec_jax.cli import flag_checks
 
@@ -133,14 +134,16 @@ def _main(argv):
       windows_per_user=0,
   )
   model = SASRec(
-      num_items=seqs.num_items,
-      max_len=_MAX_LEN.value,
-      hidden=_HIDDEN.value,
-      layers=2,
-      heads=2,
-      ffn=2 * _HIDDEN.value,
-      dropout=0.2,
-      attention="linrec",
+      seqs.num_items,
+      EncoderConfig(
+          max_len=_MAX_LEN.value,
+          hidden=_HIDDEN.value,
+          layers=2,
+          heads=2,
+          ffn=2 * _HIDDEN.value,
+          dropout=0.2,
+          attention="linrec",
+      ),
   )
   flag_checks.check_model_fits(model, _MAX_LEN.value, "--hidden, --max_len")
   load_before = os.getloadavg()[0]

@@ -213,6 +213,7 @@ def _run_jax_cell(cell):
   import jax.numpy as jnp
   from linrec_jax import optimizer, steps
   from linrec_jax.models.sasrec import SASRec
+  from linrec_jax.layers.config import EncoderConfig
   # pylint: enable=g-import-not-at-top
 
   def peak_rss_gib():
@@ -227,16 +228,18 @@ def _run_jax_cell(cell):
     return _write_prefix_pools(cell)
   _, attention, causal, mask_padding = IMPLS[cell['impl']]
   model = SASRec(
-      num_items=MODEL['num_items'],
-      max_len=cell['n'],
-      hidden=MODEL['hidden'],
-      layers=MODEL['layers'],
-      heads=MODEL['heads'],
-      ffn=MODEL['ffn'],
-      dropout=MODEL['dropout'],
-      attention=attention,
-      causal=causal,
-      mask_padding=mask_padding,
+      MODEL['num_items'],
+      EncoderConfig(
+          max_len=cell['n'],
+          hidden=MODEL['hidden'],
+          layers=MODEL['layers'],
+          heads=MODEL['heads'],
+          ffn=MODEL['ffn'],
+          dropout=MODEL['dropout'],
+          attention=attention,
+          causal=causal,
+          mask_padding=mask_padding,
+      ),
   )
   tx = optimizer.make_optimizer(lr=1e-3)
   state = jax.jit(lambda key: steps.create_train_state(model, tx, key, 8))(

@@ -23,6 +23,7 @@ re-encode cost stops growing at n = 200 (its row here).
   python -m experiments.benchmark_streaming --lengths=10,50,100,200,400,800,1600
 """
 
+import dataclasses
 import datetime
 import functools
 import json
@@ -226,9 +227,14 @@ def _main(argv):
     )
   machine = _machine()
   linrec = models.SASRec(
-      NUM_ITEMS, max_len=max_len, attention='linrec', causal=True, **OFFICIAL
+      NUM_ITEMS,
+      models.EncoderConfig(
+          max_len=max_len, attention='linrec', causal=True, **OFFICIAL
+      ),
   )
-  soft = linrec.clone(attention='softmax')
+  soft = linrec.clone(
+      config=dataclasses.replace(linrec.config, attention='softmax')
+  )
   params = linrec.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))
   params = params['params']  # The same tree serves both attentions.
   rng = np.random.default_rng(0)
@@ -327,10 +333,12 @@ def _check_flags():
   flag_checks.check_model_fits(
       models.SASRec(
           NUM_ITEMS,
-          max_len=_MAX_LEN.value,
-          attention='linrec',
-          causal=True,
-          **OFFICIAL,
+          models.EncoderConfig(
+              max_len=_MAX_LEN.value,
+              attention='linrec',
+              causal=True,
+              **OFFICIAL,
+          ),
       ),
       _MAX_LEN.value,
       '--max_len',

@@ -3,7 +3,8 @@
 The functional API:
   attention   pure attention functions (softmax, linrec, linear, efficient,
               linrec_seqnorm, ...) over `[batch, length, heads, head_dim]`
-  models      Flax linen SASRec and BERT4Rec (`init` / `apply`)
+  models      Flax linen SASRec and BERT4Rec (`init` / `apply`), each built
+              from one frozen `EncoderConfig`
   losses, metrics, negatives   pure functions
   data        prepared arrays, leave-one-out splits, fixed-shape batches
   train       `train_and_evaluate(config, data_dir, workdir)`
@@ -28,6 +29,7 @@ _LAZY = {
 _LAZY_ATTRIBUTES = {
     "SASRec": ("linrec_jax.models", "SASRec"),
     "BERT4Rec": ("linrec_jax.models", "BERT4Rec"),
+    "EncoderConfig": ("linrec_jax.layers.config", "EncoderConfig"),
     "run": ("linrec_jax.cli.quickstart", "run"),
 }
 
@@ -39,6 +41,7 @@ __all__ = [
     "negatives",
     "SASRec",
     "BERT4Rec",
+    "EncoderConfig",
     "configs",
     "run",
 ]

@@ -2,11 +2,13 @@
 
 Command lines are checked against these before JAX starts (a typo fails in
 a fraction of a second); `tests/configs_test.py` keeps them equal to
-`linrec_jax.models.MODELS` and `linrec_jax.layers.attention.VARIANTS`
-(with its CAUSAL_VARIANTS and WEIGHT_DROPOUT_VARIANTS).
+`linrec_jax.models.MODELS`, `linrec_jax.layers.attention.VARIANTS` (with its
+CAUSAL_VARIANTS and WEIGHT_DROPOUT_VARIANTS) and
+`linrec_jax.layers.encoder.ACTIVATIONS`.
 """
 
 MODELS = ("sasrec", "bert4rec")
+ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "swish")
 ATTENTION_VARIANTS = (
     "softmax",
     "linrec",

@@ -26,6 +26,9 @@ FIELD_HELP = {
     "feed-forward layers during training.",
     "attention_dropout": "Dropout on the attention weights (RecBole's "
     "attn_dropout_prob; softmax variants only).",
+    "activation": "The feed-forward activation: gelu (exact erf GELU, as "
+    "RecBole and the official LinRec code), gelu_tanh, relu or swish.",
+    "ln_eps": "Epsilon of every LayerNorm (1e-12, RecBole's value).",
     "pre_ln": "Layer norm before each sub-layer (pre-LN) instead of after "
     "it (the original post-LN).",
     # Data and objective.

@@ -77,12 +77,12 @@ def layer_decay_logits(model, params):
     A list over blocks of `[H]` arrays, or of None when the model's
     attention has no learned decay.
   """
-  if model.attention not in attention_lib.LEARNED_DECAY_VARIANTS:
-    return [None] * model.layers
+  if model.config.attention not in attention_lib.LEARNED_DECAY_VARIANTS:
+    return [None] * model.config.layers
   encoder = params['encoder']
   return [
       encoder[f'block{index}']['attention'][DECAY_LOGIT]
-      for index in range(model.layers)
+      for index in range(model.config.layers)
   ]
 
 
@@ -105,9 +105,9 @@ def layer_queries_and_keys(model, params, inputs):
   )
   blocks = state['intermediates']['encoder']
   out = []
-  for index in range(model.layers):
+  for index in range(model.config.layers):
     projections = blocks[f'block{index}']['attention']
-    split = lambda x: x.reshape(x.shape[:2] + (model.heads, -1))
+    split = lambda x: x.reshape(x.shape[:2] + (model.config.heads, -1))
     out.append(
         tuple(
             split(projections[name]['__call__'][0]) for name in ('query', 'key')

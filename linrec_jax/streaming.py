@@ -1,5 +1,8 @@
 """Recurrent inference for causal LinRec SASRec: O(1) work per interaction.
 
+A thin layer over the model's own decode mode (`SASRec(...)(..., decode=True)`,
+`attention.linrec_step` in each layer): no second forward pass lives here.
+
 Covers `linrec`, `linrec_decay` and `linrec_learned_decay`
 (`RECURRENT_VARIANTS`); with a decay the state update is `S = g S + k_hat
 v^T`, `g` the head's factor: fixed (`attention.head_decays`) for
@@ -24,7 +27,8 @@ needs only its own path through the stack:
 
 which costs O(layers * (D^2 + D * ffn + H * K^2)) per user, whatever the
 history length. The functions use SASRec's parameter tree as it is
-(`model.init(...)['params']`) and are jit-compiled and batched over users.
+(`model.init(...)['params']`) and are jit-compiled and batched over users;
+the state is the model's 'cache' collection plus the latest output.
 
 Equivalence. After feeding a user's first n <= max_len items, `scores`
 equals the full forward pass over those items, right-padded (the layout of
@@ -45,18 +49,16 @@ a caller that needs the windowed result re-encodes those users with
 `feed` from `init_state` on their last max_len items (O(max_len) once).
 """
 
-import math
-
-import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 from linrec_jax.constants import PAD_ID
 from linrec_jax.layers import attention as attention_lib
-from linrec_jax.layers.encoder import DECAY_LOGIT, FeedForward
 from linrec_jax.models.sasrec import SASRec
+
+# Attention variants whose per-layer memory is a fixed-size state.
+RECURRENT_VARIANTS = attention_lib.RECURRENT_VARIANTS
 
 
 @flax.struct.dataclass
@@ -64,28 +66,24 @@ class StreamState:
   """The recurrent state of a batch of B users; its size is fixed.
 
   Attributes:
-    kv: float32 `[layers, B, H, K, K]`, per layer and head the running sum
-      `sum_j k_hat_j v_j^T` over the user's items so far (each term times
-      `g^(items after j)` with a decay).
-    length: int32 `[B]`, the position counter: real items fed so far (the
-      next item takes position `min(length, max_len - 1)`).
+    cache: the model's decode-mode 'cache' collection: per layer the
+      attention's `kv` `[B, H, K, K]` (`sum_j k_hat_j v_j^T` over the
+      user's items so far, each term times `g^(items after j)` with a
+      decay) and the embedding's position counter `length` `[B]`.
     last: `[B, D]`, the top layer's output at the latest item (zeros before
       the first one), which `scores` ranks the items with.
-    ln_eps: LayerNorm epsilon of the model (static).
-    activation: feed-forward activation name of the model (static).
-    attention: one of `RECURRENT_VARIANTS` (static).
+    model: the `SASRec` the state belongs to (static).
   """
 
-  kv: jax.Array
-  length: jax.Array
+  cache: dict
   last: jax.Array
-  ln_eps: float = flax.struct.field(pytree_node=False, default=1e-12)
-  activation: str = flax.struct.field(pytree_node=False, default='gelu')
-  attention: str = flax.struct.field(pytree_node=False, default='linrec')
+  model: SASRec = flax.struct.field(pytree_node=False)
 
-
-# Attention variants whose per-layer memory is a fixed-size state.
-RECURRENT_VARIANTS = ('linrec', 'linrec_decay', 'linrec_learned_decay')
+  @property
+  def length(self) -> jax.Array:
+    """int32 `[B]`: real items fed so far (the next one's position, clamped
+    to max_len - 1)."""
+    return self.cache['embed']['next_positions']['length']
 
 
 def check_model(model) -> None:
@@ -95,39 +93,45 @@ def check_model(model) -> None:
         f'streaming needs a SASRec model, got {type(model).__name__}: a '
         'bidirectional model has no recurrent form'
     )
-  if model.attention not in RECURRENT_VARIANTS or not model.causal:
+  config = model.config
+  if config.attention not in RECURRENT_VARIANTS or not config.causal:
     raise ValueError(
         f'streaming needs causal attention in {RECURRENT_VARIANTS}, got '
-        f'attention={model.attention!r}, causal={model.causal}: only these '
+        f'attention={config.attention!r}, causal={config.causal}: only these '
         'keep a fixed-size state per layer'
     )
 
 
+def _one_item(batch_size):
+  return jnp.full((batch_size, 1), PAD_ID, jnp.int32)
+
+
+def _shapes(tree) -> dict[str, tuple]:
+  """`{'encoder/block0/attention/key/kernel': shape, ...}` of a tree."""
+  return {
+      '/'.join(str(getattr(key, 'key', key)) for key in path): jnp.shape(leaf)
+      for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
+  }
+
+
 def _check_params(params, model) -> None:
-  encoder = params['encoder']
-  blocks = sum(1 for name in encoder if name.startswith('block'))
-  positions = params['embed']['positions'].shape
-  if (
-      blocks != model.layers
-      or positions != (model.max_len, model.hidden)
-      or ('final_norm' in encoder) != model.pre_ln
-  ):
+  """Raises ValueError unless `params` has exactly the model's shapes."""
+  expected = jax.eval_shape(
+      lambda: model.init(jax.random.key(0), _one_item(1))['params']
+  )
+  want, got = _shapes(expected), _shapes(params)
+  for path, shape in want.items():
+    if got.get(path) != shape:
+      raise ValueError(
+          f'params do not fit the model: {path} has shape {got.get(path)}; '
+          f'{model.config.attention} needs {shape}'
+      )
+  extra = sorted(set(got) - set(want))
+  if extra:
     raise ValueError(
-        f'params do not fit the model: {blocks} blocks, position table '
-        f'{positions}, final_norm {"final_norm" in encoder}; the model has '
-        f'{model.layers} layers, max_len {model.max_len}, hidden '
-        f'{model.hidden}, pre_ln {model.pre_ln}'
+        f'params do not fit the model: {extra[0]} is not a parameter of '
+        f'{model.config}'
     )
-  if model.attention in attention_lib.LEARNED_DECAY_VARIANTS:
-    for index in range(model.layers):
-      layer = encoder[f'block{index}']['attention']
-      shape = getattr(layer.get(DECAY_LOGIT), 'shape', None)
-      if shape != (model.heads,):
-        raise ValueError(
-            f'params do not fit the model: block{index}/attention/'
-            f'{DECAY_LOGIT} has shape {shape}; {model.attention} needs '
-            f'({model.heads},)'
-        )
 
 
 def init_state(params, batch_size: int, *, model) -> StreamState:
@@ -136,8 +140,7 @@ def init_state(params, batch_size: int, *, model) -> StreamState:
   Args:
     params: SASRec parameters (`model.init(...)['params']`).
     batch_size: number of users B.
-    model: the `SASRec` the parameters belong to (causal LinRec); supplies
-      the head count, LayerNorm epsilon and activation.
+    model: the `SASRec` the parameters belong to (causal LinRec).
 
   Returns:
     A `StreamState` of zeros.
@@ -148,90 +151,20 @@ def init_state(params, batch_size: int, *, model) -> StreamState:
   """
   check_model(model)
   _check_params(params, model)
-  head_dim = model.hidden // model.heads
-  dtype = params['embed']['positions'].dtype
-  # Sums in at least float32, as `attention.linrec` computes.
-  kv_dtype = jnp.promote_types(dtype, jnp.float32)
+  shapes = jax.eval_shape(
+      lambda: model.apply(
+          {'params': params},
+          _one_item(batch_size),
+          decode=True,
+          mutable=['cache'],
+      )
+  )
+  states, cache = shapes
   return StreamState(
-      kv=jnp.zeros(
-          (model.layers, batch_size, model.heads, head_dim, head_dim), kv_dtype
-      ),
-      length=jnp.zeros((batch_size,), jnp.int32),
-      last=jnp.zeros((batch_size, model.hidden), dtype),
-      ln_eps=model.ln_eps,
-      activation=model.activation,
-      attention=model.attention,
+      cache=jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), cache['cache']),
+      last=jnp.zeros(states.shape[::2], states.dtype),
+      model=model,
   )
-
-
-def _unit_elu(x):
-  """LinRec's feature map: `elu(x) / ||elu(x)||_2` over the last axis.
-
-  The same lines as `attention._l2_normalize(jax.nn.elu(x))` (private there),
-  with the same `NORM_EPS` inside the square root.
-  """
-  x = jax.nn.elu(x)
-  return x * lax.rsqrt(
-      jnp.sum(x * x, axis=-1, keepdims=True) + attention_lib.NORM_EPS
-  )
-
-
-def _dense(p, x):
-  return nn.Dense(p['kernel'].shape[-1]).apply({'params': p}, x)
-
-
-def _norm(p, x, eps):
-  return nn.LayerNorm(epsilon=eps).apply({'params': p}, x)
-
-
-def _attend(p, x, kv, decay):
-  """One token's multi-head causal LinRec step.
-
-  Args:
-    p: a block's `attention` parameters.
-    x: `[B, D]` the token's input.
-    kv: `[B, H, K, F]` the layer's state before the token.
-    decay: `[H]` factors applied to the state first, or None.
-
-  Returns:
-    `([B, D] output after the out projection, [B, H, K, F] new state)`.
-  """
-  batch, heads = x.shape[0], kv.shape[1]
-  split = lambda t: t.reshape(batch, heads, -1).astype(kv.dtype)  # BD->BHK
-  query, key, value = (
-      split(_dense(p[name], x)) for name in ('query', 'key', 'value')
-  )
-  q_hat = _unit_elu(query) / math.sqrt(query.shape[-1])
-  if decay is not None:
-    kv = decay.astype(kv.dtype)[:, None, None] * kv
-  kv = kv + jnp.einsum('BHK,BHF->BHKF', _unit_elu(key), value)
-  out = jnp.einsum('BHK,BHKF->BHF', q_hat, kv).astype(x.dtype)
-  return _dense(p['out'], out.reshape(batch, -1)), kv
-
-
-def _layer_decay(p, state):
-  """`[H]` decay factors of one layer (attention parameters `p`), or None."""
-  if state.attention == 'linrec_decay':
-    return attention_lib.head_decays(state.kv.shape[2])
-  if state.attention == 'linrec_learned_decay':
-    return attention_lib.learned_decays(p[DECAY_LOGIT])
-  return None
-
-
-def _block(p, x, kv, *, decay, ln_eps, activation, pre_ln):
-  """One `encoder.TransformerBlock` at one position: `[B, D]` -> `[B, D]`."""
-  hidden = x.shape[-1]
-  ffn = FeedForward(
-      hidden, p['ffn']['dense_in']['kernel'].shape[-1], activation
-  )
-  feed_forward = lambda h: ffn.apply({'params': p['ffn']}, h)
-  if pre_ln:
-    out, kv = _attend(p['attention'], _norm(p['norm0'], x, ln_eps), kv, decay)
-    x = x + out
-    return x + feed_forward(_norm(p['norm1'], x, ln_eps)), kv
-  out, kv = _attend(p['attention'], x, kv, decay)
-  x = _norm(p['norm0'], x + out, ln_eps)
-  return _norm(p['norm1'], x + feed_forward(x), ln_eps), kv
 
 
 @jax.jit
@@ -247,32 +180,16 @@ def update(params, state: StreamState, item_ids) -> StreamState:
   Returns:
     The new state. Past max_len the position is clamped (module docstring).
   """
-  embed, encoder = params['embed'], params['encoder']
-  max_len = embed['positions'].shape[0]
-  real = item_ids != PAD_ID
-  position = jnp.minimum(state.length, max_len - 1)
-  x = embed['items']['embedding'][item_ids] + embed['positions'][position]
-  x = _norm(embed['norm'], x, state.ln_eps)
-  pre_ln = 'final_norm' in encoder
-  kvs = []
-  for layer in range(state.kv.shape[0]):
-    block = encoder[f'block{layer}']
-    x, kv = _block(
-        block,
-        x,
-        state.kv[layer],
-        decay=_layer_decay(block['attention'], state),
-        ln_eps=state.ln_eps,
-        activation=state.activation,
-        pre_ln=pre_ln,
-    )
-    kvs.append(kv)
-  if pre_ln:
-    x = _norm(encoder['final_norm'], x, state.ln_eps)
+  out, mutated = state.model.apply(
+      {'params': params, 'cache': state.cache},
+      item_ids[:, None],
+      decode=True,
+      mutable=['cache'],
+  )
+  real = (item_ids != PAD_ID)[:, None]
   return state.replace(
-      kv=jnp.where(real[None, :, None, None, None], jnp.stack(kvs), state.kv),
-      length=state.length + real.astype(state.length.dtype),
-      last=jnp.where(real[:, None], x.astype(state.last.dtype), state.last),
+      cache=mutated['cache'],
+      last=jnp.where(real, out[:, 0].astype(state.last.dtype), state.last),
   )
 
 
@@ -290,7 +207,7 @@ def feed(params, state: StreamState, items) -> StreamState:
     The state after all T steps.
   """
   step = lambda s, ids: (update(params, s, ids), None)
-  state, _ = lax.scan(step, state, jnp.swapaxes(items, 0, 1))
+  state, _ = jax.lax.scan(step, state, jnp.swapaxes(items, 0, 1))
   return state
 
 
@@ -307,8 +224,7 @@ def scores(params, state: StreamState):
     `SASRec.logits` gives them: column `PAD_ID` is included and callers mask
     it. Users with no items yet get all zeros.
   """
-  table = params['embed']['items']['embedding']
-  return jnp.einsum('BD,VD->BV', state.last, table)
+  return state.model.apply({'params': params}, state.last, method='logits')
 
 
 def beyond_max_len(params, state: StreamState):
@@ -317,4 +233,5 @@ def beyond_max_len(params, state: StreamState):
   For those users `scores` no longer equals a full re-encode of their last
   max_len items (see the module docstring).
   """
-  return state.length > params['embed']['positions'].shape[0]
+  del params  # The model in the state knows max_len.
+  return state.length > state.model.config.max_len

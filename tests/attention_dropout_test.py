@@ -1,5 +1,7 @@
 """Attention-weight dropout (RecBole's attn_dropout_prob) against NumPy."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,6 +10,7 @@ import pytest
 from linrec_jax.layers import attention
 from linrec_jax.layers.encoder import MultiHeadAttention
 from linrec_jax.models import SASRec
+from linrec_jax.layers.config import EncoderConfig
 from reference_attention import np_visible, np_weights
 
 B, L, H, K = 2, 6, 2, 4
@@ -43,9 +46,10 @@ def test_weights_dropout_applies_to_the_normalised_weights(name, causal):
 def test_module_drops_weights_only_when_not_deterministic():
   x = jax.random.normal(jax.random.key(0), (B, L, 8))
   mask = jnp.asarray(_inputs()[3])
-  plain = MultiHeadAttention(8, H, 'softmax', causal=True)
+  config = EncoderConfig(hidden=8, heads=H, attention='softmax', causal=True)
+  plain = MultiHeadAttention(config)
   dropping = MultiHeadAttention(
-      8, H, 'softmax', causal=True, attention_dropout=0.5
+      dataclasses.replace(config, attention_dropout=0.5)
   )
   params = plain.init(jax.random.key(1), x, mask)
   # Same parameters: the rate adds none.
@@ -66,10 +70,12 @@ def test_module_drops_weights_only_when_not_deterministic():
 def test_linear_variants_refuse_attention_dropout():
   with pytest.raises(ValueError, match='attention_dropout'):
     SASRec(
-        num_items=10,
-        max_len=6,
-        hidden=8,
-        heads=2,
-        attention='linrec',
-        attention_dropout=0.2,
+        10,
+        EncoderConfig(
+            max_len=6,
+            hidden=8,
+            heads=2,
+            attention='linrec',
+            attention_dropout=0.2,
+        ),
     )

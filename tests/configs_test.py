@@ -12,6 +12,7 @@ from linrec_jax import config_help
 from linrec_jax import configs
 from linrec_jax import models
 from linrec_jax.layers import attention
+from linrec_jax.layers import encoder
 
 FIELDS = [f.name for f in dataclasses.fields(config_lib.TrainConfig)]
 
@@ -89,3 +90,4 @@ def test_choice_lists_match_the_library():
       choices.WEIGHT_DROPOUT_ATTENTION_VARIANTS
       == attention.WEIGHT_DROPOUT_VARIANTS
   )
+  assert set(choices.ACTIVATIONS) == set(encoder.ACTIVATIONS)

@@ -11,6 +11,7 @@ from linrec_jax.constants import PAD_ID
 from linrec_jax.layers import attention
 from linrec_jax.layers import embeddings
 from linrec_jax.layers import encoder
+from linrec_jax.layers.config import EncoderConfig
 
 B, L, D, H, F = 2, 6, 8, 2, 12
 # Every (variant, causal) pair the attention module supports.
@@ -20,8 +21,17 @@ CASES = [(name, False) for name in sorted(attention.VARIANTS)] + [
 
 
 def _encoder(attention_name='linrec', causal=False, **kwargs):
-  kwargs = {'layers': 2, 'hidden': D, 'heads': H, 'ffn': F, **kwargs}
-  return encoder.Encoder(attention=attention_name, causal=causal, **kwargs)
+  kwargs = {
+      'layers': 2,
+      'hidden': D,
+      'heads': H,
+      'ffn': F,
+      'dropout': 0.0,
+      **kwargs,
+  }
+  return encoder.Encoder(
+      EncoderConfig(attention=attention_name, causal=causal, **kwargs)
+  )
 
 
 _erf = np.vectorize(math.erf)
@@ -164,7 +174,16 @@ def _reference_block(p, x, pre_ln, eps):
 def test_block_matches_numpy_reference(pre_ln):
   eps = 1e-5
   block = encoder.TransformerBlock(
-      D, H, F, attention='softmax', ln_eps=eps, pre_ln=pre_ln
+      EncoderConfig(
+          hidden=D,
+          heads=H,
+          ffn=F,
+          attention='softmax',
+          causal=False,
+          dropout=0.0,
+          ln_eps=eps,
+          pre_ln=pre_ln,
+      )
   )
   x = _inputs()
   variables = block.init(jax.random.key(2), x)
@@ -270,13 +289,16 @@ def test_dropout_only_when_not_deterministic():
 def test_invalid_configuration_fails_at_construction(kwargs, match):
   kwargs = {'hidden': D, 'heads': H, 'ffn': F, **kwargs}
   with pytest.raises(ValueError, match=match):
-    encoder.Encoder(layers=1, **kwargs)
+    encoder.Encoder(EncoderConfig(layers=1, **kwargs))
   with pytest.raises(ValueError, match=match):
-    encoder.TransformerBlock(**kwargs)
+    encoder.TransformerBlock(EncoderConfig(**kwargs))
 
 
 def test_sequence_embedding_zeroes_padding_and_uses_absolute_positions():
-  embed = embeddings.SequenceEmbedding(vocab_size=5, max_len=8, hidden=D)
+  embed = embeddings.SequenceEmbedding(
+      vocab_size=5,
+      config=EncoderConfig(max_len=8, hidden=D, heads=H, dropout=0.0),
+  )
   inputs = jnp.array([[1, 2, PAD_ID, PAD_ID, PAD_ID]] * B, jnp.int32)
   variables = embed.init(jax.random.key(0), inputs)
   params = variables['params']
@@ -290,7 +312,9 @@ def test_sequence_embedding_zeroes_padding_and_uses_absolute_positions():
   edited['positions'] = params['positions'].at[5:].add(noise[1:])
   np.testing.assert_array_equal(embed.apply({'params': edited}, inputs), base)
   # Position i is row i of the table, whatever the padding.
-  want = _layer_norm(np.asarray(params['positions'][4]), 1.0, 0.0, embed.ln_eps)
+  want = _layer_norm(
+      np.asarray(params['positions'][4]), 1.0, 0.0, embed.config.ln_eps
+  )
   np.testing.assert_allclose(base[0, 4], want, atol=1e-5)
   with pytest.raises(ValueError, match='max_len'):
     embed.apply(variables, jnp.ones((B, 9), jnp.int32))

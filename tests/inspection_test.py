@@ -10,6 +10,7 @@ import pytest
 from linrec_jax import inspection
 from linrec_jax.layers import attention
 from linrec_jax.models import SASRec
+from linrec_jax.layers.config import EncoderConfig
 import reference_attention
 
 MODES = [
@@ -72,13 +73,10 @@ def test_weights_match_the_formula_and_the_attention(name, causal):
 
 def test_queries_and_keys_of_every_block():
   model = SASRec(
-      num_items=20,
-      max_len=6,
-      hidden=8,
-      layers=2,
-      heads=2,
-      ffn=16,
-      attention='linrec',
+      20,
+      EncoderConfig(
+          max_len=6, hidden=8, layers=2, heads=2, ffn=16, attention='linrec'
+      ),
   )
   inputs = jnp.array([[3, 4, 5, 0, 0, 0], [1, 2, 3, 4, 5, 6]], jnp.int32)
   params = model.init(jax.random.key(0), inputs)['params']
@@ -117,13 +115,10 @@ def test_decay_logits_are_required_exactly_for_learned_decays():
 @pytest.mark.parametrize('name', ['linrec', 'linrec_learned_decay'])
 def test_layer_decay_logits_are_the_blocks_parameters(name):
   model = SASRec(
-      num_items=20,
-      max_len=6,
-      hidden=8,
-      layers=2,
-      heads=2,
-      ffn=16,
-      attention=name,
+      20,
+      EncoderConfig(
+          max_len=6, hidden=8, layers=2, heads=2, ffn=16, attention=name
+      ),
   )
   params = model.init(jax.random.key(0), jnp.ones((1, 6), jnp.int32))
   params = params['params']

@@ -10,6 +10,7 @@ from linrec_jax import losses
 from linrec_jax import steps
 from linrec_jax.constants import PAD_ID
 from linrec_jax.models import SASRec
+from linrec_jax.layers.config import EncoderConfig
 
 MAX_LEN, BUCKET, BATCH = 12, 4, 4
 # Item ids are 1..n in order, so a real row is a run of consecutive ids.
@@ -104,14 +105,16 @@ def _padded(batch):
 @pytest.mark.parametrize("mode", ["all", "prefix"])
 def test_cropped_batch_gives_the_padded_loss_and_gradients(attention, mode):
   model = SASRec(
-      num_items=sum(LENGTHS),
-      max_len=MAX_LEN,
-      hidden=8,
-      layers=2,
-      heads=2,
-      ffn=16,
-      dropout=0.0,
-      attention=attention,
+      sum(LENGTHS),
+      EncoderConfig(
+          max_len=MAX_LEN,
+          hidden=8,
+          layers=2,
+          heads=2,
+          ffn=16,
+          dropout=0.0,
+          attention=attention,
+      ),
   )
   params = model.init(jax.random.key(0), jnp.zeros((1, MAX_LEN), jnp.int32))[
       "params"

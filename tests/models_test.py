@@ -23,12 +23,16 @@ INPUTS = jnp.array(
 
 def _sasrec(name='linrec', causal=True, **kwargs):
   return models.SASRec(
-      NUM_ITEMS, attention=name, causal=causal, **{**TINY, **kwargs}
+      NUM_ITEMS,
+      models.EncoderConfig(attention=name, causal=causal, **{**TINY, **kwargs}),
   )
 
 
 def _bert4rec(name='linrec', **kwargs):
-  return models.BERT4Rec(NUM_ITEMS, attention=name, **{**TINY, **kwargs})
+  return models.BERT4Rec(
+      NUM_ITEMS,
+      models.EncoderConfig(causal=False, attention=name, **{**TINY, **kwargs}),
+  )
 
 
 def _noise(shape, seed=7):
@@ -65,20 +69,20 @@ def test_models_registry():
 
 
 def test_defaults_are_official():
-  model = models.SASRec(num_items=5)
+  model = models.SASRec(5)
   got = (
-      model.max_len,
-      model.hidden,
-      model.layers,
-      model.heads,
-      model.ffn,
-      model.dropout,
-      model.attention,
-      model.causal,
-      model.mask_padding,
-      model.pre_ln,
-      model.ln_eps,
-      model.activation,
+      model.config.max_len,
+      model.config.hidden,
+      model.config.layers,
+      model.config.heads,
+      model.config.ffn,
+      model.config.dropout,
+      model.config.attention,
+      model.config.causal,
+      model.config.mask_padding,
+      model.config.pre_ln,
+      model.config.ln_eps,
+      model.config.activation,
   )
   assert got == (
       200,
@@ -94,8 +98,8 @@ def test_defaults_are_official():
       1e-12,
       'gelu',
   )
-  assert hash(model) == hash(models.SASRec(num_items=5))
-  assert models.BERT4Rec(num_items=5).mask_token == 6
+  assert hash(model) == hash(models.SASRec(5))
+  assert models.BERT4Rec(5).mask_token == 6
 
 
 @pytest.mark.parametrize('pre_ln', [False, True])
@@ -253,16 +257,24 @@ def test_jit_matches_eager_and_dropout_needs_training_mode(make):
 )
 def test_sasrec_validation(kwargs, match):
   with pytest.raises(ValueError, match=match):
-    models.SASRec(NUM_ITEMS, **kwargs)
+    models.SASRec(NUM_ITEMS, models.EncoderConfig(**kwargs))
 
 
 def test_bert4rec_validation_and_non_causal_variants():
   with pytest.raises(ValueError, match=r'hidden \(6\) .* heads \(4\)'):
-    models.BERT4Rec(NUM_ITEMS, hidden=6, heads=4)
+    models.BERT4Rec(
+        NUM_ITEMS, models.EncoderConfig(causal=False, hidden=6, heads=4)
+    )
   with pytest.raises(ValueError, match='unknown attention'):
-    models.BERT4Rec(NUM_ITEMS, attention='flash')
-  models.BERT4Rec(NUM_ITEMS, attention='efficient')
-  models.SASRec(NUM_ITEMS, attention='efficient', causal=False)
+    models.BERT4Rec(
+        NUM_ITEMS, models.EncoderConfig(causal=False, attention='flash')
+    )
+  models.BERT4Rec(
+      NUM_ITEMS, models.EncoderConfig(causal=False, attention='efficient')
+  )
+  models.SASRec(
+      NUM_ITEMS, models.EncoderConfig(attention='efficient', causal=False)
+  )
 
 
 def _cross_entropy(logits, targets):
@@ -320,7 +332,10 @@ def test_sasrec_linrec_causal_overfits():
   seqs[0, -2:] = PAD_ID  # One right-padded sequence.
   inputs, targets = jnp.asarray(seqs[:, :-1]), jnp.asarray(seqs[:, 1:])
   model = models.SASRec(
-      20, max_len=8, hidden=16, layers=1, heads=2, ffn=32, dropout=0.0
+      20,
+      models.EncoderConfig(
+          max_len=8, hidden=16, layers=1, heads=2, ffn=32, dropout=0.0
+      ),
   )
   first, last = _train(model, inputs, targets)
   assert last < 0.1 * first, (first, last)
@@ -330,7 +345,16 @@ def test_bert4rec_overfits():
   seqs = _sequences()
   seqs[0, -2:] = PAD_ID
   model = models.BERT4Rec(
-      20, max_len=8, hidden=16, layers=1, heads=2, ffn=32, dropout=0.0
+      20,
+      models.EncoderConfig(
+          causal=False,
+          max_len=8,
+          hidden=16,
+          layers=1,
+          heads=2,
+          ffn=32,
+          dropout=0.0,
+      ),
   )
   cloze = np.zeros_like(seqs, dtype=bool)
   cloze[:, [1, 4]] = True  # Fixed masked positions (all real items).

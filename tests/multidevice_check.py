@@ -71,6 +71,7 @@ from linrec_jax import sharding
 from linrec_jax import steps
 from linrec_jax.constants import PAD_ID
 from linrec_jax.models import SASRec
+from linrec_jax.layers.config import EncoderConfig
 
 NUM_ITEMS, MAX_LEN, BATCH, STEPS = 40, 6, 16, 3
 KS = (5, 10)
@@ -79,14 +80,16 @@ TOLERANCE = 1e-5
 
 def _model(dropout: float) -> SASRec:
   return SASRec(
-      num_items=NUM_ITEMS,
-      max_len=MAX_LEN,
-      hidden=16,
-      layers=1,
-      heads=2,
-      ffn=32,
-      dropout=dropout,
-      attention="linrec",
+      NUM_ITEMS,
+      EncoderConfig(
+          max_len=MAX_LEN,
+          hidden=16,
+          layers=1,
+          heads=2,
+          ffn=32,
+          dropout=dropout,
+          attention="linrec",
+      ),
   )
 
 

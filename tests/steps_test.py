@@ -16,6 +16,7 @@ import pytest
 from linrec_jax import steps
 from linrec_jax.constants import PAD_ID
 from linrec_jax.models import SASRec
+from linrec_jax.layers.config import EncoderConfig
 import reference_loss
 
 NUM_ITEMS, MAX_LEN, BATCH, SHARDS = 30, 5, 8, 4
@@ -24,14 +25,16 @@ AXIS = "data"
 
 def _model(dropout=0.0):
   return SASRec(
-      num_items=NUM_ITEMS,
-      max_len=MAX_LEN,
-      hidden=8,
-      layers=1,
-      heads=2,
-      ffn=16,
-      dropout=dropout,
-      attention="linrec",
+      NUM_ITEMS,
+      EncoderConfig(
+          max_len=MAX_LEN,
+          hidden=8,
+          layers=1,
+          heads=2,
+          ffn=16,
+          dropout=dropout,
+          attention="linrec",
+      ),
   )
 
 
@@ -193,7 +196,8 @@ def test_eval_sums_of_row_shards_add_up():
 
 def test_microbatches_keep_fewer_activations():
   model = SASRec(
-      num_items=NUM_ITEMS, max_len=256, hidden=32, layers=2, heads=4, ffn=64
+      NUM_ITEMS,
+      EncoderConfig(max_len=256, hidden=32, layers=2, heads=4, ffn=64),
   )
   tx = optax.adam(1e-3)
   state = jax.eval_shape(

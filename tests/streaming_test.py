@@ -1,5 +1,6 @@
 """Tests for linrec_jax.streaming: recurrent updates equal the full pass."""
 
+import dataclasses
 import functools
 
 import flax.linen as nn
@@ -20,13 +21,13 @@ BATCH = 4
 
 
 def _model(**kwargs):
-  return models.SASRec(NUM_ITEMS, **{**TINY, **kwargs})
+  return models.SASRec(NUM_ITEMS, models.EncoderConfig(**{**TINY, **kwargs}))
 
 
 def _params(model, seed=0):
   """Random parameters far from the init, so attention matters."""
   params = model.init(
-      jax.random.key(seed), jnp.zeros((1, model.max_len), jnp.int32)
+      jax.random.key(seed), jnp.zeros((1, model.config.max_len), jnp.int32)
   )['params']
   leaves, treedef = jax.tree.flatten(params)
   keys = jax.random.split(jax.random.key(seed + 1), len(leaves))
@@ -217,11 +218,15 @@ def _clamped_reference(model, params, inputs):
   """A causal pass over the whole history with positions clamped."""
   embed = params['embed']
   length = inputs.shape[1]
-  positions = jnp.minimum(jnp.arange(length), model.max_len - 1)
+  positions = jnp.minimum(jnp.arange(length), model.config.max_len - 1)
   x = embed['items']['embedding'][inputs] + embed['positions'][positions]
-  x = nn.LayerNorm(epsilon=model.ln_eps).apply({'params': embed['norm']}, x)
+  x = nn.LayerNorm(epsilon=model.config.ln_eps).apply(
+      {'params': embed['norm']}, x
+  )
   encoder = Encoder(
-      model.layers, model.hidden, model.heads, model.ffn, 'linrec', causal=True
+      dataclasses.replace(
+          model.config, attention='linrec', causal=True, dropout=0.0
+      )
   )
   states = encoder.apply({'params': params['encoder']}, x)
   return model.apply({'params': params}, states[:, -1], method='logits')
@@ -260,7 +265,12 @@ def test_empty_users_score_zero():
         _model(attention='softmax'),
         _model(attention='linrec_mean'),
         _model(causal=False),
-        models.BERT4Rec(NUM_ITEMS, max_len=MAX_LEN, hidden=16, heads=2, ffn=32),
+        models.BERT4Rec(
+            NUM_ITEMS,
+            models.EncoderConfig(
+                causal=False, max_len=MAX_LEN, hidden=16, heads=2, ffn=32
+            ),
+        ),
     ],
     ids=['softmax', 'linrec_mean', 'bidirectional', 'bert4rec'],
 )

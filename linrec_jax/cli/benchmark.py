@@ -124,6 +124,7 @@ def _run_cell(cell):
   import jax.numpy as jnp
   from linrec_jax import optimizer, steps
   from linrec_jax.models.sasrec import SASRec
+  from linrec_jax.layers.config import EncoderConfig
   # pylint: enable=g-import-not-at-top
 
   def peak_rss_gib():
@@ -137,14 +138,16 @@ def _run_cell(cell):
   attention, causal = VARIANTS[cell['variant']]
   n, batch = cell['n'], cell['batch']
   model = SASRec(
-      num_items=NUM_ITEMS,
-      max_len=n,
-      hidden=HIDDEN,
-      layers=LAYERS,
-      heads=HEADS,
-      ffn=FFN,
-      attention=attention,
-      causal=causal,
+      NUM_ITEMS,
+      EncoderConfig(
+          max_len=n,
+          hidden=HIDDEN,
+          layers=LAYERS,
+          heads=HEADS,
+          ffn=FFN,
+          attention=attention,
+          causal=causal,
+      ),
   )
   tx = optimizer.make_optimizer(lr=1e-3)
   keys = jax.random.split(jax.random.key(0), 3)

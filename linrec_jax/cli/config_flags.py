@@ -32,6 +32,7 @@ _DEFINE = {
 CHOICES = {
     "model": choices.MODELS,
     "attention": choices.ATTENTION_VARIANTS,
+    "activation": choices.ACTIVATIONS,
     "train_mode": config_lib.TRAIN_MODES,
     "loss": config_lib.LOSSES,
     "eval_protocol": config_lib.EVAL_PROTOCOLS,
@@ -160,14 +161,7 @@ def config_from_flags(values=flags.FLAGS) -> config_lib.TrainConfig:
     ValueError (`config_lib.ConfigError` for a bad value): naming the flag.
   """
   resolved, _ = resolve(values)
-  config = configs.to_train_config(resolved)
-  return config_lib.validate(
-      config,
-      attention_variants=choices.ATTENTION_VARIANTS,
-      causal_variants=choices.CAUSAL_ATTENTION_VARIANTS,
-      model_names=choices.MODELS,
-      weight_dropout_variants=choices.WEIGHT_DROPOUT_ATTENTION_VARIANTS,
-  )
+  return configs.to_train_config(resolved)
 
 
 def _format_value(value) -> str:

@@ -13,7 +13,6 @@ workdir: rerunning with the same workdir resumes.
 
 from typing import Callable
 
-from linrec_jax import choices
 from linrec_jax import config as config_lib
 from linrec_jax import configs
 
@@ -35,13 +34,7 @@ def resolve_config(
       preset, dataset=dataset, model=model, attention=attention
   ).to_dict()
   values.update(overrides)
-  return config_lib.validate(
-      configs.to_train_config(values),
-      attention_variants=choices.ATTENTION_VARIANTS,
-      causal_variants=choices.CAUSAL_ATTENTION_VARIANTS,
-      model_names=choices.MODELS,
-      weight_dropout_variants=choices.WEIGHT_DROPOUT_ATTENTION_VARIANTS,
-  )
+  return configs.to_train_config(values)
 
 
 def run(

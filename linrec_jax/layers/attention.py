@@ -678,6 +678,55 @@ def efficient(
   return _finish(out, mask, query, key, value)
 
 
+def linrec_step(query, key, value, state, *, log_decay=None):
+  """One position of causal LinRec as a recurrence: the O(1) update.
+
+  `S_t = g S_{t-1} + k_hat_t v_t^T` and `out_t = q_hat_t S_t / sqrt(K)`,
+  the state `_causal_linear_scan` carries across chunks, advanced by one
+  position (`g` = 1 without a decay). Feeding a sequence's positions one by
+  one from a zero state gives `linrec` (or the decayed variants) with
+  `causal=True` at every real position.
+
+  Args:
+    query: `[B, H, K]`, one position's queries.
+    key: `[B, H, K]`.
+    value: `[B, H, F]`.
+    state: `[B, H, K, F]`, `S_{t-1}` (zeros before the first position), in
+      at least float32.
+    log_decay: optional `[H]` finite `log g <= 0` (`recurrent_log_decay`).
+
+  Returns:
+    `(out [B, H, F] in the inputs' dtype, S_t [B, H, K, F] in the state's)`.
+  """
+  dtype = jnp.promote_types(_compute_dtype(query, key, value), state.dtype)
+  q, k, v = (x.astype(dtype) for x in (query, key, value))
+  q_hat = _l2_normalize(jax.nn.elu(q), axis=-1) / math.sqrt(q.shape[-1])
+  k_hat = _l2_normalize(jax.nn.elu(k), axis=-1)
+  state = state.astype(dtype)
+  if log_decay is not None:
+    state = jnp.exp(jnp.asarray(log_decay, dtype))[:, None, None] * state
+  state = state + jnp.einsum('BHK,BHF->BHKF', k_hat, v)
+  out = jnp.einsum('BHK,BHKF->BHF', q_hat, state)
+  return out.astype(jnp.result_type(query, key, value)), state
+
+
+def recurrent_log_decay(name, heads, decay_logit=None):
+  """`log g` `[H]` of a `RECURRENT_VARIANTS` member for `linrec_step`.
+
+  None for `linrec` (no decay), `log head_decays(H)` for `linrec_decay`,
+  `log sigmoid(decay_logit)` for `linrec_learned_decay` (which needs it).
+  """
+  if name not in RECURRENT_VARIANTS:
+    raise ValueError(
+        f'{name!r} has no recurrent form; use one of {RECURRENT_VARIANTS}.'
+    )
+  if name == 'linrec_decay':
+    return jnp.log(head_decays(heads))
+  if name == 'linrec_learned_decay':
+    return _learned_log_decays(name, decay_logit, heads)
+  return None
+
+
 VARIANTS = {
     'softmax': softmax,
     'linrec': linrec,
@@ -713,3 +762,6 @@ LEARNED_DECAY_VARIANTS = frozenset(
 WEIGHT_DROPOUT_VARIANTS = frozenset(
     {'softmax', 'softmax_decay', 'softmax_learned_decay'}
 )
+# Causal variants whose memory of the past is a fixed-size state per head,
+# advanced one position at a time by `linrec_step` (the models' decode mode).
+RECURRENT_VARIANTS = ('linrec', 'linrec_decay', 'linrec_learned_decay')

@@ -16,10 +16,37 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from linrec_jax.constants import PAD_ID
+from linrec_jax.layers.config import EncoderConfig
 
 INIT_STD = 0.02
 # N(0, 0.02) for embeddings and dense kernels, as RecBole's `_init_weights`.
 normal_init = nn.initializers.normal(stddev=INIT_STD)
+
+
+class NextPositions(nn.Module):
+  """Decode mode's positions: each row's number of real items fed so far.
+
+  The 'cache' variable `length` int32 `[B]` counts them; the next item takes
+  position `min(length, max_len - 1)` (clamped past the table's end) and
+  counts only if it is real.
+
+  Attributes:
+    config: the model's `EncoderConfig` (``max_len``: rows of the position
+      table).
+  """
+
+  config: EncoderConfig
+
+  @nn.compact
+  def __call__(self, inputs):
+    """Maps ids ``[B, 1]`` to their positions ``[B, 1]`` and counts them."""
+    length = self.variable(
+        'cache', 'length', jnp.zeros, inputs.shape[:1], jnp.int32
+    )
+    positions = jnp.minimum(length.value, self.config.max_len - 1)
+    positions = positions[:, None]
+    length.value = length.value + (inputs[:, 0] != PAD_ID).astype(jnp.int32)
+    return positions
 
 
 class SequenceEmbedding(nn.Module):
@@ -32,34 +59,34 @@ class SequenceEmbedding(nn.Module):
 
   Attributes:
     vocab_size: rows of the item table (ids ``0..vocab_size-1``).
-    max_len: rows of the position table; longest accepted sequence.
-    hidden: embedding size D.
-    dropout: dropout rate after the LayerNorm.
-    ln_eps: LayerNorm epsilon.
+    config: the model's `EncoderConfig`: ``max_len`` rows of the position
+      table (the longest accepted sequence), embedding size ``hidden`` = D,
+      ``dropout`` after the LayerNorm, ``ln_eps``.
   """
 
   vocab_size: int
-  max_len: int
-  hidden: int
-  dropout: float = 0.0
-  ln_eps: float = 1e-12
+  config: EncoderConfig
 
   def setup(self):
+    config = self.config
     self.items = nn.Embed(
-        self.vocab_size, self.hidden, embedding_init=normal_init
+        self.vocab_size, config.hidden, embedding_init=normal_init
     )
     self.positions = self.param(
-        'positions', normal_init, (self.max_len, self.hidden)
+        'positions', normal_init, (config.max_len, config.hidden)
     )
-    self.norm = nn.LayerNorm(epsilon=self.ln_eps)
-    self.drop = nn.Dropout(rate=self.dropout)
+    self.norm = nn.LayerNorm(epsilon=config.ln_eps)
+    self.drop = nn.Dropout(rate=config.dropout)
+    self.next_positions = NextPositions(config)
 
-  def __call__(self, inputs, deterministic=True):
+  def __call__(self, inputs, deterministic=True, decode=False):
     """Embeds a batch of id sequences.
 
     Args:
       inputs: int32 ``[B, L]`` item ids, ``PAD_ID`` at padded positions.
       deterministic: if False, applies dropout (needs a 'dropout' rng).
+      decode: ``L = 1``, each row's next item, at the position that
+        `NextPositions` counts in the 'cache' collection.
 
     Returns:
       float ``[B, L, D]`` input states.
@@ -68,13 +95,16 @@ class SequenceEmbedding(nn.Module):
       ValueError: if ``L > max_len``.
     """
     length = inputs.shape[-1]
-    if length > self.max_len:
+    if length > self.config.max_len:
       raise ValueError(
-          f'sequence length {length} exceeds max_len {self.max_len}'
+          f'sequence length {length} exceeds max_len {self.config.max_len}'
       )
     real = (inputs != PAD_ID)[..., None]
     x = jnp.where(real, self.items(inputs), 0.0)
-    x = x + self.positions[:length]
+    if decode:
+      x = x + self.positions[self.next_positions(inputs)]
+    else:
+      x = x + self.positions[:length]
     return self.drop(self.norm(x), deterministic=deterministic)
 
   def table(self):

@@ -17,14 +17,18 @@ Dropout on the attention probabilities (`attention_dropout`, RecBole's
 (`attention.WEIGHT_DROPOUT_VARIANTS`): LinRec has no probabilities to drop
 (its configured attention dropout is unused in the official code). It is 0
 by default.
+
+Every module takes the one `EncoderConfig` (validated when it is built).
 """
 
 import functools
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from linrec_jax.layers import attention as attention_lib
+from linrec_jax.layers.config import EncoderConfig
 from linrec_jax.layers.embeddings import normal_init
 
 ACTIVATIONS = {
@@ -38,43 +42,8 @@ ACTIVATIONS = {
 
 # Name of the learned decay logits in an attention layer's parameters.
 DECAY_LOGIT = 'decay_logit'
-
-
-def check_block_args(
-    *,
-    hidden,
-    heads,
-    attention,
-    causal,
-    activation='gelu',
-    attention_dropout=0.0,
-):
-  """Raises a ValueError naming the offending field, or returns None."""
-  if attention_dropout and attention not in (
-      attention_lib.WEIGHT_DROPOUT_VARIANTS
-  ):
-    raise ValueError(
-        f'attention {attention!r} forms no attention weights to drop; '
-        f'attention_dropout needs one of '
-        f'{sorted(attention_lib.WEIGHT_DROPOUT_VARIANTS)}'
-    )
-  if heads <= 0 or hidden % heads:
-    raise ValueError(f'hidden ({hidden}) must be divisible by heads ({heads})')
-  if attention not in attention_lib.VARIANTS:
-    raise ValueError(
-        f'unknown attention {attention!r}; valid names: '
-        f'{sorted(attention_lib.VARIANTS)}'
-    )
-  if causal and attention not in attention_lib.CAUSAL_VARIANTS:
-    raise ValueError(
-        f'attention {attention!r} does not support causal=True; causal '
-        f'variants: {sorted(attention_lib.CAUSAL_VARIANTS)}'
-    )
-  if activation not in ACTIVATIONS:
-    raise ValueError(
-        f'unknown activation {activation!r}; valid names: '
-        f'{sorted(ACTIVATIONS)}'
-    )
+# Name of the recurrent state in an attention layer's 'cache' (decode mode).
+STATE = 'kv'
 
 
 def _dense(features, name):
@@ -96,129 +65,139 @@ class MultiHeadAttention(nn.Module):
   `decay_logit=`. Other variants have no parameter beyond the four dense
   layers.
 
+  Decode mode (`decode=True`, causal `attention.RECURRENT_VARIANTS` only)
+  takes one position per row and keeps the layer's memory of the rows'
+  past in the 'cache' collection: `kv` `[B, H, K, K]` (at least float32),
+  advanced by `attention.linrec_step`; a row whose position is padding
+  keeps its state unchanged.
+
   Attributes:
-    hidden: model size D.
-    heads: number of heads H; the head size is K = D // H.
-    attention: a key of ``attention.VARIANTS``.
-    causal: whether position t may only attend to positions <= t.
-    attention_dropout: dropout rate on the attention weights (variants of
-      ``attention.WEIGHT_DROPOUT_VARIANTS`` only).
+    config: the encoder's `EncoderConfig` (hidden, heads, attention, causal,
+      attention_dropout are read).
   """
 
-  hidden: int
-  heads: int
-  attention: str = 'linrec'
-  causal: bool = False
-  attention_dropout: float = 0.0
+  config: EncoderConfig
 
   @nn.compact
-  def __call__(self, x, mask=None, deterministic=True):
+  def __call__(self, x, mask=None, deterministic=True, decode=False):
     """Attends over the sequence.
 
     Args:
-      x: ``[B, L, D]`` input states.
+      x: ``[B, L, D]`` input states (``L = 1`` in decode mode).
       mask: optional bool ``[B, L]``, True at real items; None attends to
         every position (the official LinRec behaviour).
       deterministic: if False, applies the attention dropout.
+      decode: advance the cached recurrent state by one position instead
+        of attending over ``x`` alone.
 
     Returns:
       ``[B, L, D]``, after the output dense layer.
     """
+    config = self.config
     batch, length, _ = x.shape
-    split = lambda t: t.reshape(batch, length, self.heads, -1)  # BLD->BLHK
-    query = split(_dense(self.hidden, 'query')(x))
-    key = split(_dense(self.hidden, 'key')(x))
-    value = split(_dense(self.hidden, 'value')(x))
-    attend = attention_lib.VARIANTS[self.attention]
+    split = lambda t: t.reshape(batch, length, config.heads, -1)  # BLD->BLHK
+    query = split(_dense(config.hidden, 'query')(x))
+    key = split(_dense(config.hidden, 'key')(x))
+    value = split(_dense(config.hidden, 'value')(x))
     options = {}
-    if self.attention in attention_lib.LEARNED_DECAY_VARIANTS:
+    if config.attention in attention_lib.LEARNED_DECAY_VARIANTS:
       options['decay_logit'] = self.param(
           DECAY_LOGIT,
           lambda _, heads: attention_lib.decay_logits(heads),
-          self.heads,
+          config.heads,
       )
-    if self.attention_dropout > 0 and not deterministic:
-      drop = nn.Dropout(rate=self.attention_dropout)
-      options['weights_dropout'] = lambda w: drop(w, deterministic=False)
-    out = attend(query, key, value, mask=mask, causal=self.causal, **options)
-    return _dense(self.hidden, 'out')(out.reshape(batch, length, -1))
+    if decode:
+      out = self._step(query, key, value, mask, options.get('decay_logit'))
+    else:
+      if config.attention_dropout > 0 and not deterministic:
+        drop = nn.Dropout(rate=config.attention_dropout)
+        options['weights_dropout'] = lambda w: drop(w, deterministic=False)
+      attend = attention_lib.VARIANTS[config.attention]
+      out = attend(
+          query, key, value, mask=mask, causal=config.causal, **options
+      )
+    return _dense(config.hidden, 'out')(out.reshape(batch, length, -1))
+
+  def _step(self, query, key, value, mask, decay_logit):
+    """Decode mode: `[B, 1, H, K]` inputs -> `[B, 1, H, K]` outputs."""
+    config = self.config
+    if not config.causal or config.attention not in (
+        attention_lib.RECURRENT_VARIANTS
+    ):
+      raise ValueError(
+          f'decode needs causal attention in '
+          f'{attention_lib.RECURRENT_VARIANTS}, got attention='
+          f'{config.attention!r}, causal={config.causal}: only these keep a '
+          'fixed-size state per layer'
+      )
+    if query.shape[1] != 1:
+      raise ValueError(
+          f'decode takes one position per row, got {query.shape[1]}'
+      )
+    batch, _, heads, head_dim = query.shape
+    state = self.variable(
+        'cache',
+        STATE,
+        jnp.zeros,
+        (batch, heads, head_dim, head_dim),
+        jnp.promote_types(query.dtype, jnp.float32),
+    )
+    log_decay = attention_lib.recurrent_log_decay(
+        config.attention, heads, decay_logit
+    )
+    out, new_state = attention_lib.linrec_step(
+        query[:, 0], key[:, 0], value[:, 0], state.value, log_decay=log_decay
+    )
+    if mask is not None:
+      new_state = jnp.where(
+          mask[:, 0, None, None, None], new_state, state.value
+      )
+    state.value = new_state
+    return out[:, None]
 
 
 class FeedForward(nn.Module):
   """Position-wise ``dense(ffn) -> activation -> dense(hidden)``."""
 
-  hidden: int
-  ffn: int
-  activation: str = 'gelu'
+  config: EncoderConfig
 
   @nn.compact
   def __call__(self, x):
     """Maps ``[B, L, D]`` to ``[B, L, D]``."""
-    x = ACTIVATIONS[self.activation](_dense(self.ffn, 'dense_in')(x))
-    return _dense(self.hidden, 'dense_out')(x)
+    activation = ACTIVATIONS[self.config.activation]
+    x = activation(_dense(self.config.ffn, 'dense_in')(x))
+    return _dense(self.config.hidden, 'dense_out')(x)
 
 
 class TransformerBlock(nn.Module):
   """Attention and feed-forward sublayers with residuals and LayerNorm.
 
   Attributes:
-    hidden: model size D.
-    heads: number of attention heads H (must divide ``hidden``).
-    ffn: inner size of the feed-forward network.
-    attention: a key of ``attention.VARIANTS``.
-    causal: restrict attention to positions <= t.
-    mask_padding: pass the padding mask to the attention; False reproduces
-      the official LinRec code, which applies no mask at all.
-    dropout: rate of the dropout after each sublayer.
-    activation: a key of ``ACTIVATIONS`` (exact erf GELU by default).
-    ln_eps: LayerNorm epsilon (1e-12 official).
-    pre_ln: normalise before each sublayer instead of after the residual.
-    attention_dropout: dropout rate on the attention weights.
+    config: the encoder's `EncoderConfig`; `mask_padding=False` passes no
+      mask to the attention (the official LinRec code), `pre_ln` chooses
+      the order, `dropout` follows each sublayer.
   """
 
-  hidden: int
-  heads: int
-  ffn: int
-  attention: str = 'linrec'
-  causal: bool = False
-  mask_padding: bool = True
-  dropout: float = 0.0
-  activation: str = 'gelu'
-  ln_eps: float = 1e-12
-  pre_ln: bool = False
-  attention_dropout: float = 0.0
-
-  def __post_init__(self):
-    check_block_args(
-        hidden=self.hidden,
-        heads=self.heads,
-        attention=self.attention,
-        causal=self.causal,
-        activation=self.activation,
-        attention_dropout=self.attention_dropout,
-    )
-    super().__post_init__()
+  config: EncoderConfig
 
   @nn.compact
-  def __call__(self, x, mask=None, deterministic=True):
-    """Maps states ``[B, L, D]``, mask ``[B, L]`` or None, to ``[B, L, D]``."""
-    attend = MultiHeadAttention(
-        self.hidden,
-        self.heads,
-        self.attention,
-        self.causal,
-        self.attention_dropout,
-        name='attention',
-    )
-    attn_mask = mask if self.mask_padding else None
+  def __call__(self, x, mask=None, deterministic=True, decode=False):
+    """Maps states ``[B, L, D]``, mask ``[B, L]`` or None, to ``[B, L, D]``.
+
+    In decode mode (one position per row, see `MultiHeadAttention`) only the
+    attention keeps a state: the other sublayers act on one position.
+    """
+    config = self.config
+    attend = MultiHeadAttention(config, name='attention')
+    attn_mask = mask if config.mask_padding or decode else None
     sublayers = (
-        lambda h: attend(h, attn_mask, deterministic),
-        FeedForward(self.hidden, self.ffn, self.activation, name='ffn'),
+        lambda h: attend(h, attn_mask, deterministic, decode),
+        FeedForward(config, name='ffn'),
     )
-    drop = nn.Dropout(rate=self.dropout)
+    drop = nn.Dropout(rate=config.dropout)
     for i, sublayer in enumerate(sublayers):
-      norm = nn.LayerNorm(epsilon=self.ln_eps, name=f'norm{i}')
-      if self.pre_ln:
+      norm = nn.LayerNorm(epsilon=config.ln_eps, name=f'norm{i}')
+      if config.pre_ln:
         x = x + drop(sublayer(norm(x)), deterministic=deterministic)
       else:
         x = norm(x + drop(sublayer(x), deterministic=deterministic))
@@ -226,64 +205,32 @@ class TransformerBlock(nn.Module):
 
 
 class Encoder(nn.Module):
-  """A stack of ``layers`` TransformerBlocks (plus a final LN if pre-LN).
+  """A stack of ``config.layers`` TransformerBlocks (a final LN if pre-LN).
 
   Attributes:
-    layers: number of blocks.
-    See ``TransformerBlock`` for the others.
+    config: the `EncoderConfig`.
   """
 
-  layers: int
-  hidden: int
-  heads: int
-  ffn: int
-  attention: str = 'linrec'
-  causal: bool = False
-  mask_padding: bool = True
-  dropout: float = 0.0
-  activation: str = 'gelu'
-  ln_eps: float = 1e-12
-  pre_ln: bool = False
-  attention_dropout: float = 0.0
-
-  def __post_init__(self):
-    check_block_args(
-        hidden=self.hidden,
-        heads=self.heads,
-        attention=self.attention,
-        causal=self.causal,
-        activation=self.activation,
-        attention_dropout=self.attention_dropout,
-    )
-    super().__post_init__()
+  config: EncoderConfig
 
   @nn.compact
-  def __call__(self, x, mask=None, deterministic=True):
+  def __call__(self, x, mask=None, deterministic=True, decode=False):
     """Encodes a sequence.
 
     Args:
       x: ``[B, L, D]`` input states.
       mask: optional bool ``[B, L]``, True at real items.
       deterministic: if False, applies dropout (needs a 'dropout' rng).
+      decode: one position per row, attention from the cached states
+        (see `MultiHeadAttention`).
 
     Returns:
       ``[B, L, D]`` output states.
     """
-    for i in range(self.layers):
-      x = TransformerBlock(
-          self.hidden,
-          self.heads,
-          self.ffn,
-          attention=self.attention,
-          causal=self.causal,
-          mask_padding=self.mask_padding,
-          dropout=self.dropout,
-          activation=self.activation,
-          ln_eps=self.ln_eps,
-          pre_ln=self.pre_ln,
-          attention_dropout=self.attention_dropout,
-          name=f'block{i}',
-      )(x, mask, deterministic)
-    if self.pre_ln:
-      x = nn.LayerNorm(epsilon=self.ln_eps, name='final_norm')(x)
+    for i in range(self.config.layers):
+      x = TransformerBlock(self.config, name=f'block{i}')(
+          x, mask, deterministic, decode
+      )
+    if self.config.pre_ln:
+      x = nn.LayerNorm(epsilon=self.config.ln_eps, name='final_norm')(x)
     return x

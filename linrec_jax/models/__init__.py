@@ -1,5 +1,6 @@
 """Sequential recommenders; ``MODELS`` maps a name to its class."""
 
+from linrec_jax.layers.config import EncoderConfig, encoder_config
 from linrec_jax.models.bert4rec import BERT4Rec
 from linrec_jax.models.sasrec import SASRec
 
@@ -10,25 +11,11 @@ def make_model(config, num_items: int):
   """The linen model a configuration describes.
 
   Args:
-    config: a ``linrec_jax.config.TrainConfig`` (its model fields are read).
+    config: a ``linrec_jax.config.TrainConfig`` (its ``model`` and its
+      ``EncoderConfig`` fields are read).
     num_items: real items, ids ``1..num_items``.
   """
-  fields = dict(
-      num_items=num_items,
-      max_len=config.max_len,
-      hidden=config.hidden,
-      layers=config.layers,
-      heads=config.heads,
-      ffn=config.ffn,
-      dropout=config.dropout,
-      attention_dropout=config.attention_dropout,
-      attention=config.attention,
-      mask_padding=config.mask_padding,
-      pre_ln=config.pre_ln,
-  )
-  if config.model == 'sasrec':
-    fields['causal'] = config.causal
-  return MODELS[config.model](**fields)
+  return MODELS[config.model](num_items, encoder_config(config))
 
 
-__all__ = ['BERT4Rec', 'MODELS', 'SASRec', 'make_model']
+__all__ = ['BERT4Rec', 'EncoderConfig', 'MODELS', 'SASRec', 'make_model']

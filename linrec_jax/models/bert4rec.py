@@ -11,42 +11,34 @@ import jax.numpy as jnp
 
 from linrec_jax.constants import PAD_ID
 from linrec_jax.layers.embeddings import SequenceEmbedding, normal_init
-from linrec_jax.layers.encoder import ACTIVATIONS, Encoder, check_block_args
+from linrec_jax.layers.config import EncoderConfig
+from linrec_jax.layers.encoder import ACTIVATIONS, Encoder
 
 
 class BERT4Rec(nn.Module):
-  """Bidirectional encoder with a tied output head; see ``SASRec`` fields.
+  """Bidirectional encoder with a tied output head.
 
-  There is no ``causal`` field: attention is always bidirectional, so every
-  attention variant is accepted. ``__call__`` returns the states after the
-  output head (dense -> exact GELU -> LayerNorm; the GELU is fixed, as in
-  RecBole, whatever ``activation`` the blocks use), so ``logits`` and sampled
-  losses only need ``item_embeddings()`` and ``item_bias()``.
+  Attention is always bidirectional: ``config.causal`` must be False, and
+  every attention variant is accepted. ``__call__`` returns the states after
+  the output head (dense -> exact GELU -> LayerNorm; the GELU is fixed, as
+  in RecBole, whatever ``activation`` the blocks use), so ``logits`` and
+  sampled losses only need ``item_embeddings()`` and ``item_bias()``.
+
+  Attributes:
+    num_items: real items, ids ``1..num_items``; ``PAD_ID`` (0) is padding
+      and ``num_items + 1`` the mask token.
+    config: the `EncoderConfig` (non-causal).
   """
 
   num_items: int
-  max_len: int = 200
-  hidden: int = 128
-  layers: int = 2
-  heads: int = 8
-  ffn: int = 256
-  dropout: float = 0.2
-  attention: str = 'linrec'
-  mask_padding: bool = True
-  pre_ln: bool = False
-  ln_eps: float = 1e-12
-  activation: str = 'gelu'
-  attention_dropout: float = 0.0
+  config: EncoderConfig = EncoderConfig(causal=False)
 
   def __post_init__(self):
-    check_block_args(
-        hidden=self.hidden,
-        heads=self.heads,
-        attention=self.attention,
-        causal=False,
-        activation=self.activation,
-        attention_dropout=self.attention_dropout,
-    )
+    if self.config.causal:
+      raise ValueError(
+          '--causal: BERT4Rec is bidirectional; use EncoderConfig(causal='
+          'False) (--nocausal)'
+      )
     super().__post_init__()
 
   @property
@@ -55,31 +47,13 @@ class BERT4Rec(nn.Module):
     return self.num_items + 1
 
   def setup(self):
-    self.embed = SequenceEmbedding(
-        self.num_items + 2,
-        self.max_len,
-        self.hidden,
-        self.dropout,
-        self.ln_eps,
-    )
-    self.encoder = Encoder(
-        self.layers,
-        self.hidden,
-        self.heads,
-        self.ffn,
-        self.attention,
-        False,
-        self.mask_padding,
-        self.dropout,
-        self.activation,
-        self.ln_eps,
-        self.pre_ln,
-        self.attention_dropout,
-    )
+    config = self.config
+    self.embed = SequenceEmbedding(self.num_items + 2, self.config)
+    self.encoder = Encoder(config)
     self.head = nn.Dense(
-        self.hidden, kernel_init=normal_init, bias_init=nn.initializers.zeros
+        config.hidden, kernel_init=normal_init, bias_init=nn.initializers.zeros
     )
-    self.head_norm = nn.LayerNorm(epsilon=self.ln_eps)
+    self.head_norm = nn.LayerNorm(epsilon=config.ln_eps)
     self.bias = self.param(
         'output_bias', nn.initializers.zeros, (self.num_items + 1,)
     )

@@ -1,94 +1,46 @@
 """SASRec: a next-item Transformer over item histories, LinRec by default.
 
-Defaults are the official LinRec values (hidden 128, 2 layers, 8 heads, FFN
-256, dropout 0.2, exact GELU, LayerNorm eps 1e-12, post-LN, N = 200).
+Its sizes and choices are one `EncoderConfig` (defaults: the official LinRec
+values, hidden 128, 2 layers, 8 heads, FFN 256, dropout 0.2, exact GELU,
+LayerNorm eps 1e-12, post-LN, N = 200, causal).
 """
 
 import flax.linen as nn
 import jax.numpy as jnp
 
 from linrec_jax.constants import PAD_ID
+from linrec_jax.layers.config import EncoderConfig
 from linrec_jax.layers.embeddings import SequenceEmbedding
-from linrec_jax.layers.encoder import Encoder, check_block_args
+from linrec_jax.layers.encoder import Encoder
 
 
 class SASRec(nn.Module):
   """Item + position embedding, a block stack, tied output scores.
 
-  ``causal=True`` gives the unidirectional next-item model that trains on all
-  positions at once. The official LinRec run uses ``causal=False`` and
-  ``mask_padding=False`` with prefix training (loss on the last position
+  ``config.causal=True`` gives the unidirectional next-item model that trains
+  on all positions at once. The official LinRec run uses ``causal=False``
+  and ``mask_padding=False`` with prefix training (loss on the last position
   only), which is leak-free only in that setup.
+
+  Decode mode (``decode=True``; causal ``attention.RECURRENT_VARIANTS``)
+  feeds one new item per user and keeps, in the 'cache' collection, each
+  layer's fixed-size attention state and the users' position counters: the
+  output after n items equals the full pass over those n items (right
+  padded) at position n - 1. ``linrec_jax.streaming`` wraps it.
 
   Attributes:
     num_items: real items, ids ``1..num_items``; ``PAD_ID`` (0) is padding.
-    max_len: longest accepted sequence (rows of the position table).
-    hidden: model size D.
-    layers: number of Transformer blocks.
-    heads: attention heads (must divide ``hidden``).
-    ffn: feed-forward inner size.
-    dropout: dropout rate on embeddings and after each sublayer.
-    attention: a key of ``attention.VARIANTS``.
-    causal: position t sees only positions <= t.
-    mask_padding: mask padding in attention (False: official LinRec).
-    pre_ln: pre-LN blocks instead of the official post-LN (the embedding
-      LayerNorm stays; the encoder adds a final LayerNorm).
-    ln_eps: LayerNorm epsilon.
-    activation: feed-forward activation name (exact erf GELU by default).
-    attention_dropout: dropout on the attention weights (RecBole's
-      ``attn_dropout_prob``; softmax variants only, 0 by default).
+    config: the `EncoderConfig`.
   """
 
   num_items: int
-  max_len: int = 200
-  hidden: int = 128
-  layers: int = 2
-  heads: int = 8
-  ffn: int = 256
-  dropout: float = 0.2
-  attention: str = 'linrec'
-  causal: bool = True
-  mask_padding: bool = True
-  pre_ln: bool = False
-  ln_eps: float = 1e-12
-  activation: str = 'gelu'
-  attention_dropout: float = 0.0
-
-  def __post_init__(self):
-    check_block_args(
-        hidden=self.hidden,
-        heads=self.heads,
-        attention=self.attention,
-        causal=self.causal,
-        activation=self.activation,
-        attention_dropout=self.attention_dropout,
-    )
-    super().__post_init__()
+  config: EncoderConfig = EncoderConfig()
 
   def setup(self):
-    self.embed = SequenceEmbedding(
-        self.num_items + 1,
-        self.max_len,
-        self.hidden,
-        self.dropout,
-        self.ln_eps,
-    )
-    self.encoder = Encoder(
-        self.layers,
-        self.hidden,
-        self.heads,
-        self.ffn,
-        self.attention,
-        self.causal,
-        self.mask_padding,
-        self.dropout,
-        self.activation,
-        self.ln_eps,
-        self.pre_ln,
-        self.attention_dropout,
-    )
+    self.embed = SequenceEmbedding(self.num_items + 1, self.config)
+    self.encoder = Encoder(self.config)
 
-  def __call__(self, inputs, deterministic=True):
+  def __call__(self, inputs, deterministic=True, decode=False):
     """Encodes item histories.
 
     Args:
@@ -96,13 +48,16 @@ class SASRec(nn.Module):
         max_len``. Positions are array indices, so left and right padding
         give the real items different positions (see ``layers.embeddings``).
       deterministic: if False, applies dropout (needs a 'dropout' rng).
+      decode: ``L = 1``: each user's next item, given the cached state of
+        the items before it (``mutable=['cache']``; see the class
+        docstring).
 
     Returns:
       ``[B, L, D]`` states; those at padded positions are finite but
       meaningless.
     """
-    x = self.embed(inputs, deterministic)
-    return self.encoder(x, inputs != PAD_ID, deterministic)
+    x = self.embed(inputs, deterministic, decode)
+    return self.encoder(x, inputs != PAD_ID, deterministic, decode)
 
   def item_embeddings(self):
     """Returns the tied item table ``[V, D]``, ``V = num_items + 1``."""
