@@ -12,6 +12,9 @@ export LINREC_DATA_DIR
 WORKDIR ?= runs/ml-1m_sasrec_linrec
 PEERS_VENV ?= .venv-peers
 BENCH_PEERS_FLAGS ?=
+# pytest workers: the suite's tests are independent (each writes under its
+# own tmp_path), and two workers use both cores of a 2-core machine.
+TEST_WORKERS ?= 2
 
 .PHONY: setup setup-search train test test-slow bench-peers format
 
@@ -38,10 +41,10 @@ train: setup
 	$(VENV)/bin/linrec-train --dataset=ml-1m --model=sasrec --attention=linrec --workdir=$(WORKDIR)
 
 test: setup-search
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 test-slow: setup-search
-	$(PY) -m pytest -q -m slow
+	$(PY) -m pytest -q -m slow -n $(TEST_WORKERS) --dist worksteal
 
 bench-peers: setup
 	$(PY) -m experiments.benchmark_peers --peers_venv=$(PEERS_VENV) --peers_python=$(PYTHON) $(BENCH_PEERS_FLAGS)
