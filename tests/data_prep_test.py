@@ -659,7 +659,7 @@ def _with_method(archive: bytes, method: int) -> bytes:
 
 
 RATINGS = "1::10::5::300\n1::11::3::100\n1::12::1::200\n" * 50
-_GOOD_GZIP = gzip.compress(("1 2\n1 3\n1 4\n" * 4000).encode())
+_GOOD_GZIP = gzip.compress(("1 2\n1 3\n1 4\n" * 4000).encode(), mtime=0)
 CORRUPT_ARCHIVES = [
     # (file name, stored bytes, what)
     (
@@ -693,7 +693,12 @@ CORRUPT_ARCHIVES = [
 ]
 
 
-@pytest.mark.parametrize("name,raw,what", CORRUPT_ARCHIVES)
+@pytest.mark.parametrize(
+    "name,raw,what",
+    CORRUPT_ARCHIVES,
+    # Ids without the bytes: every pytest worker collects the same names.
+    ids=[f"{name}-{i}" for i, (name, _, _) in enumerate(CORRUPT_ARCHIVES)],
+)
 @pytest.mark.parametrize("fmt", ["auto", "given"])
 def test_corrupt_compressed_input(tmp_path, name, raw, what, fmt):
   path = tmp_path / name
