@@ -102,7 +102,8 @@ class SequenceEmbedding(nn.Module):
     real = (inputs != PAD_ID)[..., None]
     x = jnp.where(real, self.items(inputs), 0.0)
     if decode:
-      x = x + self.positions[self.next_positions(inputs)]
+      # jnp: restored parameters may be NumPy arrays.
+      x = x + jnp.take(self.positions, self.next_positions(inputs), axis=0)
     else:
       x = x + self.positions[:length]
     return self.drop(self.norm(x), deterministic=deterministic)
