@@ -33,7 +33,7 @@ from data_prep import readers
 from data_prep import recbole
 from data_prep import writer
 from linrec_jax import data
-from linrec_jax import prepared_data
+from linrec_jax.data import prepared as prepared_data
 
 _FIELD_OPTIONS = tuple(recbole.Fields.OPTIONS.values())
 _OPTIONS = (

@@ -38,7 +38,7 @@ from absl import logging
 import numpy as np
 
 from linrec_jax import data
-from linrec_jax import prepared_data
+from linrec_jax.data import prepared as prepared_data
 
 _TMP_PREFIX = ".tmp-"
 _OLD_PREFIX = ".old-"
@@ -63,7 +63,7 @@ def write_prepared(
   """Writes sequences.npz, the id files and meta.json, atomically.
 
   meta.json gets a `files` entry with the size and sha256 of the other files
-  (`linrec_jax.prepared_data.file_records`).
+  (`linrec_jax.data.prepared.file_records`).
 
   Args:
     output_dir: the directory to create (or replace, with overwrite).

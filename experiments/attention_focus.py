@@ -5,7 +5,7 @@ r"""Where trained encoders put their attention, one row per run and block.
 
 For the first --num_users users (validation inputs, as the evaluation builds
 them), takes each block's attention weights of the query that predicts the
-next item (`linrec_jax.inspection`) and prints their means over users and
+next item (`linrec_jax.analysis.inspection`) and prints their means over users and
 heads: the share of sum |w| on the --recent_items latest items, the largest single
 share, the share on negative weights, and the effective number of keys.
 Writes them as JSON to --json_output.
@@ -20,9 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from linrec_jax import data
-from linrec_jax import inspection
-from linrec_jax import restore
+from linrec_jax.analysis import inspection
 from linrec_jax.constants import PAD_ID
+from linrec_jax.serving import restore
 
 _WORKDIRS = flags.DEFINE_list('workdirs', None, 'training workdirs')
 _USERS = flags.DEFINE_integer('num_users', 1024, 'users to inspect')

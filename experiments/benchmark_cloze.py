@@ -25,15 +25,15 @@ from absl import flags
 import jax
 import numpy as np
 
-from linrec_jax.cli import bench_common
 from linrec_jax import data
-from linrec_jax import optimizer
-from linrec_jax import steps
-from linrec_jax.constants import PAD_ID
-from linrec_jax.models.bert4rec import BERT4Rec
-from linrec_jax.layers.config import EncoderConfig
+from linrec_jax.cli import bench_common
 from linrec_jax.cli import failures
 from linrec_jax.cli import flag_checks
+from linrec_jax.constants import PAD_ID
+from linrec_jax.layers.config import EncoderConfig
+from linrec_jax.models.bert4rec import BERT4Rec
+from linrec_jax.training import optimizer
+from linrec_jax.training import steps
 
 _ATTENTIONS = flags.DEFINE_list(
     'attentions', ['softmax', 'linrec'], 'Attention variants.'

@@ -32,14 +32,14 @@ import numpy as np
 
 from data_prep import datasets
 from linrec_jax import data
-from linrec_jax import evaluation
-from linrec_jax import optimizer
-from linrec_jax import sharding
-from linrec_jax import steps
-from linrec_jax.models import SASRec
-from linrec_jax.layers.config import EncoderConfig
 from linrec_jax.cli import failures
 from linrec_jax.cli import flag_checks
+from linrec_jax.layers.config import EncoderConfig
+from linrec_jax.models import SASRec
+from linrec_jax.training import evaluation
+from linrec_jax.training import optimizer
+from linrec_jax.training import sharding
+from linrec_jax.training import steps
 
 _DEVICES = flags.DEFINE_list("devices", ["1", "2", "4", "8"], "device counts")
 _PARALLEL = flags.DEFINE_list("parallel", ["pmap", "mesh"], "launchers")

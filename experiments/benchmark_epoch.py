@@ -27,9 +27,9 @@ from data_prep import datasets
 from linrec_jax import configs
 from linrec_jax import data
 from linrec_jax import models
-from linrec_jax import optimizer
-from linrec_jax import steps
 from linrec_jax.cli import bench_common
+from linrec_jax.training import optimizer
+from linrec_jax.training import steps
 
 _ATTENTIONS = flags.DEFINE_list(
     'attentions', ['linrec', 'softmax'], 'Attention variants.'

@@ -17,7 +17,7 @@ next item; the loss is the full cross-entropy over the catalogue at each
 row's last real position): forward with dropout, backward, Adam (lr 1e-3).
 RecBole: `zero_grad`, `calculate_loss`, `backward`, `Adam.step` with torch
 on `--threads` threads; linrec_jax: the jitted, AOT-compiled
-`linrec_jax.steps.make_train_step` with optax Adam, waited on with
+`linrec_jax.training.steps.make_train_step` with optax Adam, waited on with
 `block_until_ready`. All four read the same batch (random item ids,
 right-padded, prefix lengths drawn from ML-1M's prefix samples clipped at
 N). Every cell and implementation runs in a fresh process
@@ -211,9 +211,10 @@ def _run_jax_cell(cell):
   import statistics
   import jax
   import jax.numpy as jnp
-  from linrec_jax import optimizer, steps
-  from linrec_jax.models.sasrec import SASRec
   from linrec_jax.layers.config import EncoderConfig
+  from linrec_jax.models.sasrec import SASRec
+  from linrec_jax.training import optimizer
+  from linrec_jax.training import steps
   # pylint: enable=g-import-not-at-top
 
   def peak_rss_gib():

@@ -1,7 +1,7 @@
 r"""Latency of one new interaction: streaming update vs full re-encoding.
 
 For B users with histories of n items, one new interaction costs
-  streaming:        `linrec_jax.streaming.update` of the B states (O(1) in n);
+  streaming:        `linrec_jax.serving.streaming.update` of the B states (O(1) in n);
   re-encode linrec: the causal LinRec SASRec forward pass over the n items;
   re-encode softmax: the same model with causal softmax attention,
 each measured to the top layer's state at the last position (scoring all
@@ -15,7 +15,7 @@ masquerade as a dependence on n.
 The comparison is exact: max_len defaults to the longest re-encoded length,
 so up to it streaming gives the same scores as re-encoding all n items (the
 check is recorded). Lengths past max_len are streamed with clamped positions
-(`linrec_jax.streaming`); the full model cannot take them and re-encodes its
+(`linrec_jax.serving.streaming`); the full model cannot take them and re-encodes its
 last max_len items instead, so those rows repeat the max_len timing and
 their results differ by design. With the official max_len = 200 the
 re-encode cost stops growing at n = 200 (its row here).
@@ -40,10 +40,10 @@ import jax.numpy as jnp
 from jax import lax
 import numpy as np
 
+from linrec_jax import models
 from linrec_jax.cli import failures
 from linrec_jax.cli import flag_checks
-from linrec_jax import models
-from linrec_jax import streaming
+from linrec_jax.serving import streaming
 
 NUM_ITEMS = 3416  # ML-1M.
 OFFICIAL = dict(hidden=128, heads=8, layers=2, ffn=256, dropout=0.0)

@@ -4,7 +4,7 @@ r"""Training runs side by side, as Markdown tables, from their workdirs.
       --workdirs=runs/conv_ml1m_softmax,runs/conv_ml1m_linrec --every=4
 
 Reads each workdir's `metrics.jsonl` and, once the run has ended, its
-`results.json` (`linrec_jax.run_comparison`; running runs can be read too).
+`results.json` (`linrec_jax.analysis.run_comparison`; running runs can be read too).
 Prints three tables, the first run being the baseline:
 
 - the validation --metric by epoch (every --every epochs and the last), with
@@ -21,7 +21,7 @@ Writes the same text to --output when given.
 from absl import app
 from absl import flags
 
-from linrec_jax import run_comparison
+from linrec_jax.analysis import run_comparison
 
 _WORKDIRS = flags.DEFINE_list(
     'workdirs', None, 'training workdirs; the first is the baseline'

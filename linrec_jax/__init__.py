@@ -8,6 +8,9 @@ The functional API:
   losses, metrics, negatives   pure functions
   data        prepared arrays, leave-one-out splits, fixed-shape batches
   train       `train_and_evaluate(config, data_dir, workdir)`
+              (`linrec_jax.training.train`)
+  streaming   O(1)-per-item updates of causal LinRec SASRec
+              (`linrec_jax.serving.streaming`)
   configs     the presets, as ml_collections config files
   run         `run(dataset=..., model=..., attention=..., preset=...,
               workdir=...)`: one call from a name to test metrics
@@ -25,6 +28,29 @@ _LAZY = {
     "models": "linrec_jax.models",
     "negatives": "linrec_jax.negatives",
     "configs": "linrec_jax.configs",
+    "data": "linrec_jax.data",
+    "train": "linrec_jax.training.train",
+    "streaming": "linrec_jax.serving.streaming",
+}
+# Modules that moved into the layer folders: `linrec_jax.<old>` (attribute
+# access and `from linrec_jax import <old>`) still finds them; README
+# "What moved" lists the new paths.
+_MOVED = {
+    name: f"linrec_jax.{path}"
+    for name, path in {
+        "config": "training.config",
+        "optimizer": "training.optimizer",
+        "steps": "training.steps",
+        "sharding": "training.sharding",
+        "checkpointing": "training.checkpointing",
+        "evaluation": "training.evaluation",
+        "reporting": "training.reporting",
+        "restore": "serving.restore",
+        "ranking": "serving.ranking",
+        "run_comparison": "analysis.run_comparison",
+        "inspection": "analysis.inspection",
+        "prepared_data": "data.prepared",
+    }.items()
 }
 _LAZY_ATTRIBUTES = {
     "SASRec": ("linrec_jax.models", "SASRec"),
@@ -43,13 +69,16 @@ __all__ = [
     "BERT4Rec",
     "EncoderConfig",
     "configs",
+    "data",
+    "train",
+    "streaming",
     "run",
 ]
 
 
 def __getattr__(name: str):
-  if name in _LAZY:
-    return importlib.import_module(_LAZY[name])
+  if name in _LAZY or name in _MOVED:
+    return importlib.import_module({**_MOVED, **_LAZY}[name])
   if name in _LAZY_ATTRIBUTES:
     module, attribute = _LAZY_ATTRIBUTES[name]
     return getattr(importlib.import_module(module), attribute)

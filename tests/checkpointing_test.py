@@ -1,4 +1,4 @@
-"""Tests of `linrec_jax.checkpointing.Checkpointer` on tiny pytrees."""
+"""Tests of `linrec_jax.training.checkpointing.Checkpointer` on tiny pytrees."""
 
 import json
 import logging
@@ -11,8 +11,8 @@ import numpy as np
 import optax
 import pytest
 
-from linrec_jax import checkpointing
-from linrec_jax import steps
+from linrec_jax.training import checkpointing
+from linrec_jax.training import steps
 
 # First bytes of a pickle of protocol 2 or newer: PROTO opcode, version.
 _PICKLE_PROTOCOLS = tuple(bytes([0x80, v]) for v in range(2, 6))

@@ -15,10 +15,10 @@ import time
 from absl import flags
 import pytest
 
-from linrec_jax import config as config_lib
-from linrec_jax import config_help
 from linrec_jax import configs
 from linrec_jax.cli import config_flags
+from linrec_jax.cli import config_help
+from linrec_jax.training import config as config_lib
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 MAIN_FLAGS = (

@@ -1,4 +1,4 @@
-"""Tests for linrec_jax.run_comparison and experiments.compare_runs."""
+"""Tests for linrec_jax.analysis.run_comparison and experiments.compare_runs."""
 
 import json
 import pathlib
@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from linrec_jax import run_comparison
+from linrec_jax.analysis import run_comparison
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 

@@ -1,4 +1,4 @@
-"""Tests of `linrec_jax.config` and of resolving flags against presets."""
+"""Tests of `linrec_jax.training.config` and of resolving flags against presets."""
 
 import dataclasses
 import json
@@ -8,9 +8,9 @@ import pytest
 
 from experiments import config_flags
 from experiments import presets
-from linrec_jax import config as config_lib
 from linrec_jax import models
 from linrec_jax.layers import attention
+from linrec_jax.training import config as config_lib
 
 
 def _validate(**fields):

@@ -7,12 +7,12 @@ from ml_collections import config_dict
 import pytest
 
 from linrec_jax import choices
-from linrec_jax import config as config_lib
-from linrec_jax import config_help
 from linrec_jax import configs
 from linrec_jax import models
+from linrec_jax.cli import config_help
 from linrec_jax.layers import attention
 from linrec_jax.layers import encoder
+from linrec_jax.training import config as config_lib
 
 FIELDS = [f.name for f in dataclasses.fields(config_lib.TrainConfig)]
 

@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from linrec_jax import reporting
+from linrec_jax.training import reporting
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 SAMPLE_FILE = "ml-1m-sample/ml-1m.txt"

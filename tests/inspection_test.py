@@ -1,4 +1,4 @@
-"""Tests of linrec_jax.inspection against the NumPy attention references."""
+"""Tests of linrec_jax.analysis.inspection against the NumPy attention references."""
 
 import dataclasses
 
@@ -7,10 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from linrec_jax import inspection
+from linrec_jax.analysis import inspection
 from linrec_jax.layers import attention
-from linrec_jax.models import SASRec
 from linrec_jax.layers.config import EncoderConfig
+from linrec_jax.models import SASRec
 import reference_attention
 
 MODES = [

@@ -7,10 +7,10 @@ import pytest
 
 from linrec_jax import data
 from linrec_jax import losses
-from linrec_jax import steps
 from linrec_jax.constants import PAD_ID
-from linrec_jax.models import SASRec
 from linrec_jax.layers.config import EncoderConfig
+from linrec_jax.models import SASRec
+from linrec_jax.training import steps
 
 MAX_LEN, BUCKET, BATCH = 12, 4, 4
 # Item ids are 1..n in order, so a real row is a run of consecutive ids.

@@ -67,11 +67,11 @@ import jax
 import numpy as np
 import optax
 
-from linrec_jax import sharding
-from linrec_jax import steps
 from linrec_jax.constants import PAD_ID
-from linrec_jax.models import SASRec
 from linrec_jax.layers.config import EncoderConfig
+from linrec_jax.models import SASRec
+from linrec_jax.training import sharding
+from linrec_jax.training import steps
 
 NUM_ITEMS, MAX_LEN, BATCH, STEPS = 40, 6, 16, 3
 KS = (5, 10)
@@ -287,8 +287,8 @@ def check_steps() -> dict:
 def check_resume(data_dir: str, workdir: str) -> dict:
   """Save on 4 devices, resume on 2 == uninterrupted on 2; one trace each."""
   # pylint: disable=import-outside-toplevel
-  from linrec_jax import train
-  from linrec_jax.config import TrainConfig
+  from linrec_jax.training import train
+  from linrec_jax.training.config import TrainConfig
 
   traces = []
   make_train_step = steps.make_train_step

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from linrec_jax import reporting
+from linrec_jax.training import reporting
 
 # pylint: disable=unused-import
 from sharding_test import CHECK

@@ -1,4 +1,4 @@
-"""Tests of linrec_jax.prepared_data: checksums, verification, fingerprints.
+"""Tests of linrec_jax.data.prepared: checksums, verification, fingerprints.
 
 Every damaged directory must fail to load with a one-line PreparedDataError
 naming the damaged file, and loading must change nothing in the directory.
@@ -16,8 +16,8 @@ import pytest
 
 from data_prep import prepare
 from linrec_jax import data
-from linrec_jax import prepared_data
-from linrec_jax.prepared_data import PreparedDataError
+from linrec_jax.data import prepared as prepared_data
+from linrec_jax.data.prepared import PreparedDataError
 
 # Users 1, 2, 3 with 4, 3 and 3 items; original item ids 5..9.
 RAW = "1 5\n1 6\n1 7\n1 8\n2 6\n2 5\n2 9\n3 9\n3 8\n3 7\n"

@@ -1,8 +1,8 @@
-"""Tests of `linrec_jax.progress`: epoch k/N and the time left."""
+"""Tests of `linrec_jax.training.progress`: epoch k/N and the time left."""
 
 import pytest
 
-from linrec_jax import progress
+from linrec_jax.training import progress
 
 
 class _Clock:

@@ -1,4 +1,4 @@
-"""Tests for experiments.recommend and linrec_jax.restore on a toy run."""
+"""Tests for experiments.recommend and linrec_jax.serving.restore on a toy run."""
 
 import json
 import os
@@ -15,17 +15,17 @@ import pytest
 from data_prep import prepare
 from data_prep import writer
 from experiments import recommend
-from linrec_jax import checkpointing
 from linrec_jax import data
 from linrec_jax import models
-from linrec_jax import optimizer
-from linrec_jax import ranking
-from linrec_jax import restore
-from linrec_jax import run_binding
-from linrec_jax import steps
-from linrec_jax import train
-from linrec_jax.config import TrainConfig
 from linrec_jax.constants import PAD_ID
+from linrec_jax.serving import ranking
+from linrec_jax.serving import restore
+from linrec_jax.training import checkpointing
+from linrec_jax.training import optimizer
+from linrec_jax.training import run_binding
+from linrec_jax.training import steps
+from linrec_jax.training import train
+from linrec_jax.training.config import TrainConfig
 
 NUM_ITEMS, MAX_LEN = 12, 6
 # Original ids differ from internal ones, to catch a mix-up.

@@ -33,9 +33,7 @@ def test_steps_from_zero_give_causal_attention_and_the_state(name):
     )
     outs.append(out)
   mask = np.ones((B, L), bool)
-  expected = np_attention(
-      name, q, k, v, mask, causal=True, decay_logit=THETA
-  )
+  expected = np_attention(name, q, k, v, mask, causal=True, decay_logit=THETA)
   np.testing.assert_allclose(np.stack(outs, 1), expected, atol=1e-5)
   # The state after L items: sum_j g^(L-1-j) k_hat_j v_j^T, in NumPy.
   g = {
@@ -66,6 +64,4 @@ def test_only_recurrent_variants_have_a_step():
 def test_decode_mode_needs_causal_recurrent_attention(config):
   model = models.SASRec(10, config)
   with pytest.raises(ValueError, match='decode needs causal attention'):
-    model.init(
-        jax.random.key(0), jnp.zeros((2, 1), jnp.int32), decode=True
-    )
+    model.init(jax.random.key(0), jnp.zeros((2, 1), jnp.int32), decode=True)

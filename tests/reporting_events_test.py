@@ -9,8 +9,8 @@ import struct
 
 import pytest
 
-from linrec_jax import learning_curve
-from linrec_jax import reporting
+from linrec_jax.analysis import learning_curve
+from linrec_jax.training import reporting
 
 tensorboardX = pytest.importorskip("tensorboardX")
 from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top,wrong-import-position

@@ -1,8 +1,8 @@
-"""Tests of `linrec_jax.reporting` (the files a run writes)."""
+"""Tests of `linrec_jax.training.reporting` (the files a run writes)."""
 
 import json
 
-from linrec_jax import reporting
+from linrec_jax.training import reporting
 
 METRICS = {"hit@10": 0.5, "ndcg@10": 0.25, "mrr@10": 0.125}
 

@@ -1,4 +1,4 @@
-"""Tests of linrec_jax.sharding: data parallelism on 1, 2, 4 and 8 devices.
+"""Tests of linrec_jax.training.sharding: data parallelism on 1, 2, 4 and 8 devices.
 
 A JAX process fixes its device count at start, so the multi-device checks run
 `tests/multidevice_check.py` (or `experiments.train`) in a subprocess with
@@ -14,7 +14,7 @@ import sys
 import jax
 import pytest
 
-from linrec_jax import sharding
+from linrec_jax.training import sharding
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 CHECK = REPO / "tests" / "multidevice_check.py"

@@ -1,4 +1,4 @@
-"""Tests of linrec_jax.steps on one device.
+"""Tests of linrec_jax.training.steps on one device.
 
 The pmap body (`axis_name` set) runs here under `jax.vmap` with the same axis
 name: `psum` and `axis_index` mean the same there, so splitting a batch into
@@ -13,10 +13,10 @@ import numpy as np
 import optax
 import pytest
 
-from linrec_jax import steps
 from linrec_jax.constants import PAD_ID
-from linrec_jax.models import SASRec
 from linrec_jax.layers.config import EncoderConfig
+from linrec_jax.models import SASRec
+from linrec_jax.training import steps
 import reference_loss
 
 NUM_ITEMS, MAX_LEN, BATCH, SHARDS = 30, 5, 8, 4

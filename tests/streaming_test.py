@@ -1,4 +1,4 @@
-"""Tests for linrec_jax.streaming: recurrent updates equal the full pass."""
+"""Tests for linrec_jax.serving.streaming: recurrent updates equal the full pass."""
 
 import dataclasses
 import functools
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from linrec_jax import models
-from linrec_jax import streaming
 from linrec_jax.constants import PAD_ID
 from linrec_jax.layers.encoder import Encoder
+from linrec_jax.serving import streaming
 
 NUM_ITEMS, MAX_LEN = 30, 8
 TINY = dict(max_len=MAX_LEN, hidden=16, heads=2, layers=2, ffn=32, dropout=0.0)

@@ -1,4 +1,4 @@
-"""Tests of `linrec_jax.train` and of the evaluator it drives.
+"""Tests of `linrec_jax.training.train` and of the evaluator it drives.
 
 The evaluator is checked without a model (a launcher that records what it
 is given); `train_and_evaluate` runs a few steps on the 200-user sample.
@@ -14,14 +14,14 @@ import pytest
 
 from data_prep import prepare
 from linrec_jax import data
-from linrec_jax import evaluation
-from linrec_jax import memory_budget
 from linrec_jax import models
-from linrec_jax import optimizer
-from linrec_jax import run_binding
-from linrec_jax import train
-from linrec_jax.config import TrainConfig
 from linrec_jax.constants import PAD_ID
+from linrec_jax.training import evaluation
+from linrec_jax.training import memory_budget
+from linrec_jax.training import optimizer
+from linrec_jax.training import run_binding
+from linrec_jax.training import train
+from linrec_jax.training.config import TrainConfig
 
 SAMPLE_FILE = "ml-1m-sample/ml-1m.txt"
 NUM_ITEMS = 150
@@ -190,13 +190,13 @@ def test_make_model_passes_the_config(model, causal_field):
   assert isinstance(made, models.MODELS[model])
   assert (
       made.num_items,
-      made.max_len,
-      made.hidden,
-      made.heads,
-      made.ffn,
-      made.layers,
+      made.config.max_len,
+      made.config.hidden,
+      made.config.heads,
+      made.config.ffn,
+      made.config.layers,
   ) == (30, 12, 16, 2, 24, 1)
-  assert hasattr(made, "causal") == causal_field
+  assert made.config.causal == causal_field
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,8 @@ import dataclasses
 import json
 import os
 
-from linrec_jax import reporting
+from linrec_jax import workdir as workdir_layout
+from linrec_jax.training import reporting
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +47,7 @@ def read_run(workdir, metric, name=None):
     FileNotFoundError: naming the missing `metrics.jsonl`.
     ValueError: naming the file, line and field at fault.
   """
-  path = os.path.join(workdir, reporting.METRICS_FILE)
+  path = os.path.join(workdir, workdir_layout.METRICS_FILE)
   if not os.path.exists(path):
     raise FileNotFoundError(
         f'{path}: no such file (not a training workdir, '
@@ -81,7 +82,7 @@ def read_run(workdir, metric, name=None):
             f'has {sorted(record["valid"])}'
         )
       curve[record['epoch']] = (record['step'], record['valid'][metric])
-  results_path = os.path.join(workdir, reporting.RESULTS_FILE)
+  results_path = os.path.join(workdir, workdir_layout.RESULTS_FILE)
   results = None
   if os.path.exists(results_path):
     with open(results_path) as f:

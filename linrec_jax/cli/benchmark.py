@@ -122,9 +122,10 @@ def _run_cell(cell):
   import resource
   import jax
   import jax.numpy as jnp
-  from linrec_jax import optimizer, steps
-  from linrec_jax.models.sasrec import SASRec
   from linrec_jax.layers.config import EncoderConfig
+  from linrec_jax.models.sasrec import SASRec
+  from linrec_jax.training import optimizer
+  from linrec_jax.training import steps
   # pylint: enable=g-import-not-at-top
 
   def peak_rss_gib():

@@ -17,10 +17,10 @@ import textwrap
 from absl import flags
 
 from linrec_jax import choices
-from linrec_jax import config as config_lib
-from linrec_jax import config_help
 from linrec_jax import configs
+from linrec_jax.cli import config_help
 from linrec_jax.configs import common as config_common
+from linrec_jax.training import config as config_lib
 
 _DEFINE = {
     bool: flags.DEFINE_bool,
@@ -41,7 +41,7 @@ CHOICES = {
     "parallel": config_lib.PARALLEL,
 }
 SELECTION_FLAGS = ("dataset", "preset", "config")
-_NO_HELP = "(no help text: add one to linrec_jax/config_help.py)"
+_NO_HELP = "(no help text: add one to linrec_jax/cli/config_help.py)"
 
 
 def _fields():

@@ -15,7 +15,7 @@ from typing import Iterator
 
 from absl import logging
 
-from linrec_jax import workdir_lock
+from linrec_jax.training import workdir_lock
 
 MAX_CHARS = 600
 
@@ -23,7 +23,7 @@ MAX_CHARS = 600
 def user_error_types() -> tuple[type, ...]:
   """The exception types a user can cause.
 
-  `train.NonFiniteError` counts only once `linrec_jax.train` is imported (it
+  `train.NonFiniteError` counts only once `linrec_jax.training.train` is imported (it
   cannot be raised before), so a bad flag is reported without starting JAX.
   """
   types = (
@@ -34,7 +34,7 @@ def user_error_types() -> tuple[type, ...]:
       zlib.error,
       workdir_lock.WorkdirBusyError,
   )
-  train = sys.modules.get("linrec_jax.train")
+  train = sys.modules.get("linrec_jax.training.train")
   return types + ((train.NonFiniteError,) if train is not None else ())
 
 

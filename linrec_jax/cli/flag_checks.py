@@ -89,7 +89,7 @@ def check_bytes_fit(names: str, need: int) -> None:
   # pylint: disable=import-outside-toplevel
   import jax
 
-  from linrec_jax import memory_budget
+  from linrec_jax.training import memory_budget
 
   device = jax.devices()[0]
   budget = memory_budget.available_bytes(device)
@@ -113,7 +113,7 @@ def check_model_fits(model, max_len: int, names: str) -> None:
   import jax
   import jax.numpy as jnp
 
-  from linrec_jax import memory_budget
+  from linrec_jax.training import memory_budget
 
   shapes = jax.eval_shape(
       model.init, jax.random.key(0), jnp.zeros((1, max_len), jnp.int32)

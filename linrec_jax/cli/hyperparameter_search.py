@@ -103,7 +103,7 @@ def search(
   )
   quickstart.resolve_config(**common, **fixed)  # fails early on bad values
   from data_prep import datasets  # pylint: disable=import-outside-toplevel
-  from linrec_jax import train  # pylint: disable=import-outside-toplevel
+  from linrec_jax.training import train  # pylint: disable=import-outside-toplevel
 
   data_dir = datasets.prepared_dir(dataset, data_root, prepared_root)
   os.makedirs(workdir, exist_ok=True)

@@ -13,8 +13,8 @@ workdir: rerunning with the same workdir resumes.
 
 from typing import Callable
 
-from linrec_jax import config as config_lib
 from linrec_jax import configs
+from linrec_jax.training import config as config_lib
 
 
 def resolve_config(
@@ -78,7 +78,7 @@ def run(
   )
   # pylint: disable=import-outside-toplevel
   from data_prep import datasets
-  from linrec_jax import train
+  from linrec_jax.training import train
   # pylint: enable=import-outside-toplevel
   data_dir = datasets.prepared_dir(dataset, data_root, prepared_root)
   return train.train_and_evaluate(

@@ -16,7 +16,7 @@ for RecBole data from the `.item` file beside the `.inter` file
 (--title_field picks its title field).
 
 --engine=streaming scores causal LinRec SASRec models with
-`linrec_jax.streaming` (one O(1) update per item) instead of the full
+`linrec_jax.serving.streaming` (one O(1) update per item) instead of the full
 forward pass; both give the same scores up to float32 rounding.
 """
 
@@ -32,12 +32,12 @@ import numpy as np
 from data_prep import datasets
 from data_prep import parsing
 from data_prep import recbole
-from linrec_jax import checkpointing
 from linrec_jax import cli
 from linrec_jax import data
-from linrec_jax import ranking
-from linrec_jax import restore
 from linrec_jax.cli import failures
+from linrec_jax.serving import ranking
+from linrec_jax.serving import restore
+from linrec_jax.training import checkpointing
 
 flags.DEFINE_string("workdir", None, "a training run's --workdir")
 flags.DEFINE_list("users", [], "original user ids, comma-separated")
@@ -81,7 +81,7 @@ flags.DEFINE_enum(
     "engine",
     "full",
     ["full", "streaming"],
-    "full forward pass, or linrec_jax.streaming (causal LinRec only)",
+    "full forward pass, or linrec_jax.serving.streaming (causal LinRec only)",
 )
 flags.mark_flag_as_required("workdir")
 FLAGS = flags.FLAGS

@@ -7,7 +7,7 @@ r"""linrec-train: trains and evaluates a sequential recommender, then tests it.
 
 Rerunning the same command with the same --workdir resumes from the newest
 intact checkpoint; a rerun with other values of flags that change the result
-stops before any work (see `linrec_jax.run_binding.RESUMABLE_CHANGES` for
+stops before any work (see `linrec_jax.training.run_binding.RESUMABLE_CHANGES` for
 those that may change). Every error a user can cause ends as one line and
 exit 1. `python -m experiments.train` runs the same program.
 """
@@ -75,9 +75,9 @@ def main(argv):
   # second.
   import jax  # pylint: disable=import-outside-toplevel
   from data_prep import datasets  # pylint: disable=import-outside-toplevel
-  from linrec_jax import checkpointing  # pylint: disable=import-outside-toplevel
-  from linrec_jax import sharding  # pylint: disable=import-outside-toplevel
-  from linrec_jax import train  # pylint: disable=import-outside-toplevel
+  from linrec_jax.training import checkpointing  # pylint: disable=import-outside-toplevel
+  from linrec_jax.training import sharding  # pylint: disable=import-outside-toplevel
+  from linrec_jax.training import train  # pylint: disable=import-outside-toplevel
 
   # Orbax logs the failures it raises, tracebacks included; they are
   # reported as one line.

@@ -22,7 +22,7 @@ from absl import flags
 from ml_collections import config_dict
 from ml_collections import config_flags
 
-from linrec_jax import config as config_lib
+from linrec_jax.training import config as config_lib
 
 PRESETS = ("cpu", "official", "tiny")
 # name -> where its raw files lie under the data root (LINREC_DATA_DIR;
@@ -99,7 +99,7 @@ def load_file(path: str) -> dict:
   if unknown:
     raise ValueError(
         f"--config={path}: unknown field(s) {', '.join(unknown)}"
-        f"; the fields are those of linrec_jax.config.TrainConfig"
+        f"; the fields are those of linrec_jax.training.config.TrainConfig"
     )
   return values
 

@@ -10,7 +10,7 @@ import dataclasses
 
 from ml_collections import config_dict
 
-from linrec_jax import config as config_lib
+from linrec_jax.training import config as config_lib
 
 # Keys a preset's `get_config` argument may hold.
 ARG_KEYS = ("dataset", "model", "attention")

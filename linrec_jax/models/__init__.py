@@ -11,7 +11,7 @@ def make_model(config, num_items: int):
   """The linen model a configuration describes.
 
   Args:
-    config: a ``linrec_jax.config.TrainConfig`` (its ``model`` and its
+    config: a ``linrec_jax.training.config.TrainConfig`` (its ``model`` and its
       ``EncoderConfig`` fields are read).
     num_items: real items, ids ``1..num_items``.
   """

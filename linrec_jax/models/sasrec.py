@@ -26,7 +26,7 @@ class SASRec(nn.Module):
   feeds one new item per user and keeps, in the 'cache' collection, each
   layer's fixed-size attention state and the users' position counters: the
   output after n items equals the full pass over those n items (right
-  padded) at position n - 1. ``linrec_jax.streaming`` wraps it.
+  padded) at position n - 1. ``linrec_jax.serving.streaming`` wraps it.
 
   Attributes:
     num_items: real items, ids ``1..num_items``; ``PAD_ID`` (0) is padding.

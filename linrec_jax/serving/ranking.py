@@ -1,7 +1,7 @@
 """Next-item scores of item histories, and the top-K items of each.
 
 `score_histories` turns histories (internal item ids, oldest first) into the
-scores a trained model (`linrec_jax.restore`) gives the next item, building
+scores a trained model (`linrec_jax.serving.restore`) gives the next item, building
 the same input the evaluation uses; `top_items` picks the best K per row.
 """
 
@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from linrec_jax import data
-from linrec_jax import streaming
 from linrec_jax.constants import PAD_ID
+from linrec_jax.serving import streaming
 
 
 def _windows(histories, width):

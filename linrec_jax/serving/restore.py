@@ -21,15 +21,12 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from linrec_jax import checkpointing
 from linrec_jax import data
 from linrec_jax import models
-from linrec_jax import run_binding
-from linrec_jax.config import TrainConfig
-
-CONFIG_FILE = "config.json"
-CHECKPOINTS_DIR = "checkpoints"
-_ARRAYS, _META = "arrays", "meta"
+from linrec_jax import workdir as workdir_layout
+from linrec_jax.training import checkpointing
+from linrec_jax.training import run_binding
+from linrec_jax.training.config import TrainConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +58,7 @@ class Trained:
 
 def read_config(workdir: str) -> dict:
   """The run description in `workdir/config.json`, with a TrainConfig."""
-  path = os.path.join(workdir, CONFIG_FILE)
+  path = os.path.join(workdir, workdir_layout.CONFIG_FILE)
   if not os.path.isfile(path):
     raise FileNotFoundError(
         f"{path} not found: is {workdir} the --workdir of a training run?"
@@ -92,13 +89,17 @@ def load_best_params(workdir: str) -> tuple[Any, dict]:
   Raises:
     FileNotFoundError: no intact checkpoint.
   """
-  directory = os.path.abspath(os.path.join(workdir, CHECKPOINTS_DIR))
+  directory = os.path.abspath(
+      os.path.join(workdir, workdir_layout.CHECKPOINTS_DIR)
+  )
   if not os.path.isdir(directory):
     raise FileNotFoundError(f"no checkpoints in {workdir} ({directory})")
   options = ocp.CheckpointManagerOptions(read_only=True, create=False)
   errors = []
   with ocp.CheckpointManager(
-      directory, options=options, item_names=(_ARRAYS, _META)
+      directory,
+      options=options,
+      item_names=(workdir_layout.ARRAYS_ITEM, workdir_layout.META_ITEM),
   ) as manager:
     for step in sorted(manager.all_steps(), reverse=True):
       try:
@@ -108,14 +109,14 @@ def load_best_params(workdir: str) -> tuple[Any, dict]:
             step,
             args=ocp.args.Composite(
                 **{
-                    _ARRAYS: ocp.args.StandardRestore(),
-                    _META: ocp.args.JsonRestore(),
+                    workdir_layout.ARRAYS_ITEM: ocp.args.StandardRestore(),
+                    workdir_layout.META_ITEM: ocp.args.JsonRestore(),
                 }
             ),
         )
-        params = restored[_ARRAYS]["best_params"]
-        checkpointing.verify_meta(dict(restored[_META]))
-        _check_fingerprint(params, restored[_META])
+        params = restored[workdir_layout.ARRAYS_ITEM]["best_params"]
+        checkpointing.verify_meta(dict(restored[workdir_layout.META_ITEM]))
+        _check_fingerprint(params, restored[workdir_layout.META_ITEM])
       except Exception as error:  # Any failure to read means damage.
         first_line = (str(error).strip().splitlines() or [""])[0]
         errors.append(
@@ -128,7 +129,9 @@ def load_best_params(workdir: str) -> tuple[Any, dict]:
             errors[-1],
         )
         continue
-      return params, dict(restored[_META], step=int(step), skipped=errors)
+      return params, dict(
+          restored[workdir_layout.META_ITEM], step=int(step), skipped=errors
+      )
   raise FileNotFoundError(
       f"no intact checkpoint in {directory}"
       + (": " + "; ".join(errors) if errors else "")

@@ -32,8 +32,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-_ARRAYS = "arrays"
-_META = "meta"
+from linrec_jax import workdir as workdir_layout
+
 INTEGRITY = "integrity"
 
 
@@ -127,7 +127,9 @@ class Checkpointer:
         cleanup_tmp_directories=True,
     )
     self._manager = ocp.CheckpointManager(
-        self.directory, options=options, item_names=(_ARRAYS, _META)
+        self.directory,
+        options=options,
+        item_names=(workdir_layout.ARRAYS_ITEM, workdir_layout.META_ITEM),
     )
 
   def save(self, step: int, arrays: Any, meta: dict) -> None:
@@ -148,8 +150,8 @@ class Checkpointer:
           step,
           args=ocp.args.Composite(
               **{
-                  _ARRAYS: ocp.args.StandardSave(arrays),
-                  _META: ocp.args.JsonSave(meta),
+                  workdir_layout.ARRAYS_ITEM: ocp.args.StandardSave(arrays),
+                  workdir_layout.META_ITEM: ocp.args.JsonSave(meta),
               }
           ),
       )
@@ -187,8 +189,11 @@ class Checkpointer:
       try:
         meta = dict(
             self._manager.restore(
-                step, args=ocp.args.Composite(**{_META: ocp.args.JsonRestore()})
-            )[_META]
+                step,
+                args=ocp.args.Composite(
+                    **{workdir_layout.META_ITEM: ocp.args.JsonRestore()}
+                ),
+            )[workdir_layout.META_ITEM]
         )
         verify_meta(meta)
       except Exception as error:  # Any failure to read means damage.
@@ -207,9 +212,13 @@ class Checkpointer:
         arrays = self._manager.restore(
             step,
             args=ocp.args.Composite(
-                **{_ARRAYS: ocp.args.StandardRestore(abstract_arrays)}
+                **{
+                    workdir_layout.ARRAYS_ITEM: ocp.args.StandardRestore(
+                        abstract_arrays
+                    )
+                }
             ),
-        )[_ARRAYS]
+        )[workdir_layout.ARRAYS_ITEM]
         if not _same_fingerprint(meta.get("fingerprint"), arrays):
           raise ValueError("arrays do not match their recorded fingerprint")
       except Exception as error:  # Any failure to read means damage.

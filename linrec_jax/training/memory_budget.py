@@ -16,7 +16,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from linrec_jax.config import TrainConfig
+from linrec_jax.training.config import TrainConfig
 
 GIB = 2**30
 

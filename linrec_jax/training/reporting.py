@@ -8,9 +8,10 @@ import os
 import time
 from typing import Callable
 
-from linrec_jax import learning_curve
-from linrec_jax import progress as progress_lib
-from linrec_jax import run_summary
+from linrec_jax import workdir as workdir_layout
+from linrec_jax.analysis import learning_curve
+from linrec_jax.training import progress as progress_lib
+from linrec_jax.training import run_summary
 
 try:
   from tensorboardX import SummaryWriter
@@ -26,12 +27,6 @@ HEADLINE_EXCLUDED = (
     "mrr@10_nohist",
     "seen@10",
 )
-# What a run leaves in its workdir (read back by `run_comparison`).
-METRICS_FILE = "metrics.jsonl"
-RESULTS_FILE = "results.json"
-CONSOLE_FILE = "console.log"
-CURVE_FILE = "learning_curve.png"
-TENSORBOARD_DIR = "tensorboard"
 
 
 def format_metrics(
@@ -98,7 +93,9 @@ class Reporter:
     if enabled:
       os.makedirs(workdir, exist_ok=True)
       self._console = open(
-          os.path.join(workdir, CONSOLE_FILE), "a", encoding="utf-8"
+          os.path.join(workdir, workdir_layout.CONSOLE_FILE),
+          "a",
+          encoding="utf-8",
       )
       self._console.write(f"--- {datetime.datetime.now().isoformat()} ---\n")
       if SummaryWriter is None:
@@ -108,7 +105,9 @@ class Reporter:
             "'linrec_jax[tensorboard]')"
         )
       else:
-        self._writer = SummaryWriter(os.path.join(workdir, TENSORBOARD_DIR))
+        self._writer = SummaryWriter(
+            os.path.join(workdir, workdir_layout.TENSORBOARD_DIR)
+        )
 
   def line(self, text: str) -> None:
     """One line for the console (and console.log)."""
@@ -129,7 +128,7 @@ class Reporter:
     if not self._enabled:
       return
     _write_atomic(
-        os.path.join(self._workdir, "config.json"),
+        os.path.join(self._workdir, workdir_layout.CONFIG_FILE),
         json.dumps(record, indent=2, sort_keys=True),
     )
     for text in run_summary.summary_lines(
@@ -205,7 +204,7 @@ class Reporter:
     self._progress.epoch_done()
     if self._enabled:
       _write_atomic(
-          os.path.join(self._workdir, METRICS_FILE),
+          os.path.join(self._workdir, workdir_layout.METRICS_FILE),
           "".join(json.dumps(r) + "\n" for r in history),
       )
       if self._writer:
@@ -242,7 +241,7 @@ class Reporter:
     )
     if self._enabled:
       _write_atomic(
-          os.path.join(self._workdir, RESULTS_FILE),
+          os.path.join(self._workdir, workdir_layout.RESULTS_FILE),
           json.dumps(results, indent=2, sort_keys=True),
       )
       self._draw_curve(results)
@@ -269,19 +268,21 @@ class Reporter:
   def _outputs_line(self) -> str:
     workdir = os.path.abspath(self._workdir)
     parts = [
-        f"results: {os.path.join(workdir, RESULTS_FILE)}",
-        f"console: {os.path.join(workdir, CONSOLE_FILE)}",
+        f"results: {os.path.join(workdir, workdir_layout.RESULTS_FILE)}",
+        f"console: {os.path.join(workdir, workdir_layout.CONSOLE_FILE)}",
     ]
-    if os.path.exists(os.path.join(workdir, CURVE_FILE)):
-      parts.append(f"curve: {os.path.join(workdir, CURVE_FILE)}")
+    if os.path.exists(os.path.join(workdir, workdir_layout.CURVE_FILE)):
+      parts.append(f"curve: {os.path.join(workdir, workdir_layout.CURVE_FILE)}")
     if self._writer:
       parts.append(
-          f"tensorboard --logdir {os.path.join(workdir, TENSORBOARD_DIR)}"
+          f"tensorboard --logdir {os.path.join(workdir, workdir_layout.TENSORBOARD_DIR)}"
       )
     return "wrote " + "; ".join(parts)
 
   def _draw_curve(self, results: dict) -> None:
-    history = _read_history(os.path.join(self._workdir, METRICS_FILE))
+    history = _read_history(
+        os.path.join(self._workdir, workdir_layout.METRICS_FILE)
+    )
     if not history:
       return
     if importlib.util.find_spec("matplotlib") is None:
@@ -299,7 +300,7 @@ class Reporter:
     )
     learning_curve.plot(
         history,
-        os.path.join(self._workdir, CURVE_FILE),
+        os.path.join(self._workdir, workdir_layout.CURVE_FILE),
         title=title,
         best_epoch=results.get("best_epoch"),
     )

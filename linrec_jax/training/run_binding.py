@@ -19,7 +19,7 @@ import os
 import time
 from typing import Any
 
-from linrec_jax.config import TrainConfig
+from linrec_jax.training.config import TrainConfig
 
 # The fields a resumed run may change, and why that is safe. The one list.
 RESUMABLE_CHANGES = {
@@ -60,11 +60,14 @@ def recorded_config(fields: dict) -> dict:
 
 
 def differences(recorded: dict, config: TrainConfig) -> dict[str, tuple]:
-  """`{field: (recorded value, new value)}` of every field that differs."""
+  """`{field: (recorded value, new value)}` of every field that differs,
+  in the order of their names."""
   old = recorded_config(recorded)
   new = dataclasses.asdict(config)
   return {
-      name: (old[name], new[name]) for name in new if old[name] != new[name]
+      name: (old[name], new[name])
+      for name in sorted(new)
+      if old[name] != new[name]
   }
 
 

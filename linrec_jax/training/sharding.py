@@ -1,4 +1,4 @@
-"""Data-parallel launchers for the steps of `linrec_jax.steps`.
+"""Data-parallel launchers for the steps of `linrec_jax.training.steps`.
 
 Both split the global batch over the devices and keep the parameters
 replicated; they differ in how the program is written:
@@ -19,7 +19,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from linrec_jax import steps
+from linrec_jax.training import steps
 
 AXIS = "data"
 # Training steps the host may dispatch ahead of the devices (see `_paced`).

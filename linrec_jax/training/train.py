@@ -27,19 +27,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from linrec_jax import checkpointing
 from linrec_jax import data
 from linrec_jax import metrics
-from linrec_jax import memory_budget
 from linrec_jax import models
-from linrec_jax import optimizer
-from linrec_jax import run_binding
-from linrec_jax import sharding
-from linrec_jax import steps
-from linrec_jax import workdir_lock
-from linrec_jax.config import TrainConfig
-from linrec_jax.evaluation import Evaluator
-from linrec_jax.reporting import Reporter
+from linrec_jax import workdir as workdir_layout
+from linrec_jax.training import checkpointing
+from linrec_jax.training import memory_budget
+from linrec_jax.training import optimizer
+from linrec_jax.training import run_binding
+from linrec_jax.training import sharding
+from linrec_jax.training import steps
+from linrec_jax.training import workdir_lock
+from linrec_jax.training.config import TrainConfig
+from linrec_jax.training.evaluation import Evaluator
+from linrec_jax.training.reporting import Reporter
 
 KS = (5, 10, 20)
 
@@ -224,7 +225,7 @@ def _train(run: _Run, report, run_info, *, announce, on_epoch=None) -> dict:
   total_steps = _total_steps(config, steps_per_epoch)
   data_fingerprint = run_binding.prepared_fingerprint(data_dir)
   checkpointer = checkpointing.Checkpointer(
-      os.path.join(workdir, "checkpoints"),
+      os.path.join(workdir, workdir_layout.CHECKPOINTS_DIR),
       max_to_keep=config.keep_checkpoints,
       warn=lambda line: None,
   )
@@ -322,7 +323,7 @@ def _train(run: _Run, report, run_info, *, announce, on_epoch=None) -> dict:
   if jax.process_index() == 0:
     run_binding.record_changes(workdir, changes, step=restored_step)
     if reopened:  # The old results describe a shorter run.
-      _remove(os.path.join(workdir, "results.json"))
+      _remove(os.path.join(workdir, workdir_layout.RESULTS_FILE))
   reporter.config(
       {
           **(run_info or {}),
@@ -539,7 +540,7 @@ def _reopen(
 def _config_json_fields(workdir: str) -> dict | None:
   """The configuration in `workdir/config.json`, or None if unreadable."""
   try:
-    with open(os.path.join(workdir, "config.json")) as f:
+    with open(os.path.join(workdir, workdir_layout.CONFIG_FILE)) as f:
       return json.load(f)["config"]
   except (OSError, ValueError, KeyError, TypeError):
     return None

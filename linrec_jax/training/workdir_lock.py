@@ -12,7 +12,7 @@ import os
 import time
 from typing import Callable, Iterator
 
-LOCK_FILE = "train.lock"
+from linrec_jax import workdir as workdir_layout
 
 
 class WorkdirBusyError(RuntimeError):
@@ -35,7 +35,7 @@ def hold(workdir: str) -> Iterator[Callable[[], None]]:
     WorkdirBusyError: another process holds the lock.
     WorkdirNotWritableError: the workdir or its lock file cannot be written.
   """
-  path = os.path.join(workdir, LOCK_FILE)
+  path = os.path.join(workdir, workdir_layout.LOCK_FILE)
   try:
     os.makedirs(workdir, exist_ok=True)
     handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
