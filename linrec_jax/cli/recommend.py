@@ -27,7 +27,6 @@ import zipfile
 from absl import app
 from absl import flags
 from absl import logging
-import numpy as np
 
 from data_prep import datasets
 from data_prep import parsing
@@ -35,7 +34,7 @@ from data_prep import recbole
 from linrec_jax import cli
 from linrec_jax import data
 from linrec_jax.cli import failures
-from linrec_jax.serving import ranking
+from linrec_jax.serving import recommend as recommendations
 from linrec_jax.serving import restore
 from linrec_jax.training import checkpointing
 
@@ -89,26 +88,6 @@ FLAGS = flags.FLAGS
 ML1M_TITLES = "ml-1m/movies.dat"
 ML1M_ITEM_MAP = "ml-1m/sas_to_original_items.txt"
 ML1M_TITLES_MEMBER = "movies.dat"
-BATCH_SIZE = 256
-# History items shown above each ranking, most recent last.
-RECENT = 3
-
-
-def _read_ids(directory, name) -> dict[str, int]:
-  """Original id -> internal id (line i holds internal id i + 1)."""
-  with open(os.path.join(directory, name), encoding="utf-8") as f:
-    return {line.strip(): i + 1 for i, line in enumerate(f)}
-
-
-def _internal(ids, known, what, file_name):
-  unknown = [i for i in ids if i not in known]
-  if unknown:
-    raise ValueError(
-        f"unknown {what} id(s) {', '.join(unknown)}: not in the dataset's "
-        f"{file_name} ({len(known)} {what}s, e.g. "
-        f"{', '.join(list(known)[:3])})"
-    )
-  return [known[i] for i in ids]
 
 
 def _title_paths(trained, titles, item_map):
@@ -208,98 +187,38 @@ def recommend(
     engine="full",
     title_field=None,
 ):
-  """Top-k items for known users and one new history.
+  """Top-k items for known users and one new history, with titles.
 
   Args:
     workdir: a training run's workdir.
-    users: original user ids (`user_ids.txt`).
-    history: original item ids (`item_ids.txt`) of a new user, oldest first.
-    k: items per user.
-    keep_history: rank the items of the history too.
+    users, history, k, keep_history, engine: as in
+      `linrec_jax.serving.recommend.recommend`.
     titles: a `id::title::...` file or a RecBole `.item` file; None: the
       ML-1M or RecBole default; '': none.
     item_map: `<dataset id> <title file id>` lines; None: ML-1M default.
     data_dir: the prepared dataset; None: the one in config.json.
-    engine: "full" or "streaming".
     title_field: the title field of a `.item` file; None: the first of
       `recbole.TITLE_FIELDS` in its header.
 
   Returns:
-    `(trained, results)`: the `restore.Trained` and, per user (then the new
-    history), {"name", "history_length", "recent", "items"}, each item a
-    {"item" (original id), "score", "title" (or None)}.
+    `(trained, results)`: the `restore.Trained` and the records of
+    `serving.recommend.recommend`.
 
   Raises:
     ValueError: an unknown user or item id, or an engine the model lacks.
     FileNotFoundError: no checkpoint, data or title file.
   """
   trained = restore.load_trained(workdir, data_dir=data_dir)
-  directory = trained.data_dir
-  item_ids = _read_ids(directory, data.ITEM_IDS_FILE)
-  rows = _internal(
-      users,
-      _read_ids(directory, data.USER_IDS_FILE),
-      "user",
-      data.USER_IDS_FILE,
+  item_ids = recommendations.read_ids(trained.data_dir, data.ITEM_IDS_FILE)
+  return trained, recommendations.recommend(
+      trained,
+      users=users,
+      history=history,
+      k=k,
+      keep_history=keep_history,
+      engine=engine,
+      titles=load_titles(trained, item_ids, titles, item_map, title_field),
   )
-  histories = [trained.seqs.user_items(r - 1) for r in rows]
-  names = [f"user {u}" for u in users]
-  if history:
-    histories.append(
-        np.array(_internal(history, item_ids, "item", data.ITEM_IDS_FILE))
-    )
-    names.append("new user (--history)")
-  original = {internal: original for original, internal in item_ids.items()}
-  title_of = load_titles(trained, item_ids, titles, item_map, title_field)
-  results = []
-  for start in range(0, len(histories), BATCH_SIZE):
-    batch = histories[start : start + BATCH_SIZE]
-    scores = ranking.score_histories(trained, batch, engine)
-    ranked = ranking.top_items(scores, k, None if keep_history else batch)
-    for name, items, (row_ids, row_scores) in zip(names[start:], batch, ranked):
-      describe = lambda i, s=None: {
-          "item": original[i],
-          "score": s,
-          "title": title_of.get(i),
-      }
-      results.append(
-          {
-              "name": name,
-              "history_length": len(items),
-              "recent": [describe(i) for i in items[-RECENT:].tolist()],
-              "items": [
-                  describe(i, float(s))
-                  for i, s in zip(row_ids.tolist(), row_scores)
-              ],
-          }
-      )
-  return trained, results
-
-
-def format_results(trained, results, *, keep_history, engine) -> str:
-  """The results of `recommend` as text, one block per user."""
-  epoch = f" (epoch {trained.best_epoch})" if trained.best_epoch > 0 else ""
-  lines = [
-      f"{trained.config.model} ({trained.config.attention}) of "
-      f"{trained.dataset}: best parameters{epoch} from checkpoint step "
-      f"{trained.step}, {engine} engine; the last "
-      f"{trained.config.max_len} items of each history are used; "
-      f"history items {'kept' if keep_history else 'excluded'}"
-  ]
-  name = lambda item: item["title"] or f"item {item['item']}"
-  for result in results:
-    recent = "; ".join(name(item) for item in result["recent"])
-    lines.append(
-        f"{result['name']} ({result['history_length']} items, "
-        f"latest: {recent}):"
-    )
-    for rank, item in enumerate(result["items"], 1):
-      title = f"  {item['title']}" if item["title"] else ""
-      lines.append(
-          f"  {rank:2d}. item {item['item']:>6}  score "
-          f"{item['score']:8.4f}{title}"
-      )
-  return "\n".join(lines)
 
 
 def main(argv):
@@ -336,7 +255,7 @@ def main(argv):
         file=sys.stderr,
     )
   print(
-      format_results(
+      recommendations.format_results(
           trained, results, keep_history=FLAGS.keep_history, engine=FLAGS.engine
       )
   )
