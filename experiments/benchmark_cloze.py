@@ -32,8 +32,6 @@ from linrec_jax.cli import flag_checks
 from linrec_jax.constants import PAD_ID
 from linrec_jax.layers.config import EncoderConfig
 from linrec_jax.models.bert4rec import BERT4Rec
-from linrec_jax.training import optimizer
-from linrec_jax.training import steps
 
 _ATTENTIONS = flags.DEFINE_list(
     'attentions', ['softmax', 'linrec'], 'Attention variants.'
@@ -98,7 +96,6 @@ def _main(argv):
       num_items=_NUM_ITEMS.value,
       mask_prob=_MASK_PROB.value,
   )
-  tx = optimizer.make_optimizer(lr=1e-3)
   for attention in _ATTENTIONS.value:
     model = BERT4Rec(
         _NUM_ITEMS.value,
@@ -112,14 +109,7 @@ def _main(argv):
             attention=attention,
         ),
     )
-    state = jax.jit(
-        lambda key, m=model: steps.create_train_state(
-            m, tx, key, _MAX_LEN.value
-        )
-    )(jax.random.key(0))
-    step = jax.jit(
-        steps.make_train_step(model, tx, loss='ce', num_items=_NUM_ITEMS.value)
-    )
+    state, step = bench_common.train_setup(model, _NUM_ITEMS.value)
     rng = jax.random.key(1)
     compiled, losses, times = {}, {}, {name: [] for name in layouts}
     for name, batch in layouts.items():

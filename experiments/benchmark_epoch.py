@@ -28,8 +28,6 @@ from linrec_jax import configs
 from linrec_jax import data
 from linrec_jax import models
 from linrec_jax.cli import bench_common
-from linrec_jax.training import optimizer
-from linrec_jax.training import steps
 
 _ATTENTIONS = flags.DEFINE_list(
     'attentions', ['linrec', 'softmax'], 'Attention variants.'
@@ -59,11 +57,7 @@ def measure(seqs, attention, bucket, sample, repeats):
       )
   )
   model = models.make_model(config, seqs.num_items)
-  tx = optimizer.make_optimizer(lr=config.lr)
-  step = jax.jit(
-      steps.make_train_step(model, tx, loss='ce', num_items=seqs.num_items)
-  )
-  state = steps.create_train_state(model, tx, jax.random.key(0), config.max_len)
+  state, step = bench_common.train_setup(model, seqs.num_items, lr=config.lr)
   rng = jax.random.key(1)
   loaders = {
       name: data.TrainBatches(

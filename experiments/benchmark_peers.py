@@ -213,8 +213,6 @@ def _run_jax_cell(cell):
   import jax.numpy as jnp
   from linrec_jax.layers.config import EncoderConfig
   from linrec_jax.models.sasrec import SASRec
-  from linrec_jax.training import optimizer
-  from linrec_jax.training import steps
   # pylint: enable=g-import-not-at-top
 
   def peak_rss_gib():
@@ -242,20 +240,13 @@ def _run_jax_cell(cell):
           mask_padding=mask_padding,
       ),
   )
-  tx = optimizer.make_optimizer(lr=1e-3)
-  state = jax.jit(lambda key: steps.create_train_state(model, tx, key, 8))(
-      jax.random.key(0)
-  )
+  state, step = bench_common.train_setup(model, MODEL['num_items'], donate=True)
   arrays = peer_inputs.load(cell['inputs'])
   batch = {
       'inputs': jnp.asarray(arrays['inputs']),
       'positions': jnp.asarray(arrays['lengths'] - 1)[:, None],
       'targets': jnp.asarray(arrays['targets'])[:, None],
   }
-  step = jax.jit(
-      steps.make_train_step(model, tx, loss='ce', num_items=MODEL['num_items']),
-      donate_argnums=0,
-  )
   args = [state, batch, jax.random.key(1)]
   start = time.perf_counter()
   compiled = step.lower(*args).compile()

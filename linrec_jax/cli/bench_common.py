@@ -104,6 +104,41 @@ def xla_flops(compiled):
   return float(flops) if flops and flops > 0 else None
 
 
+def train_setup(model, num_items, *, lr=1e-3, microbatches=1, donate=False):
+  """What every step benchmark times: Adam, a train state, the train step.
+
+  Args:
+    model: a linen SASRec or BERT4Rec.
+    num_items: real items (the cross-entropy runs over all of them).
+    lr: Adam's learning rate (`optimizer.make_optimizer`).
+    microbatches: gradient accumulation chunks of `steps.make_train_step`.
+    donate: donate the state to the step (a timed loop that replaces it).
+
+  Returns:
+    `(state, step)`: the `steps.TrainState` from key 0 (initialised under
+    jit: an eager init runs op by op and takes seconds; the position table
+    has max_len rows whatever the length of the dummy input), and
+    `jax.jit` of the full cross-entropy train step.
+  """
+  # pylint: disable=g-import-not-at-top
+  import jax
+  from linrec_jax.training import optimizer
+  from linrec_jax.training import steps
+  # pylint: enable=g-import-not-at-top
+
+  tx = optimizer.make_optimizer(lr=lr)
+  state = jax.jit(lambda key: steps.create_train_state(model, tx, key, 8))(
+      jax.random.key(0)
+  )
+  step = jax.jit(
+      steps.make_train_step(
+          model, tx, loss='ce', num_items=num_items, microbatches=microbatches
+      ),
+      donate_argnums=0 if donate else (),
+  )
+  return state, step
+
+
 def measure_matmul_peak(size=2048, repeats=7):
   """This machine's float32 matmul rate in JAX: a jitted `size`^3 matmul.
 

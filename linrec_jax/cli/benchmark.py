@@ -124,8 +124,6 @@ def _run_cell(cell):
   import jax.numpy as jnp
   from linrec_jax.layers.config import EncoderConfig
   from linrec_jax.models.sasrec import SASRec
-  from linrec_jax.training import optimizer
-  from linrec_jax.training import steps
   # pylint: enable=g-import-not-at-top
 
   def peak_rss_gib():
@@ -150,12 +148,12 @@ def _run_cell(cell):
           causal=causal,
       ),
   )
-  tx = optimizer.make_optimizer(lr=1e-3)
   keys = jax.random.split(jax.random.key(0), 3)
-  # Jitted: an eager init runs op by op and takes seconds. The position
-  # table has max_len = N rows whatever the length of the dummy input.
-  state = jax.jit(lambda key: steps.create_train_state(model, tx, key, 8))(
-      keys[0]
+  state, train_step = bench_common.train_setup(
+      model,
+      NUM_ITEMS,
+      microbatches=cell.get('microbatches', 1),
+      donate=True,
   )
   inputs = jax.random.randint(keys[1], (batch, n), 1, NUM_ITEMS + 1)
   if cell['mode'] == 'infer':
@@ -168,16 +166,7 @@ def _run_cell(cell):
     )
     args = (state.params, inputs)
   else:
-    fn = jax.jit(
-        steps.make_train_step(
-            model,
-            tx,
-            loss='ce',
-            num_items=NUM_ITEMS,
-            microbatches=cell['microbatches'],
-        ),
-        donate_argnums=0,
-    )
+    fn = train_step
     t = n if cell['loss_positions'] == 'all' else 1
     positions = jnp.broadcast_to(jnp.arange(n - t, n), (batch, t))
     targets = jax.random.randint(keys[2], (batch, t), 1, NUM_ITEMS + 1)
