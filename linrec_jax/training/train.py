@@ -224,62 +224,20 @@ def _train(run: _Run, report, run_info, *, announce, on_epoch=None) -> dict:
   steps_per_epoch = loader.num_batches
   total_steps = _total_steps(config, steps_per_epoch)
   data_fingerprint = run_binding.prepared_fingerprint(data_dir)
-  checkpointer = checkpointing.Checkpointer(
-      os.path.join(workdir, workdir_layout.CHECKPOINTS_DIR),
-      max_to_keep=config.keep_checkpoints,
-      warn=lambda line: None,
+  resumed = _resume(run, total_steps)
+  checkpointer, arrays, progress = (
+      resumed.checkpointer,
+      resumed.arrays,
+      resumed.progress,
   )
-  changes, recorded_config = {}, None
-
-  def check_binding(meta: dict):
-    nonlocal changes, recorded_config
-    recorded = meta.get("config")
-    if recorded is None:  # Written before checkpoints held their config.
-      recorded = _config_json_fields(workdir)
-      if recorded is None:
-        return
-    run_binding.check_data(
-        meta.get("data_fingerprint"), data_dir, workdir=workdir
-    )
-    recorded_config = TrainConfig(**run_binding.recorded_config(recorded))
-    changes = run_binding.check_resume(
-        recorded,
-        config,
-        workdir=workdir,
-        recorded_total_steps=_total_steps(recorded_config, steps_per_epoch),
-        total_steps=total_steps,
-        step=int(meta["step"]),
-        finished=bool(meta.get("progress", {}).get("finished")),
-    )
-
-  try:
-    restored = checkpointer.restore_latest(run.abstract, check=check_binding)
-  except BaseException:
-    checkpointer.close()
-    raise
-  damage = _damage_line(checkpointer.directory, checkpointer.damaged)
-  if restored is None:
-    init = lambda: _initial_arrays(
-        model, _optimizer(config, total_steps), run.init_rng, config.max_len
-    )
-    arrays, progress = jax.device_get(init()), _Progress()
-  else:
-    arrays, meta = restored
-    progress = _Progress(**meta["progress"])
-  restored_step = int(arrays["state"].step)
-  reopened = _reopen(progress, config, changes, restored_step, total_steps)
-  kept = {}
-  if progress.finished and changes and not reopened:
-    # A finished run keeps the length and stop rules it ran under.
-    kept = {
-        name: changes.pop(name)
-        for name in run_binding.EXTENDING_FIELDS
-        if name in changes
-    }
-    config = dataclasses.replace(
-        config, **{name: getattr(recorded_config, name) for name in kept}
-    )
-    total_steps = _total_steps(config, steps_per_epoch)
+  config, total_steps, changes, kept = (
+      resumed.config,
+      resumed.total_steps,
+      resumed.changes,
+      resumed.kept,
+  )
+  restored, damage = resumed.restored, resumed.damage
+  restored_step, reopened = resumed.restored_step, resumed.reopened
   tx = _optimizer(config, total_steps)
   launcher = sharding.make_launcher(
       config.parallel,
@@ -452,31 +410,145 @@ def _train(run: _Run, report, run_info, *, announce, on_epoch=None) -> dict:
       save(step)
 
   checkpointer.close()
-  best = launcher.put_state(best_params)
-  results = {
+  results = _results(
+      run,
+      config,
+      progress,
+      valid=evaluators["valid"],
+      test=evaluators["test"],
+      best=launcher.put_state(best_params),
+      step=step,
+      data_fingerprint=data_fingerprint,
+  )
+  reporter.results(results)
+  return results
+
+
+@dataclasses.dataclass(frozen=True)
+class _Resumed:
+  """Where `_resume` leaves a run: its arrays, progress and configuration."""
+
+  checkpointer: checkpointing.Checkpointer
+  arrays: dict
+  progress: _Progress
+  config: TrainConfig
+  total_steps: int
+  changes: dict
+  kept: dict
+  restored: object
+  damage: str
+  restored_step: int
+  reopened: bool
+
+
+def _resume(run: _Run, total_steps: int) -> _Resumed:
+  """Restores the newest intact checkpoint of this run, or starts afresh.
+
+  Raises `run_binding.WorkdirMismatchError` (nothing written) when the
+  checkpoints belong to another configuration or other data. A finished
+  run that a change of its length or stop rules does not reopen keeps the
+  values it ran under (`kept`).
+  """
+  config, data_dir, workdir = run.config, run.data_dir, run.workdir
+  steps_per_epoch = run.loader.num_batches
+  checkpointer = checkpointing.Checkpointer(
+      os.path.join(workdir, workdir_layout.CHECKPOINTS_DIR),
+      max_to_keep=config.keep_checkpoints,
+      warn=lambda line: None,
+  )
+  changes, recorded_config = {}, None
+
+  def check_binding(meta: dict):
+    nonlocal changes, recorded_config
+    recorded = meta.get("config")
+    if recorded is None:  # Written before checkpoints held their config.
+      recorded = _config_json_fields(workdir)
+      if recorded is None:
+        return
+    run_binding.check_data(
+        meta.get("data_fingerprint"), data_dir, workdir=workdir
+    )
+    recorded_config = TrainConfig(**run_binding.recorded_config(recorded))
+    changes = run_binding.check_resume(
+        recorded,
+        config,
+        workdir=workdir,
+        recorded_total_steps=_total_steps(recorded_config, steps_per_epoch),
+        total_steps=total_steps,
+        step=int(meta["step"]),
+        finished=bool(meta.get("progress", {}).get("finished")),
+    )
+
+  try:
+    restored = checkpointer.restore_latest(run.abstract, check=check_binding)
+  except BaseException:
+    checkpointer.close()
+    raise
+  damage = _damage_line(checkpointer.directory, checkpointer.damaged)
+  if restored is None:
+    init = lambda: _initial_arrays(
+        run.model, _optimizer(config, total_steps), run.init_rng, config.max_len
+    )
+    arrays, progress = jax.device_get(init()), _Progress()
+  else:
+    arrays, meta = restored
+    progress = _Progress(**meta["progress"])
+  restored_step = int(arrays["state"].step)
+  reopened = _reopen(progress, config, changes, restored_step, total_steps)
+  kept = {}
+  if progress.finished and changes and not reopened:
+    # A finished run keeps the length and stop rules it ran under.
+    kept = {
+        name: changes.pop(name)
+        for name in run_binding.EXTENDING_FIELDS
+        if name in changes
+    }
+    config = dataclasses.replace(
+        config, **{name: getattr(recorded_config, name) for name in kept}
+    )
+    total_steps = _total_steps(config, steps_per_epoch)
+  return _Resumed(
+      checkpointer=checkpointer,
+      arrays=arrays,
+      progress=progress,
+      config=config,
+      total_steps=total_steps,
+      changes=changes,
+      kept=kept,
+      restored=restored,
+      damage=damage,
+      restored_step=restored_step,
+      reopened=reopened,
+  )
+
+
+def _results(
+    run: _Run, config, progress, *, valid, test, best, step, data_fingerprint
+) -> dict:
+  """The content of `results.json`: both stages at the best parameters."""
+  devices = run.devices
+  return {
       "config": dataclasses.asdict(config),
       "eval_protocol": _protocol_description(config),
-      "valid": evaluators["valid"](best),
-      "test": evaluators["test"](best),
+      "valid": valid(best),
+      "test": test(best),
       "best_epoch": progress.best_epoch,
       # A run reopened after ending mid-epoch records that epoch twice.
       "epochs_run": len({r["epoch"] for r in progress.history}),
       "stop_reason": progress.stop_reason,
       "steps": step,
-      "steps_per_epoch": steps_per_epoch,
+      "steps_per_epoch": run.loader.num_batches,
       "seconds_per_epoch": _mean([r["seconds"] for r in progress.history]),
       "devices": f"{len(devices)} x {devices[0].device_kind}",
       # This process only: a resumed run counts from its last start.
-      "wall_seconds_this_process": time.perf_counter() - start_time,
+      "wall_seconds_this_process": time.perf_counter() - run.start_time,
       "peak_rss_gib_this_process": _peak_rss_gib(),
       "data": {
-          "dir": os.path.abspath(data_dir),
-          "meta": seqs.meta,
+          "dir": os.path.abspath(run.data_dir),
+          "meta": run.seqs.meta,
           "fingerprint": data_fingerprint,
       },
   }
-  reporter.results(results)
-  return results
 
 
 def _load_prepared(data_dir: str) -> data.Sequences:
