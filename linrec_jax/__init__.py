@@ -45,10 +45,17 @@ _MOVED = {
         "checkpointing": "training.checkpointing",
         "evaluation": "training.evaluation",
         "reporting": "training.reporting",
+        "progress": "training.progress",
+        "run_summary": "training.run_summary",
+        "run_binding": "training.run_binding",
+        "workdir_lock": "training.workdir_lock",
+        "memory_budget": "training.memory_budget",
         "restore": "serving.restore",
         "ranking": "serving.ranking",
         "run_comparison": "analysis.run_comparison",
         "inspection": "analysis.inspection",
+        "learning_curve": "analysis.learning_curve",
+        "config_help": "cli.config_help",
         "prepared_data": "data.prepared",
     }.items()
 }

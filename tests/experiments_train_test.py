@@ -500,7 +500,7 @@ def test_killed_holder_leaves_no_stale_lock(tmp_path):
           sys.executable,
           "-c",
           "import sys, time\n"
-          "from linrec_jax import workdir_lock\n"
+          "from linrec_jax.training import workdir_lock\n"
           f"with workdir_lock.hold({str(workdir)!r}) as announce:\n"
           "  announce(); print('held', flush=True); time.sleep(600)\n",
       ],
@@ -512,7 +512,7 @@ def test_killed_holder_leaves_no_stale_lock(tmp_path):
   try:
     assert holder.stdout.readline() == "held\n"
     probe = (
-        "from linrec_jax import workdir_lock\n"
+        "from linrec_jax.training import workdir_lock\n"
         f"with workdir_lock.hold({str(workdir)!r}): print('free')\n"
     )
     busy = subprocess.run(
