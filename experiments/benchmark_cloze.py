@@ -50,6 +50,22 @@ _OUTPUT = flags.DEFINE_string(
 )
 
 
+def _bert4rec(attention):
+  """The BERT4Rec the flags describe, with `attention`."""
+  return BERT4Rec(
+      _NUM_ITEMS.value,
+      EncoderConfig(
+          causal=False,
+          max_len=_MAX_LEN.value,
+          hidden=_HIDDEN.value,
+          layers=_LAYERS.value,
+          heads=_HEADS.value,
+          ffn=_FFN.value,
+          attention=attention,
+      ),
+  )
+
+
 def cloze_layouts(rng, *, batch, max_len, num_items, mask_prob):
   """One masked batch in both layouts: every position, masked ones only.
 
@@ -97,18 +113,7 @@ def _main(argv):
       mask_prob=_MASK_PROB.value,
   )
   for attention in _ATTENTIONS.value:
-    model = BERT4Rec(
-        _NUM_ITEMS.value,
-        EncoderConfig(
-            causal=False,
-            max_len=_MAX_LEN.value,
-            hidden=_HIDDEN.value,
-            layers=_LAYERS.value,
-            heads=_HEADS.value,
-            ffn=_FFN.value,
-            attention=attention,
-        ),
-    )
+    model = _bert4rec(attention)
     state, step = bench_common.train_setup(model, _NUM_ITEMS.value)
     rng = jax.random.key(1)
     compiled, losses, times = {}, {}, {name: [] for name in layouts}
@@ -166,17 +171,7 @@ def _check_flags():
   flag_checks.check_fraction('mask_prob')
   flag_checks.check_output('output', _OUTPUT.value)
   flag_checks.check_model_fits(
-      BERT4Rec(
-          _NUM_ITEMS.value,
-          EncoderConfig(
-              causal=False,
-              max_len=_MAX_LEN.value,
-              hidden=_HIDDEN.value,
-              layers=_LAYERS.value,
-              heads=_HEADS.value,
-              ffn=_FFN.value,
-          ),
-      ),
+      _bert4rec('linrec'),
       _MAX_LEN.value,
       '--num_items, --hidden, --ffn, --layers, --max_len',
   )
