@@ -145,13 +145,7 @@ class EncoderConfig:
     return self.hidden // self.heads
 
 
-def encoder_fields(config) -> dict:
-  """The `EncoderConfig` fields of `config` (e.g. a `TrainConfig`)."""
-  return {
-      f.name: getattr(config, f.name) for f in dataclasses.fields(EncoderConfig)
-  }
-
-
 def encoder_config(config) -> EncoderConfig:
   """The `EncoderConfig` part of `config` (e.g. a `TrainConfig`)."""
-  return EncoderConfig(**encoder_fields(config))
+  fields = dataclasses.fields(EncoderConfig)
+  return EncoderConfig(**{f.name: getattr(config, f.name) for f in fields})
