@@ -1,15 +1,30 @@
-r"""One epoch of the `cpu` preset on ML-1M: padded batches vs length buckets.
+r"""One epoch of the `cpu` preset on ML-1M: the former step against today's.
 
-Both loaders hold every 200-item window of each ML-1M history (the `cpu`
-preset's training set); `--length_bucket=W` groups rows of similar length
-and crops each batch to a multiple of W, which removes most of the padding
-(43 % of the positions of padded batches). For each layout this times the
-jitted training step (forward with dropout, backward, Adam) of the preset's
-SASRec on `--sample` batches of an epoch drawn at random (the same indices
-for both), in round-robin passes so that varying load from other processes
-hits both alike, after compiling every batch width once. An epoch's time is
-the mean step time times the batches per epoch; the ratio of the two is the
-figure. Positions counted are the padded slots each layout computes.
+Three layouts of the preset's training set (every 200-item window of each
+ML-1M history, batch 128, hidden 64):
+
+- `padded_whole_scores`: padded batches, the full softmax scored over all
+  `[B * 200, V]` positions at once (`score_block_rows=None`): the step as
+  it was before blockwise scoring.
+- `padded`: padded batches, the full softmax a block of 1,024 positions at
+  a time, padded targets skipped (`losses.blockwise_cross_entropy`).
+- `bucketed`: `--length_bucket=W` groups rows of similar length and crops
+  each batch to a multiple of W (43 % of padded positions are padding),
+  with blockwise scoring.
+
+For each layout this times the jitted training step (forward with dropout,
+backward, Adam) of the preset's SASRec on `--sample` batches of an epoch
+drawn at random (the same indices for all), in round-robin passes so that
+varying load from other processes hits all alike, after compiling every
+batch width once. An epoch's time is the mean step time times the batches
+per epoch. Useful FLOPs count the matrix products of forward and backward
+(3x the forward's) at real positions only: per layer the Q, K, V and output
+projections (8 D^2), the FFN (4 D F) and the attention (softmax: 4 D t at
+position t, causal; linrec: 4 D d_h for its state), and 2 D V per real
+target for the scores; their rate is divided by the fp32 matmul rate of
+JAX measured on this machine at the start and the end of the same run
+(the better of the two). The padded layouts' losses are compared on the
+same batch and state: blockwise scoring must give the same loss.
 
   python -m experiments.benchmark_epoch --output=benchmarks/epoch_cpu.json
 """
@@ -26,8 +41,10 @@ import numpy as np
 from data_prep import datasets
 from linrec_jax import configs
 from linrec_jax import data
+from linrec_jax import losses
 from linrec_jax import models
 from linrec_jax.cli import bench_common
+from linrec_jax.constants import PAD_ID
 
 _ATTENTIONS = flags.DEFINE_list(
     'attentions', ['linrec', 'softmax'], 'Attention variants.'
@@ -41,6 +58,40 @@ _OUTPUT = flags.DEFINE_string(
     'output', 'benchmarks/epoch_cpu.json', 'Where the JSON report goes.'
 )
 
+# (name, length bucket width or None for the flag's, score block rows).
+_LAYOUTS = (
+    ('padded_whole_scores', 0, None),
+    ('padded', 0, losses.BLOCK_ROWS),
+    ('bucketed', None, losses.BLOCK_ROWS),
+)
+
+
+def useful_flops(batch, config, num_items):
+  """Matrix-product FLOPs of one training step at the batch's real positions.
+
+  Args:
+    batch: a training batch (`inputs` `[B, L]`, `targets` `[B, L]`).
+    config: the run's `TrainConfig` (hidden D, ffn F, heads, layers,
+      attention).
+    num_items: V - 1 (the scores cover V = num_items + 1 columns).
+
+  Returns:
+    3x the forward pass's multiply-adds x 2, padding excluded.
+  """
+  d, f, layers = config.hidden, config.ffn, config.layers
+  lengths = (batch['inputs'] != PAD_ID).sum(axis=1).astype(np.float64)
+  per_position = 8 * d * d + 4 * d * f
+  if config.attention == 'softmax':
+    # Position t (from 1) attends to t positions: QK^T and AV, 2 D t each.
+    attention = 4 * d * lengths * (lengths + 1) / 2
+  else:
+    # k v^T into the d_h x d_h state and q S out: 2 D d_h each, per position.
+    attention = 4 * d * (d // config.heads) * lengths
+  encoder = layers * (per_position * lengths + attention)
+  targets = float((batch['targets'] != PAD_ID).sum())
+  scores = 2 * d * (num_items + 1) * targets
+  return 3 * float(encoder.sum() + scores)
+
 
 def _time(step, state, batch, rng):
   start = time.perf_counter()
@@ -50,33 +101,43 @@ def _time(step, state, batch, rng):
 
 
 def measure(seqs, attention, bucket, sample, repeats):
-  """Per-layout step times, epoch estimates and padded slots."""
+  """Per-layout step times, epoch estimates, FLOP rates and slots."""
   config = configs.to_train_config(
       configs.get_config(
           'cpu', dataset='ml-1m', model='sasrec', attention=attention
       )
   )
   model = models.make_model(config, seqs.num_items)
-  state, step = bench_common.train_setup(model, seqs.num_items, lr=config.lr)
   rng = jax.random.key(1)
-  loaders = {
-      name: data.TrainBatches(
-          seqs,
-          mode='all',
-          max_len=config.max_len,
-          batch_size=config.batch_size,
-          seed=config.seed,
-          windows_per_user=config.windows_per_user,
-          length_bucket=width,
-      )
-      for name, width in (('padded', 0), ('bucketed', bucket))
-  }
-  batches = loaders['padded'].num_batches
+  layouts = {}
+  for name, width, block_rows in _LAYOUTS:
+    state, step = bench_common.train_setup(
+        model, seqs.num_items, lr=config.lr, score_block_rows=block_rows
+    )
+    loader = data.TrainBatches(
+        seqs,
+        mode='all',
+        max_len=config.max_len,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        windows_per_user=config.windows_per_user,
+        length_bucket=bucket if width is None else width,
+    )
+    layouts[name] = (loader, step)
+  fresh_state = state
+  batches = layouts['padded'][0].num_batches
   picked = np.random.default_rng(0).choice(batches, sample, replace=False)
+  first = layouts['padded'][0].batch(0, int(picked[0]))
+  same_batch_loss = {
+      name: float(layouts[name][1](fresh_state, first, rng)[1]['loss'])
+      for name in ('padded_whole_scores', 'padded')
+  }
   report = {}
-  for name, loader in loaders.items():
+  states = {}
+  for name, (loader, step) in layouts.items():
     epoch = [loader.batch(0, i) for i in range(batches)]
     widths = sorted({b['inputs'].shape[1] for b in epoch})
+    state = fresh_state
     for width in widths:  # Compile every shape before timing.
       _, state = _time(
           step,
@@ -84,26 +145,36 @@ def measure(seqs, attention, bucket, sample, repeats):
           next(b for b in epoch if b['inputs'].shape[1] == width),
           rng,
       )
+    states[name] = state
     report[name] = {
         'widths': widths,
         'slots_per_epoch': int(sum(b['inputs'].size for b in epoch)),
         'real_targets_per_epoch': int(
-            sum((b['targets'] != 0).sum() for b in epoch)
+            sum((b['targets'] != PAD_ID).sum() for b in epoch)
+        ),
+        'useful_flops_per_epoch': sum(
+            useful_flops(b, config, seqs.num_items) for b in epoch
         ),
         'times': [],
     }
   for _ in range(repeats):
     for index in picked:
-      for name, loader in loaders.items():
-        seconds, state = _time(step, state, loader.batch(0, int(index)), rng)
+      for name, (loader, step) in layouts.items():
+        seconds, states[name] = _time(
+            step, states[name], loader.batch(0, int(index)), rng
+        )
         report[name]['times'].append(seconds)
-  for name, entry in report.items():
+  for entry in report.values():
     entry['mean_step_s'] = statistics.fmean(entry.pop('times'))
     entry['epoch_s'] = entry['mean_step_s'] * batches
+    entry['useful_gflops_per_s'] = (
+        entry['useful_flops_per_epoch'] / entry['epoch_s'] / 1e9
+    )
   report['batches_per_epoch'] = batches
-  report['speedup'] = (
-      report['padded']['epoch_s'] / report['bucketed']['epoch_s']
-  )
+  report['same_batch_loss'] = same_batch_loss
+  before = report['padded_whole_scores']['epoch_s']
+  report['speedup_padded'] = before / report['padded']['epoch_s']
+  report['speedup_bucketed'] = before / report['bucketed']['epoch_s']
   return report
 
 
@@ -111,9 +182,10 @@ def main(argv):
   del argv
   data_dir = datasets.prepared_dir('ml-1m', _DATA_ROOT.value, _PREPARED.value)
   seqs = data.load(data_dir)
+  peaks = [bench_common.measure_matmul_peak()]
   result = {
       'machine': bench_common.machine(),
-      'what': __doc__.split('\n\n')[1].replace('\n', ' '),
+      'what': __doc__.split('\n\n', 1)[1].split('\n\n  python')[0],
       'length_bucket': _BUCKET.value,
       'sample': _SAMPLE.value,
       'repeats': _REPEATS.value,
@@ -124,12 +196,25 @@ def main(argv):
         seqs, attention, _BUCKET.value, _SAMPLE.value, _REPEATS.value
     )
     result['cells'][attention] = cell
+  peaks.append(bench_common.measure_matmul_peak())
+  peak = max(p['gflops'] for p in peaks)
+  result['matmul_peak'] = {'runs': peaks, 'gflops': peak}
+  for attention, cell in result['cells'].items():
+    for name, _, _ in _LAYOUTS:
+      cell[name]['share_of_matmul_peak'] = (
+          cell[name]['useful_gflops_per_s'] / peak
+      )
     print(
-        f"{attention}: padded {cell['padded']['epoch_s']:.0f} s/epoch, "
-        f"buckets of {_BUCKET.value} {cell['bucketed']['epoch_s']:.0f} "
-        f"s/epoch, {cell['speedup']:.2f}x (slots "
-        f"{cell['padded']['slots_per_epoch']} -> "
-        f"{cell['bucketed']['slots_per_epoch']})",
+        f"{attention}: epoch {cell['padded_whole_scores']['epoch_s']:.0f} s "
+        f"before, {cell['padded']['epoch_s']:.0f} s padded "
+        f"({cell['speedup_padded']:.2f}x), "
+        f"{cell['bucketed']['epoch_s']:.0f} s with buckets of "
+        f"{_BUCKET.value} ({cell['speedup_bucketed']:.2f}x); useful "
+        f"{cell['bucketed']['useful_gflops_per_s']:.1f} GFLOP/s = "
+        f"{100 * cell['bucketed']['share_of_matmul_peak']:.1f} % of the "
+        f'{peak:.0f} GFLOP/s matmul peak; same-batch loss '
+        f"{cell['same_batch_loss']['padded_whole_scores']:.6f} (whole) / "
+        f"{cell['same_batch_loss']['padded']:.6f} (blockwise)",
         flush=True,
     )
   result['load_avg_at_end'] = bench_common.load_avg()

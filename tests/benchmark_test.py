@@ -171,3 +171,26 @@ def test_bad_flag_of_each_benchmark_is_one_line(tmp_path, module, argv, named):
   [line] = run.stderr.splitlines()
   assert line.startswith('error: ') and named in line, line
   assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize('attention', ['softmax', 'linrec'])
+def test_epoch_benchmark_counts_flops_at_real_positions_only(attention):
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from experiments import benchmark_epoch  # pylint: disable=g-import-not-at-top
+  from linrec_jax.training.config import TrainConfig  # pylint: disable=g-import-not-at-top
+
+  config = TrainConfig(
+      max_len=3, hidden=4, ffn=8, heads=2, layers=1, attention=attention
+  )
+  # Rows of 2 and 1 real items, 2 real targets; 9 items -> 10 columns.
+  batch = {
+      'inputs': np.array([[5, 6, 0], [7, 0, 0]]),
+      'targets': np.array([[6, 0, 0], [8, 0, 0]]),
+  }
+  # Per position: 8 * 4^2 (Q, K, V, out) + 4 * 4 * 8 (FFN) = 256; 3 real.
+  # Softmax: 4 D t at positions t = 1, 2 of row 1 and 1 of row 2 = 16 * 4.
+  # Linrec: 4 D d_h (k v^T and q S, 2 D d_h each) = 4 * 4 * 2 = 32 a position.
+  attention_flops = {'softmax': 16 * 4, 'linrec': 32 * 3}[attention]
+  scores = 2 * 4 * 10 * 2
+  expected = 3 * (256 * 3 + attention_flops + scores)
+  assert benchmark_epoch.useful_flops(batch, config, 9) == expected

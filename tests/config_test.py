@@ -46,6 +46,16 @@ BAD = [
     (dict(lr_schedule="step"), "lr_schedule"),
     (dict(pad_side="middle"), "pad_side"),
     (dict(parallel="pjit"), "parallel"),
+    (dict(loss_normalizer="mean"), "loss_normalizer"),
+    (
+        dict(
+            loss_normalizer="epoch",
+            model="bert4rec",
+            causal=False,
+            train_mode="cloze",
+        ),
+        "loss_normalizer",
+    ),
     (dict(max_len=0), "max_len"),
     (dict(hidden=0), "hidden"),
     (dict(hidden=-8), "hidden"),

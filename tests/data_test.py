@@ -201,6 +201,33 @@ def test_all_mode_overlapping_windows_train_each_target_once_in_context(
   assert sorted(seen) == sorted(train - firsts)
 
 
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(mode="all", max_len=4, window_stride=2),
+        dict(mode="all", max_len=4),
+        dict(mode="all", max_len=30),
+        dict(mode="prefix", max_len=4),
+    ],
+)
+def test_mean_targets_per_batch_counts_every_target_once(kwargs):
+  seqs = _sequences()
+  # Every training item but each user's first is a target, once an epoch:
+  # (3, 4, 5, 7, 12, 25, 3, 9) items less 2 held out less 1 first.
+  total = sum(max(n - 3, 0) for n in LENGTHS)
+  assert total == 44
+  loader = data.TrainBatches(
+      seqs, batch_size=3, seed=1, windows_per_user=0, **kwargs
+  )
+  one_by_one = data.TrainBatches(
+      seqs, batch_size=1, seed=1, windows_per_user=0, **kwargs
+  )
+  counted = sum(int((b["targets"] != PAD_ID).sum()) for b in _epoch(one_by_one))
+  assert counted == total
+  expected = 3 * total / loader.num_examples
+  assert loader.mean_targets_per_batch == pytest.approx(expected)
+
+
 def test_window_stride_of_max_len_changes_nothing():
   seqs = _sequences()
   kwargs = dict(mode="all", max_len=4, batch_size=3, seed=5, windows_per_user=0)

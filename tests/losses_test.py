@@ -230,3 +230,74 @@ def test_losses_jit_equal_eager(fn):
   np.testing.assert_allclose(
       jax.jit(function)(*args), function(*args), rtol=1e-6
   )
+
+
+def _reference_blockwise_grads(states, table, bias, targets):
+  """NumPy gradients of the summed full-softmax loss of `states @ table.T +
+  bias`: `d_scores = softmax - one_hot` at counted rows, column 0 excluded."""
+  scores = states.astype(np.float64) @ table.T.astype(np.float64) + bias
+  scores[:, 0] = -np.inf
+  probs = np.exp(scores - scores.max(axis=1, keepdims=True))
+  probs /= probs.sum(axis=1, keepdims=True)
+  d_scores = probs.copy()
+  d_scores[np.arange(len(targets)), targets] -= 1.0
+  d_scores[targets == 0] = 0.0
+  return d_scores @ table, d_scores.T @ states, d_scores.sum(axis=0)
+
+
+def _blockwise_inputs(rows=11, dim=3, items=6, padded=(1, 4, 5, 6, 7, 8)):
+  rng = np.random.default_rng(4)
+  states = rng.normal(size=(rows, dim)).astype(np.float32)
+  table = rng.normal(size=(items + 1, dim)).astype(np.float32)
+  bias = rng.normal(size=items + 1).astype(np.float32)
+  targets = rng.integers(1, items + 1, rows).astype(np.int32)
+  targets[list(padded)] = 0  # Whole blocks of padding once sorted.
+  return states, table, bias, targets
+
+
+@pytest.mark.parametrize('block_rows', [1, 2, 4, 5, 11, 64])
+def test_blockwise_cross_entropy_matches_numpy_value_and_gradient(block_rows):
+  states, table, bias, targets = _blockwise_inputs()
+
+  def loss(states, table, bias):
+    return losses.blockwise_cross_entropy(
+        states, table, bias, targets, block_rows
+    )[0]
+
+  loss_sum, count = losses.blockwise_cross_entropy(
+      states, table, bias, targets, block_rows
+  )
+  expected_sum, expected_count = _reference_cross_entropy(
+      states @ table.T + bias, targets
+  )
+  np.testing.assert_allclose(loss_sum, expected_sum, rtol=1e-5)
+  assert count == expected_count == 5
+  grads = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(states, table, bias)
+  for got, want in zip(
+      grads, _reference_blockwise_grads(states, table, bias, targets)
+  ):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_blockwise_cross_entropy_scales_the_gradient_by_the_cotangent():
+  states, table, bias, targets = _blockwise_inputs()
+  loss = (
+      lambda s: 2.5
+      * losses.blockwise_cross_entropy(s, table, bias, targets, 4)[0]
+  )
+  want = _reference_blockwise_grads(states, table, bias, targets)[0]
+  np.testing.assert_allclose(jax.grad(loss)(states), 2.5 * want, rtol=1e-4)
+
+
+def test_blockwise_cross_entropy_of_only_padding_is_zero():
+  states, table, bias, _ = _blockwise_inputs()
+  targets = np.zeros(len(states), np.int32)
+  loss_sum, count = losses.blockwise_cross_entropy(
+      states, table, bias, targets, 4
+  )
+  assert loss_sum == 0.0 and count == 0.0
+  grads = jax.grad(
+      lambda *a: losses.blockwise_cross_entropy(*a, targets, 4)[0],
+      argnums=(0, 1, 2),
+  )(states, table, bias)
+  assert all(not np.any(np.asarray(g)) for g in grads)

@@ -119,6 +119,26 @@ def test_update_is_the_gradient_of_the_global_mean_loss(sharded, microbatches):
   assert int(new_state.step) == 1
 
 
+def test_a_fixed_loss_normalizer_divides_the_loss_sum_by_it():
+  # Every target weighs 1 / 7 instead of 1 / (the batch's targets).
+  model, tx = _model(), optax.sgd(1.0)
+  state, batch = _state(model, tx), _batch()
+  step = steps.make_train_step(
+      model, tx, loss="ce", num_items=NUM_ITEMS, loss_normalizer=7.0
+  )
+  new_state, metrics = jax.jit(step)(state, batch, jax.random.PRNGKey(1))
+  applied = jax.tree.map(jnp.subtract, state.params, new_state.params)
+  count = int(jnp.sum(batch["targets"] != PAD_ID))
+  expected = jax.tree.map(
+      lambda g: g * count / 7.0,
+      reference_loss.global_mean_loss_grads(model, state.params, batch),
+  )
+  chex.assert_trees_all_close(applied, expected, atol=1e-6, rtol=1e-4)
+  reference = steps.make_train_step(model, tx, loss="ce", num_items=NUM_ITEMS)
+  _, plain = jax.jit(reference)(state, batch, jax.random.PRNGKey(1))
+  np.testing.assert_allclose(metrics["loss"], plain["loss"], rtol=1e-6)
+
+
 def test_row_shards_train_like_the_whole_batch_with_dropout():
   # Per-example randomness: the dropout masks of a row do not depend on how
   # the batch is split, so the updates agree. Each step is traced once.
@@ -345,3 +365,51 @@ def test_a_finite_step_is_flagged_finite():
       np.asarray(after.params["embed"]["items"]["embedding"]),
       np.asarray(state.params["embed"]["items"]["embedding"]),
   )
+
+
+def test_blockwise_scores_train_like_the_whole_score_tensor():
+  # Blocks of 3 of the batch's 40 positions (padding skipped) against all
+  # of them at once: the same loss and update, with dropout.
+  model, tx = _model(dropout=0.3), optax.adam(1e-2)
+  state, batch, rng = _state(model, tx), _batch(), jax.random.PRNGKey(5)
+  results = [
+      jax.jit(
+          steps.make_train_step(
+              model, tx, loss="ce", num_items=NUM_ITEMS, score_block_rows=rows
+          )
+      )(state, batch, rng)
+      for rows in (None, 3)
+  ]
+  (whole_state, whole), (block_state, block) = results
+  np.testing.assert_allclose(block["loss"], whole["loss"], rtol=1e-6)
+  chex.assert_trees_all_close(
+      block_state.params, whole_state.params, atol=1e-6, rtol=1e-5
+  )
+
+
+def test_blockwise_scores_never_hold_the_whole_score_tensor():
+  # 16 x 256 positions x 3,001 items: 49 MB of float32 scores at once.
+  model = SASRec(
+      3000, EncoderConfig(max_len=256, hidden=16, layers=1, heads=2, ffn=16)
+  )
+  tx = optax.adam(1e-3)
+  state = jax.eval_shape(
+      lambda key: steps.create_train_state(model, tx, key, 8),
+      jax.random.PRNGKey(0),
+  )
+  shape = jax.ShapeDtypeStruct((16, 256), jnp.int32)
+  batch = {"inputs": shape, "positions": shape, "targets": shape}
+
+  def temp_bytes(rows):
+    step = steps.make_train_step(
+        model, tx, loss="ce", num_items=3000, score_block_rows=rows
+    )
+    compiled = jax.jit(step).lower(state, batch, jax.random.PRNGKey(1))
+    analysis = compiled.compile().memory_analysis()
+    if analysis is None:
+      pytest.skip("this backend reports no memory analysis")
+    return analysis.temp_size_in_bytes
+
+  whole = temp_bytes(None)
+  assert whole > 16 * 256 * 3001 * 4
+  assert temp_bytes(128) < 0.25 * whole

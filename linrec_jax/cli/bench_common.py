@@ -104,7 +104,15 @@ def xla_flops(compiled):
   return float(flops) if flops and flops > 0 else None
 
 
-def train_setup(model, num_items, *, lr=1e-3, microbatches=1, donate=False):
+def train_setup(
+    model,
+    num_items,
+    *,
+    lr=1e-3,
+    microbatches=1,
+    donate=False,
+    **step_options,
+):
   """What every step benchmark times: Adam, a train state, the train step.
 
   Args:
@@ -113,6 +121,8 @@ def train_setup(model, num_items, *, lr=1e-3, microbatches=1, donate=False):
     lr: Adam's learning rate (`optimizer.make_optimizer`).
     microbatches: gradient accumulation chunks of `steps.make_train_step`.
     donate: donate the state to the step (a timed loop that replaces it).
+    **step_options: more `steps.make_train_step` arguments (e.g.
+      `score_block_rows`).
 
   Returns:
     `(state, step)`: the `steps.TrainState` from key 0 (initialised under
@@ -132,7 +142,12 @@ def train_setup(model, num_items, *, lr=1e-3, microbatches=1, donate=False):
   )
   step = jax.jit(
       steps.make_train_step(
-          model, tx, loss='ce', num_items=num_items, microbatches=microbatches
+          model,
+          tx,
+          loss='ce',
+          num_items=num_items,
+          microbatches=microbatches,
+          **step_options,
       ),
       donate_argnums=0 if donate else (),
   )

@@ -39,6 +39,7 @@ CHOICES = {
     "lr_schedule": config_lib.LR_SCHEDULES,
     "pad_side": config_lib.PAD_SIDES,
     "parallel": config_lib.PARALLEL,
+    "loss_normalizer": config_lib.LOSS_NORMALIZERS,
 }
 SELECTION_FLAGS = ("dataset", "preset", "config")
 _NO_HELP = "(no help text: add one to linrec_jax/cli/config_help.py)"

@@ -306,6 +306,19 @@ class TrainBatches:
     return len(self._rows)
 
   @property
+  def mean_targets_per_batch(self) -> float:
+    """The targets of a batch on average over the epoch's examples (modes
+    all and prefix): `batch_size` x the mean targets per example."""
+    if self.mode == MODE_PREFIX:
+      return float(self.batch_size)
+    if self.mode != MODE_ALL:
+      raise ValueError(f"no fixed targets per example in mode {self.mode}")
+    targets = self._input_lengths - np.minimum(
+        self._skipped, self._input_lengths
+    )
+    return self.batch_size * float(np.mean(targets)) if len(targets) else 0.0
+
+  @property
   def num_batches(self) -> int:
     """Full batches per epoch (the remainder is dropped)."""
     return self.num_examples // self.batch_size

@@ -18,6 +18,7 @@ EVAL_PROTOCOLS = ("full", "uni100", "pop100")
 LR_SCHEDULES = ("constant", "cosine", "linear")
 PAD_SIDES = ("right", "left")
 PARALLEL = ("mesh", "pmap")
+LOSS_NORMALIZERS = ("batch", "epoch")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +44,7 @@ class TrainConfig(encoder_config_lib.EncoderConfig):
   mask_last_prob: float = 0.0
   loss: str = "ce"
   num_negatives: int = 256
+  loss_normalizer: str = "batch"
   # Optimisation.
   batch_size: int = 2048
   microbatches: int = 1
@@ -100,6 +102,7 @@ def _check_training(config: TrainConfig) -> None:
   choice("lr_schedule", LR_SCHEDULES)
   choice("pad_side", PAD_SIDES)
   choice("parallel", PARALLEL)
+  choice("loss_normalizer", LOSS_NORMALIZERS)
   encoder_config_lib.require_positive(
       config,
       "batch_size",
@@ -143,6 +146,12 @@ def _check_training(config: TrainConfig) -> None:
         "needs --train_mode=all or prefix with "
         "--pad_side=right (cropping left padding would move positions)",
     )
+  require(
+      config.loss_normalizer == "batch" or config.train_mode != "cloze",
+      "loss_normalizer",
+      "epoch needs --train_mode=all or prefix (cloze draws its targets "
+      "anew every epoch)",
+  )
   require(
       0.0 < config.mask_prob < 1.0,
       "mask_prob",

@@ -36,6 +36,11 @@ def summary_lines(record: dict, workdir: str) -> list[str]:
   schedule = _get(config, "lr_schedule")
   if _get(config, "warmup_steps", 0):
     schedule += f" after {config['warmup_steps']} warm-up steps"
+  loss = _get(config, "loss")
+  if _get(config, "loss_normalizer", "batch") == "epoch":
+    loss += " (sum over the epoch's mean targets per batch)"
+  if _get(config, "length_bucket", 0):
+    loss += f", length buckets of {config['length_bucket']}"
   history = (
       "history excluded"
       if _get(config, "exclude_history", False)
@@ -49,8 +54,7 @@ def summary_lines(record: dict, workdir: str) -> list[str]:
       f"{_get(config, 'attention')}, hidden {_get(config, 'hidden')}, "
       f"layers {_get(config, 'layers')}, heads {_get(config, 'heads')}, "
       f"max_len {_get(config, 'max_len')}",
-      f"training: mode {_get(config, 'train_mode')}, loss "
-      f"{_get(config, 'loss')}, batch {_get(config, 'batch_size')}, lr "
+      f"training: mode {_get(config, 'train_mode')}, loss {loss}, batch {_get(config, 'batch_size')}, lr "
       f"{_get(config, 'lr')} {schedule}, up to {_get(config, 'epochs')} "
       f"epochs (patience {_get(config, 'patience')})",
       f"evaluation: {_get(config, 'eval_protocol')} ranking, {history}",

@@ -273,6 +273,7 @@ def make_launcher(
     protocol: str,
     ks: tuple[int, ...],
     microbatches: int = 1,
+    loss_normalizer: float = 0.0,
 ) -> Launcher:
   """Builds the train and eval steps for `kind` ("mesh" or "pmap")."""
   axis = AXIS if kind == "pmap" else None
@@ -284,6 +285,7 @@ def make_launcher(
       num_negatives=num_negatives,
       microbatches=microbatches,
       axis_name=axis,
+      loss_normalizer=loss_normalizer,
   )
   eval_step = steps.make_eval_step(
       model, protocol=protocol, ks=ks, axis_name=axis

@@ -84,11 +84,14 @@ def make_train_step(
     num_negatives: int = 0,
     microbatches: int = 1,
     axis_name: str | None = None,
+    score_block_rows: int | None = losses.BLOCK_ROWS,
+    loss_normalizer: float = 0.0,
 ) -> Callable:
   """Builds the training step.
 
   Args:
-    model: a model with the `__call__` / `logits` / `item_embeddings` surface.
+    model: a model with the `__call__` / `item_embeddings` / `item_bias`
+      surface (the scores are `states @ item_embeddings.T + item_bias`).
     tx: the optimiser.
     loss: "ce" (softmax over all items) or "sampled" (uniform negatives).
     num_items: items are `1..num_items`.
@@ -99,6 +102,15 @@ def make_train_step(
       same update (each row keeps its key), with the activations of one
       chunk in memory instead of the whole batch.
     axis_name: the pmap axis, or None under jit.
+    score_block_rows: the full softmax scores this many of the batch's
+      positions at a time (`losses.blockwise_cross_entropy`); None scores
+      all of them at once (the `[B * T, V]` tensor; the same loss up to float
+      rounding, kept as the reference the benchmarks compare with).
+    loss_normalizer: 0 divides the global batch's loss sum by its number
+      of targets; a positive value divides it by that constant instead
+      (`TrainBatches.mean_targets_per_batch`), so every target weighs the
+      same whatever batch it lands in. The reported "loss" is the mean per
+      target either way.
 
   Returns:
     `train_step(state, batch, rng) -> (state, {"loss", "count", "finite"})`;
@@ -109,28 +121,24 @@ def make_train_step(
     `fold_in(fold_in(rng, s), r)`.
   """
 
-  def example_loss(params, example: Batch, key: jax.Array) -> jax.Array:
-    """The loss sum of one example (unbatched arrays), its own randomness."""
-    dropout_key, negatives_key = jax.random.split(key)
-    variables = {"params": params}
+  def example_states(params, example: Batch, key: jax.Array) -> jax.Array:
+    """States `[T, D]` at one example's scored positions, its own dropout."""
+    dropout_key, _ = jax.random.split(key)
     states = model.apply(
-        variables,
+        {"params": params},
         example["inputs"][None],
         deterministic=False,
         rngs={"dropout": dropout_key},
     )
-    picked = gather_positions(states, example["positions"][None])
-    targets = example["targets"][None]
-    if loss == "ce":
-      logits = model.apply(variables, picked, method="logits")
-      return losses.cross_entropy(logits, targets)[0]
+    return gather_positions(states, example["positions"][None])[0]
+
+  def example_sampled_loss(params, example: Batch, key: jax.Array):
+    """The sampled-softmax loss sum of one example (unbatched arrays)."""
+    _, negatives_key = jax.random.split(key)
+    picked = example_states(params, example, key)
     # A bias (BERT4Rec's) rides along as one more feature with a constant 1.
     table = jnp.concatenate(
-        [
-            model.apply(variables, method="item_embeddings"),
-            model.apply(variables, method="item_bias")[:, None],
-        ],
-        axis=-1,
+        [item_table(params), item_bias(params)[:, None]], axis=-1
     )
     picked = jnp.concatenate([picked, jnp.ones_like(picked[..., :1])], -1)
     # One set of uniform negatives per example, shared by its positions:
@@ -139,11 +147,31 @@ def make_train_step(
     sampled = jax.random.randint(
         negatives_key, (num_negatives,), 1, num_items + 1
     )
-    return losses.sampled_softmax(picked, table, targets, sampled)[0]
+    return losses.sampled_softmax(picked, table, example["targets"], sampled)[0]
+
+  def item_table(params):
+    return model.apply({"params": params}, method="item_embeddings")
+
+  def item_bias(params):
+    return model.apply({"params": params}, method="item_bias")
 
   def loss_sum(params, batch: Batch, keys: jax.Array) -> jax.Array:
-    per_example = jax.vmap(example_loss, in_axes=(None, 0, 0))
-    return jnp.sum(per_example(params, batch, keys))
+    if loss != "ce":
+      per_example = jax.vmap(example_sampled_loss, in_axes=(None, 0, 0))
+      return jnp.sum(per_example(params, batch, keys))
+    # The full softmax scores the whole batch's positions together, a block
+    # of rows at a time: never the [B * T, V] scores at once.
+    picked = jax.vmap(example_states, in_axes=(None, 0, 0))(params, batch, keys)
+    if score_block_rows is None:
+      scores = model.apply({"params": params}, picked, method="logits")
+      return losses.cross_entropy(scores, batch["targets"])[0]
+    return losses.blockwise_cross_entropy(
+        picked.reshape(-1, picked.shape[-1]),
+        item_table(params),
+        item_bias(params),
+        batch["targets"].reshape(-1),
+        score_block_rows,
+    )[0]
 
   def accumulated_loss_sum(params, batch: Batch, keys: jax.Array):
     """`value_and_grad(loss_sum)`, one microbatch at a time."""
@@ -185,7 +213,8 @@ def make_train_step(
       total, grads = jax.lax.psum((total, grads), axis_name)
     # Integer counts are exact however they were summed.
     count = jnp.maximum(count, 1).astype(jnp.float32)
-    grads = jax.tree.map(lambda g: g / count, grads)
+    normalizer = loss_normalizer if loss_normalizer > 0 else count
+    grads = jax.tree.map(lambda g: g / normalizer, grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     # A step whose loss, gradients or new parameters are not finite is not

@@ -250,6 +250,11 @@ def _train(run: _Run, report, run_info, *, announce, on_epoch=None) -> dict:
       protocol=config.eval_protocol,
       ks=KS,
       microbatches=config.microbatches,
+      loss_normalizer=(
+          loader.mean_targets_per_batch
+          if config.loss_normalizer == "epoch"
+          else 0.0
+      ),
   )
   evaluators = {
       stage: Evaluator(
