@@ -66,33 +66,6 @@ _LAYOUTS = (
 )
 
 
-def useful_flops(batch, config, num_items):
-  """Matrix-product FLOPs of one training step at the batch's real positions.
-
-  Args:
-    batch: a training batch (`inputs` `[B, L]`, `targets` `[B, L]`).
-    config: the run's `TrainConfig` (hidden D, ffn F, heads, layers,
-      attention).
-    num_items: V - 1 (the scores cover V = num_items + 1 columns).
-
-  Returns:
-    3x the forward pass's multiply-adds x 2, padding excluded.
-  """
-  d, f, layers = config.hidden, config.ffn, config.layers
-  lengths = (batch['inputs'] != PAD_ID).sum(axis=1).astype(np.float64)
-  per_position = 8 * d * d + 4 * d * f
-  if config.attention == 'softmax':
-    # Position t (from 1) attends to t positions: QK^T and AV, 2 D t each.
-    attention = 4 * d * lengths * (lengths + 1) / 2
-  else:
-    # k v^T into the d_h x d_h state and q S out: 2 D d_h each, per position.
-    attention = 4 * d * (d // config.heads) * lengths
-  encoder = layers * (per_position * lengths + attention)
-  targets = float((batch['targets'] != PAD_ID).sum())
-  scores = 2 * d * (num_items + 1) * targets
-  return 3 * float(encoder.sum() + scores)
-
-
 def _time(step, state, batch, rng):
   start = time.perf_counter()
   state, out = step(state, batch, rng)
@@ -153,7 +126,8 @@ def measure(seqs, attention, bucket, sample, repeats):
             sum((b['targets'] != PAD_ID).sum() for b in epoch)
         ),
         'useful_flops_per_epoch': sum(
-            useful_flops(b, config, seqs.num_items) for b in epoch
+            bench_common.useful_train_flops(b, config, seqs.num_items)
+            for b in epoch
         ),
         'times': [],
     }

@@ -176,7 +176,7 @@ def test_bad_flag_of_each_benchmark_is_one_line(tmp_path, module, argv, named):
 @pytest.mark.parametrize('attention', ['softmax', 'linrec'])
 def test_epoch_benchmark_counts_flops_at_real_positions_only(attention):
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from experiments import benchmark_epoch  # pylint: disable=g-import-not-at-top
+  from linrec_jax.cli import bench_common  # pylint: disable=g-import-not-at-top
   from linrec_jax.training.config import TrainConfig  # pylint: disable=g-import-not-at-top
 
   config = TrainConfig(
@@ -193,4 +193,4 @@ def test_epoch_benchmark_counts_flops_at_real_positions_only(attention):
   attention_flops = {'softmax': 16 * 4, 'linrec': 32 * 3}[attention]
   scores = 2 * 4 * 10 * 2
   expected = 3 * (256 * 3 + attention_flops + scores)
-  assert benchmark_epoch.useful_flops(batch, config, 9) == expected
+  assert bench_common.useful_train_flops(batch, config, 9) == expected

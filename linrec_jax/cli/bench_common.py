@@ -154,6 +154,38 @@ def train_setup(
   return state, step
 
 
+def useful_train_flops(batch, config, num_items):
+  """Matrix-product FLOPs of one training step at the batch's real positions.
+
+  Args:
+    batch: a training batch (`inputs` `[B, L]`, `targets` `[B, L]`).
+    config: the run's `TrainConfig` (hidden D, ffn F, heads, layers,
+      attention).
+    num_items: V - 1 (the scores cover V = num_items + 1 columns).
+
+  Returns:
+    3x the forward pass's multiply-adds x 2, padding excluded.
+  """
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from linrec_jax.constants import PAD_ID  # pylint: disable=g-import-not-at-top
+
+  d, f, layers = config.hidden, config.ffn, config.layers
+  lengths = (
+      (np.asarray(batch['inputs']) != PAD_ID).sum(axis=1).astype(np.float64)
+  )
+  per_position = 8 * d * d + 4 * d * f
+  if config.attention == 'softmax':
+    # Position t (from 1) attends to t positions: QK^T and AV, 2 D t each.
+    attention = 4 * d * lengths * (lengths + 1) / 2
+  else:
+    # k v^T into the d_h x d_h state and q S out: 2 D d_h each, per position.
+    attention = 4 * d * (d // config.heads) * lengths
+  encoder = layers * (per_position * lengths + attention)
+  targets = float((np.asarray(batch['targets']) != PAD_ID).sum())
+  scores = 2 * d * (num_items + 1) * targets
+  return 3 * float(encoder.sum() + scores)
+
+
 def measure_matmul_peak(size=2048, repeats=7):
   """This machine's float32 matmul rate in JAX: a jitted `size`^3 matmul.
 
