@@ -97,6 +97,7 @@ def measure(seqs, attention, bucket, sample, repeats):
         length_bucket=bucket if width is None else width,
     )
     layouts[name] = (loader, step)
+  # Every layout's state comes from key 0: the same parameters; all start here.
   fresh_state = state
   batches = layouts['padded'][0].num_batches
   picked = np.random.default_rng(0).choice(batches, sample, replace=False)
