@@ -176,13 +176,13 @@ def test_every_preset_resolves_to_a_valid_config(preset, dataset, model):
 
 
 def test_flags_override_dataset_preset_over_preset_over_defaults():
-  # cpu says batch 128; its ml-1m-sample values say 64; the flag says 32.
-  assert presets.CPU["batch_size"] == 128
+  # cpu says batch 32; its ml-1m-sample values say 64; the flag says 16.
+  assert presets.CPU["batch_size"] == 32
   sample = ("--preset=cpu", "--dataset=ml-1m-sample")
   assert _from_flags(*sample).batch_size == 64
-  assert _from_flags(*sample, "--batch_size=32").batch_size == 32
+  assert _from_flags(*sample, "--batch_size=16").batch_size == 16
   # A prepared directory has no dataset preset.
-  assert _from_flags("--preset=cpu", "--dataset=some/dir").batch_size == 128
+  assert _from_flags("--preset=cpu", "--dataset=some/dir").batch_size == 32
   config = _from_flags(
       *sample, "--nocausal", "--train_mode=prefix", "--eval_protocol=pop100"
   )
@@ -198,8 +198,8 @@ def test_cpu_bert4rec_trains_longer_at_a_constant_rate():
   assert (bert.lr, bert.lr_schedule, bert.warmup_steps) == (1e-3, "constant", 0)
   assert (bert.epochs, bert.patience) == (60, 10)
   assert bert.loss == "sampled"  # The dataset's values still apply.
-  sasrec = _from_flags("--preset=cpu", "--model=sasrec")
-  assert (sasrec.lr_schedule, sasrec.patience) == ("cosine", 3)
+  gowalla = _from_flags("--preset=cpu", "--model=sasrec", "--dataset=gowalla")
+  assert (gowalla.lr_schedule, gowalla.patience) == ("cosine", 3)
 
 
 def test_official_softmax_keeps_the_masks():

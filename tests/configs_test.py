@@ -29,15 +29,14 @@ def test_every_preset_is_a_config_file_with_every_field(preset):
 
 def test_resolution_order_defaults_preset_dataset_model():
   # The values below are those the presets document (LINREC_NOTES §3):
-  # cpu: hidden 64, batch 128, lr 2e-3 cosine; on Gowalla batch 256, N 100,
-  # sampled softmax; BERT4Rec on cpu: constant lr 1e-3, patience 10.
+  # cpu: hidden 64, 2 heads, FFN 256, batch 32, constant lr 1e-3, length
+  # buckets with the epoch normaliser; on Gowalla padded batches of 256,
+  # N 100, sampled softmax, lr 2e-3 cosine; BERT4Rec on cpu: padded batches,
+  # constant lr 1e-3, patience 10.
   cpu = configs.get_config("cpu")
-  assert (cpu.hidden, cpu.batch_size, cpu.lr, cpu.lr_schedule) == (
-      64,
-      128,
-      2e-3,
-      "cosine",
-  )
+  assert (cpu.hidden, cpu.heads, cpu.ffn, cpu.batch_size) == (64, 2, 256, 32)
+  assert (cpu.lr, cpu.lr_schedule, cpu.warmup_steps) == (1e-3, "constant", 0)
+  assert (cpu.length_bucket, cpu.loss_normalizer) == (25, "epoch")
   assert cpu.keep_checkpoints == 2  # a TrainConfig default cpu keeps
   gowalla = configs.get_config("cpu", dataset="gowalla")
   assert (gowalla.batch_size, gowalla.max_len, gowalla.loss) == (
@@ -45,6 +44,8 @@ def test_resolution_order_defaults_preset_dataset_model():
       100,
       "sampled",
   )
+  assert (gowalla.lr, gowalla.lr_schedule, gowalla.heads) == (2e-3, "cosine", 4)
+  assert (gowalla.length_bucket, gowalla.loss_normalizer) == (0, "batch")
   bert = configs.get_config("cpu", dataset="gowalla", model="bert4rec")
   assert (bert.model, bert.causal, bert.train_mode) == (
       "bert4rec",
@@ -53,8 +54,22 @@ def test_resolution_order_defaults_preset_dataset_model():
   )
   assert (bert.lr, bert.lr_schedule, bert.patience) == (1e-3, "constant", 10)
   assert bert.batch_size == 256  # the dataset's value survives the model's
+  bert_ml1m = configs.get_config("cpu", dataset="ml-1m", model="bert4rec")
+  assert (bert_ml1m.batch_size, bert_ml1m.heads, bert_ml1m.ffn) == (128, 4, 128)
+  assert (bert_ml1m.length_bucket, bert_ml1m.loss_normalizer) == (0, "batch")
   # A prepared directory brings no dataset values.
-  assert configs.get_config("cpu", dataset="some/dir").batch_size == 128
+  assert configs.get_config("cpu", dataset="some/dir").batch_size == 32
+
+
+def test_cpu_attention_dropout_only_where_there_are_weights():
+  for variant in attention.VARIANTS:
+    config = configs.get_config("cpu", dataset="ml-1m", attention=variant)
+    expected = 0.2 if variant in attention.WEIGHT_DROPOUT_VARIANTS else 0.0
+    assert config.attention_dropout == expected, variant
+    if variant in attention.CAUSAL_VARIANTS:  # The preset is causal.
+      configs.to_train_config(config)
+  # The TrainConfig default attention (linrec) has no weights to drop.
+  assert configs.get_config("cpu").attention_dropout == 0.0
 
 
 def test_official_softmax_keeps_the_masks_linrec_runs_unmasked():
