@@ -213,6 +213,7 @@ def _run_jax_cell(cell):
   import jax.numpy as jnp
   from linrec_jax.layers.config import EncoderConfig
   from linrec_jax.models.sasrec import SASRec
+  from linrec_jax.training import compiler_options
   # pylint: enable=g-import-not-at-top
 
   def peak_rss_gib():
@@ -240,7 +241,15 @@ def _run_jax_cell(cell):
           mask_padding=mask_padding,
       ),
   )
-  state, step = bench_common.train_setup(model, MODEL['num_items'], donate=True)
+  # As `linrec-train` compiles a prefix-sample step on this platform.
+  state, step = bench_common.train_setup(
+      model,
+      MODEL['num_items'],
+      donate=True,
+      compiler_options=compiler_options.train_step_options(
+          'prefix', jax.default_backend()
+      ),
+  )
   arrays = peer_inputs.load(cell['inputs'])
   batch = {
       'inputs': jnp.asarray(arrays['inputs']),

@@ -111,6 +111,7 @@ def train_setup(
     lr=1e-3,
     microbatches=1,
     donate=False,
+    compiler_options=None,
     **step_options,
 ):
   """What every step benchmark times: Adam, a train state, the train step.
@@ -121,6 +122,8 @@ def train_setup(
     lr: Adam's learning rate (`optimizer.make_optimizer`).
     microbatches: gradient accumulation chunks of `steps.make_train_step`.
     donate: donate the state to the step (a timed loop that replaces it).
+    compiler_options: XLA options of the step's `jax.jit`
+      (`compiler_options.train_step_options`).
     **step_options: more `steps.make_train_step` arguments (e.g.
       `score_block_rows`).
 
@@ -150,6 +153,7 @@ def train_setup(
           **step_options,
       ),
       donate_argnums=0 if donate else (),
+      compiler_options=compiler_options or None,
   )
   return state, step
 

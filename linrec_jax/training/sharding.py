@@ -121,6 +121,7 @@ class MeshLauncher:
       devices: Sequence[jax.Device],
       train_step: Callable,
       eval_step: Callable,
+      compiler_options: dict[str, str] | None = None,
   ):
     self.mesh = Mesh(np.asarray(devices), (AXIS,))
     self.num_devices = len(devices)
@@ -135,6 +136,7 @@ class MeshLauncher:
             in_shardings=(self._replicated, self._sharded, self._replicated),
             out_shardings=(self._replicated, self._replicated),
             donate_argnums=0,
+            compiler_options=compiler_options or None,
         )
     )
     evaluate = jax.jit(
@@ -274,8 +276,13 @@ def make_launcher(
     ks: tuple[int, ...],
     microbatches: int = 1,
     loss_normalizer: float = 0.0,
+    compiler_options: dict[str, str] | None = None,
 ) -> Launcher:
-  """Builds the train and eval steps for `kind` ("mesh" or "pmap")."""
+  """Builds the train and eval steps for `kind` ("mesh" or "pmap").
+
+  `compiler_options` (see `compiler_options.train_step_options`) go to the
+  mesh launcher's `jax.jit` of the train step; `jax.pmap` takes none.
+  """
   axis = AXIS if kind == "pmap" else None
   train_step = steps.make_train_step(
       model,
@@ -290,5 +297,6 @@ def make_launcher(
   eval_step = steps.make_eval_step(
       model, protocol=protocol, ks=ks, axis_name=axis
   )
-  launcher = {"mesh": MeshLauncher, "pmap": PmapLauncher}[kind]
-  return launcher(devices, train_step, eval_step)
+  if kind == "pmap":
+    return PmapLauncher(devices, train_step, eval_step)
+  return MeshLauncher(devices, train_step, eval_step, compiler_options)

@@ -32,6 +32,7 @@ from linrec_jax import metrics
 from linrec_jax import models
 from linrec_jax import workdir as workdir_layout
 from linrec_jax.training import checkpointing
+from linrec_jax.training import compiler_options
 from linrec_jax.training import memory_budget
 from linrec_jax.training import optimizer
 from linrec_jax.training import run_binding
@@ -254,6 +255,9 @@ def _train(run: _Run, report, run_info, *, announce, on_epoch=None) -> dict:
           loader.mean_targets_per_batch
           if config.loss_normalizer == "epoch"
           else 0.0
+      ),
+      compiler_options=compiler_options.train_step_options(
+          config.train_mode, devices[0].platform
       ),
   )
   evaluators = {
