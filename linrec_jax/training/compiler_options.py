@@ -4,17 +4,19 @@ On CPU, XLA hands some fusions to the YNNPACK library by default: matrix
 products, but also elementwise chains and reductions, for which it first
 materialises every broadcast operand at full size. Keeping only the matrix
 products in the library (`CPU_LIBRARY_DOTS_ONLY`) changes what the step
-costs, in opposite directions for the two objectives (forward with dropout,
-backward and Adam, two variants compiled and timed alternately in one
-process on the 2-core CPU):
+costs, in opposite directions for the two objectives
+(`experiments/benchmark_compiler_options.py`: forward with dropout,
+backward and Adam, both executables compiled and timed alternately in one
+process on the 2-core CPU; docs/RESULTS.md):
 
 - one scored position per row (prefix samples, `train_mode="prefix"`, the
-  `official` preset): 1.37x faster at hidden 128, N = 200, batch 256
-  (non-causal LinRec), 1.33x at N = 1000, batch 32, 1.15x at N = 2000,
-  batch 8, and 1.20x for a causal hidden-64 step at batch 64;
-- every position scored (`train_mode="all"`, the `cpu` preset): 0.95x
-  (causal LinRec and softmax, hidden 64, batch 32), so those steps keep
-  XLA's default.
+  `official` preset): 1.26x faster at hidden 128, N = 200, batch 256
+  (non-causal LinRec), 1.37x at N = 1000, batch 32, 1.21x at N = 2000,
+  batch 8, 1.23x for a causal hidden-64 step at batch 64, 1.01x for causal
+  softmax at hidden 128;
+- every position scored (`train_mode="all"`, the `cpu` preset): 0.96x
+  (causal LinRec) and 0.87x (softmax) at hidden 64, batch 32, so those
+  steps keep XLA's default.
 
 Losses agree to float32 rounding (the library sums in another order).
 """
