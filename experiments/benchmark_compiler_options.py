@@ -4,12 +4,13 @@ For each cell (a SASRec step: forward with dropout, backward, Adam, random
 items padded to random lengths) this compiles two executables of the same
 jitted step, one with XLA's default options and one with
 `compiler_options.CPU_LIBRARY_DOTS_ONLY`, and times them alternately
-(`--repeats` each, medians), so that load from other processes hits both
+(`--options_repeats` each, medians), so that load from other processes hits both
 alike. `objective`: `prefix` scores each row's last real position (prefix
 samples), `all` every real position (the `cpu` preset's windows). Prints a
 table and writes JSON with the machine and its load.
 
-  python -m experiments.benchmark_compiler_options --output=benchmarks/compiler_options_cpu.json
+  python -m experiments.benchmark_compiler_options \
+      --options_output=benchmarks/compiler_options_cpu.json
 """
 
 import statistics
@@ -38,15 +39,18 @@ DEFAULT_CELLS = [
     'softmax,causal,64,2,200,32,all',
 ]
 
+# Flag names of their own: a test process may import several benchmarks.
 _CELLS = flags.DEFINE_multi_string(
-    'cell',
+    'options_cell',
     DEFAULT_CELLS,
     'attention,causal|noncausal,hidden,heads,N,batch,prefix|all (FFN 256, '
     '2 layers, dropout 0.2).',
 )
-_REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed steps per executable.')
+_REPEATS = flags.DEFINE_integer(
+    'options_repeats', 5, 'Timed steps per executable.'
+)
 _OUTPUT = flags.DEFINE_string(
-    'output', 'benchmarks/compiler_options_cpu.json', 'JSON report.'
+    'options_output', 'benchmarks/compiler_options_cpu.json', 'JSON report.'
 )
 
 
@@ -64,7 +68,7 @@ def parse_cell(text):
       or not all(p.isdigit() for p in parts[2:6])
   ):
     raise ValueError(
-        f'--cell: {text!r} is not attention,causal|noncausal,hidden,heads,'
+        f'--options_cell: {text!r} is not attention,causal|noncausal,hidden,heads,'
         'N,batch,prefix|all'
     )
   hidden, heads, length, batch = map(int, parts[2:6])

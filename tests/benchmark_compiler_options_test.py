@@ -25,7 +25,7 @@ def test_every_default_cell_parses():
     "text", ["linrec,causal,64,2,200,32", "linrec,sideways,64,2,200,32,all"]
 )
 def test_a_bad_cell_names_the_flag(text):
-  with pytest.raises(ValueError, match=f"^--cell: '{text}'"):
+  with pytest.raises(ValueError, match=f"^--options_cell: '{text}'"):
     bench.parse_cell(text)
 
 

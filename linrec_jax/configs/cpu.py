@@ -19,8 +19,8 @@ Gowalla lr 2e-3 with a cosine decay over 12 epochs.
   linrec-train --config=linrec_jax/configs/cpu.py:dataset=ml-1m --workdir=...
 """
 
+from linrec_jax import choices
 from linrec_jax.configs import common
-from linrec_jax.layers import attention as attention_lib
 
 VALUES = dict(
     hidden=64,
@@ -96,6 +96,6 @@ def get_config(arg: str | None = None):
     values.update(common.BERT4REC, **BERT4REC)
     values["batch_size"] = dataset.get("batch_size", BERT4REC_BATCH_SIZE)
   attention = options["attention"] or common.defaults()["attention"]
-  if attention in attention_lib.WEIGHT_DROPOUT_VARIANTS:
+  if attention in choices.WEIGHT_DROPOUT_ATTENTION_VARIANTS:
     values["attention_dropout"] = ATTENTION_DROPOUT
   return common.build(values, options)
