@@ -41,11 +41,13 @@ def summary_lines(record: dict, workdir: str) -> list[str]:
     loss += " (sum over the epoch's mean targets per batch)"
   if _get(config, "length_bucket", 0):
     loss += f", length buckets of {config['length_bucket']}"
-  history = (
-      "history excluded"
-      if _get(config, "exclude_history", False)
-      else "history kept"
-  )
+  if _get(config, "eval_protocol") == "full":
+    # Full ranking computes both protocols; the flag picks the one that
+    # early stopping reads.
+    picked = "excluded" if _get(config, "exclude_history", False) else "kept"
+    history = f"history kept and excluded (early stop on history {picked})"
+  else:
+    history = "history kept"
   return [
       f"run: dataset {record.get('dataset', '?')} "
       f"({record.get('data_dir', '?')}), preset {record.get('preset', '?')}, "
