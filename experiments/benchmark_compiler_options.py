@@ -58,7 +58,7 @@ def parse_cell(text):
   """`'linrec,causal,64,2,200,32,all'` -> a dict of the cell's fields.
 
   Raises:
-    ValueError: naming --cell and the text that is not a cell.
+    ValueError: naming --options_cell and the text that is not a cell.
   """
   parts = text.split(',')
   if (

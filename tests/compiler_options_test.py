@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from linrec_jax.layers.config import EncoderConfig
 from linrec_jax.models import SASRec
@@ -38,19 +39,17 @@ def test_only_prefix_steps_on_cpu_keep_dots_alone_in_the_library():
     assert compiler_options.train_step_options("prefix", platform) == {}
 
 
-def test_a_step_compiled_with_the_options_makes_the_same_update():
-  model = SASRec(
+def _model():
+  return SASRec(
       NUM_ITEMS,
       EncoderConfig(
           max_len=MAX_LEN, hidden=16, layers=2, heads=2, ffn=32, dropout=0.0
       ),
   )
-  tx = optax.sgd(1.0)
-  state = steps.create_train_state(model, tx, jax.random.key(0), MAX_LEN)
-  batch, rng = _prefix_batch(), jax.random.key(1)
-  step = steps.make_train_step(model, tx, loss="ce", num_items=NUM_ITEMS)
-  options = compiler_options.train_step_options("prefix", "cpu")
-  launcher = sharding.make_launcher(
+
+
+def _launcher(model, tx, options):
+  return sharding.make_launcher(
       "mesh",
       jax.devices()[:1],
       model,
@@ -61,6 +60,30 @@ def test_a_step_compiled_with_the_options_makes_the_same_update():
       protocol="full",
       ks=(10,),
       compiler_options=options,
+  )
+
+
+def test_the_mesh_launcher_compiles_its_step_with_the_options():
+  # XLA refuses an unknown value only if the option reaches the compiler.
+  model, tx = _model(), optax.sgd(1.0)
+  state = steps.create_train_state(model, tx, jax.random.key(0), MAX_LEN)
+  option = next(iter(compiler_options.CPU_LIBRARY_DOTS_ONLY))
+  launcher = _launcher(model, tx, {option: "NOT_A_FUSION_TYPE"})
+  with pytest.raises(Exception, match="not a valid enum value"):
+    launcher.train_step(
+        launcher.put_state(state),
+        launcher.put_batch(_prefix_batch()),
+        jax.random.key(1),
+    )
+
+
+def test_a_step_compiled_with_the_options_makes_the_same_update():
+  model, tx = _model(), optax.sgd(1.0)
+  state = steps.create_train_state(model, tx, jax.random.key(0), MAX_LEN)
+  batch, rng = _prefix_batch(), jax.random.key(1)
+  step = steps.make_train_step(model, tx, loss="ce", num_items=NUM_ITEMS)
+  launcher = _launcher(
+      model, tx, compiler_options.train_step_options("prefix", "cpu")
   )
   optioned, optioned_metrics = launcher.train_step(
       launcher.put_state(state), launcher.put_batch(batch), rng

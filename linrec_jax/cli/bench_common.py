@@ -153,7 +153,7 @@ def train_setup(
           **step_options,
       ),
       donate_argnums=0 if donate else (),
-      compiler_options=compiler_options or None,
+      compiler_options=compiler_options,
   )
   return state, step
 

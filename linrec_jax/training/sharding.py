@@ -136,7 +136,7 @@ class MeshLauncher:
             in_shardings=(self._replicated, self._sharded, self._replicated),
             out_shardings=(self._replicated, self._replicated),
             donate_argnums=0,
-            compiler_options=compiler_options or None,
+            compiler_options=compiler_options,
         )
     )
     evaluate = jax.jit(
