@@ -453,3 +453,38 @@ def test_causal_memory_is_linear_in_length(name):
   # far below the prefix states (B H L K K) or the scores (B H L L).
   assert largest <= heads * length * (dim + 1)
   assert largest * dim / 2 < heads * min(length * dim * dim, length * length)
+
+
+QUERY_ROW_MODES = [
+    (name, causal)
+    for name, modes in sorted(attention.QUERY_ROW_VARIANTS.items())
+    for causal in modes
+]
+
+
+@pytest.mark.parametrize('name, causal', QUERY_ROW_MODES)
+@pytest.mark.parametrize('masked', [False, True])
+def test_query_rows_are_the_numpy_rows(name, causal, masked):
+  length = 9
+  q, k, v = _inputs(31, length)
+  mask = np.arange(length) < np.array([[9], [6]]) if masked else None
+  # Rows in any order, repeated, and (row 1) one past the real items.
+  positions = np.array([[8, 0, 3, 3], [5, 2, 6, 0]], np.int32)
+  rows = np.take_along_axis(q, positions[:, :, None, None], axis=1)
+  got = attention.VARIANTS[name](
+      rows, k, v, mask=mask, causal=causal, query_positions=positions
+  )
+  whole = _reference(name, q, k, v, mask=mask, causal=causal)
+  _assert_close(got, np.take_along_axis(whole, positions[:, :, None, None], 1))
+
+
+def test_query_rows_are_refused_where_they_do_not_apply():
+  q, k, v = _inputs(32, 6)
+  positions = np.zeros((BATCH, 2), np.int32)
+  with pytest.raises(ValueError, match='causal=False'):
+    attention.linrec(q[:, :2], k, v, causal=True, query_positions=positions)
+  with pytest.raises(ValueError, match='query_positions'):
+    attention.softmax(q[:, :3], k, v, query_positions=positions)
+  assert attention.attends_query_rows('softmax', True)
+  assert not attention.attends_query_rows('linrec', True)
+  assert not attention.attends_query_rows('linrec_decay', False)

@@ -113,7 +113,7 @@ def test_cloze_benchmark_scores_the_same_loss_both_ways(tmp_path):
       cwd=REPO_ROOT,
       check=True,
       capture_output=True,
-      timeout=120,
+      timeout=300,
   )
   report = json.loads(output.read_text())
   assert report['machine']['cpu_count'] > 0

@@ -171,7 +171,9 @@ def _reference_block(p, x, pre_ln, eps):
 
 
 @pytest.mark.parametrize('pre_ln', [False, True])
-def test_block_matches_numpy_reference(pre_ln):
+@pytest.mark.parametrize('scored', [None, ((0, 1), (L - 2, L - 1))])
+def test_block_matches_numpy_reference(pre_ln, scored):
+  """Whole, and computed at two positions per row (the rows of the whole)."""
   eps = 1e-5
   block = encoder.TransformerBlock(
       EncoderConfig(
@@ -188,8 +190,13 @@ def test_block_matches_numpy_reference(pre_ln):
   x = _inputs()
   variables = block.init(jax.random.key(2), x)
   params = jax.tree.map(np.asarray, variables['params'])
-  got = block.apply(variables, x)
   want = _reference_block(params, np.asarray(x, np.float64), pre_ln, eps)
+  if scored is None:
+    got = block.apply(variables, x)
+  else:
+    positions = np.array(scored, np.int32)
+    got = block.apply(variables, x, positions=positions)
+    want = np.take_along_axis(want, positions[:, :, None], axis=1)
   np.testing.assert_allclose(got, want, atol=1e-5)
 
 

@@ -362,3 +362,46 @@ def test_bert4rec_overfits():
   targets = np.where(cloze, seqs, PAD_ID)
   first, last = _train(model, jnp.asarray(inputs), jnp.asarray(targets))
   assert last < 0.1 * first, (first, last)
+
+
+# Real positions of both INPUTS rows, repeated and out of order.
+SCORED = jnp.array([[4, 0, 2], [6, 6, 3]], dtype=jnp.int32)
+
+
+def _check_scored_rows(model, seed):
+  """States at SCORED, and the gradient of a scalar of them, are the same
+  with the last block computed at those rows and with the whole output
+  gathered there."""
+  variables = model.init(jax.random.key(seed), INPUTS)
+  weights = _noise(SCORED.shape + (D,))
+
+  def at_rows(params):
+    return model.apply({'params': params}, INPUTS, positions=SCORED)
+
+  def gathered(params):
+    states = model.apply({'params': params}, INPUTS)
+    return jnp.take_along_axis(states, SCORED[:, :, None], axis=1)
+
+  params = variables['params']
+  np.testing.assert_allclose(
+      at_rows(params), gathered(params), rtol=1e-5, atol=1e-6
+  )
+  grads = [
+      jax.grad(lambda p, f=f: jnp.sum(f(p) * weights))(params)
+      for f in (at_rows, gathered)
+  ]
+  for got, want in zip(*map(jax.tree.leaves, grads)):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize('name, causal', SASREC_CASES)
+@pytest.mark.parametrize('pre_ln', [False, True])
+def test_sasrec_at_positions_equals_the_whole_output_there(
+    name, causal, pre_ln
+):
+  _check_scored_rows(_sasrec(name, causal, pre_ln=pre_ln), seed=3)
+
+
+@pytest.mark.parametrize('name', ['softmax', 'linrec', 'linrec_decay'])
+def test_bert4rec_at_positions_equals_the_whole_output_there(name):
+  _check_scored_rows(_bert4rec(name), seed=4)

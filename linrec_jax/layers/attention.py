@@ -50,42 +50,56 @@ def _compute_dtype(*arrays):
   return jnp.promote_types(jnp.result_type(*arrays), jnp.float32)
 
 
-def _check_inputs(query, key, value, mask):
+def _check_inputs(query, key, value, mask, query_positions=None):
   """Raises ValueError on inconsistent shapes."""
   if query.ndim != 4 or key.ndim != 4 or value.ndim != 4:
     raise ValueError(
         'query, key and value must be [batch, length, heads, head_dim]; got '
         f'{query.shape}, {key.shape}, {value.shape}.'
     )
-  if query.shape != key.shape or value.shape[:3] != query.shape[:3]:
+  rows = key.shape if query_positions is None else query_positions.shape
+  if (
+      query.shape[:2] != rows[:2]
+      or query.shape[2:] != key.shape[2:]
+      or value.shape[:3] != key.shape[:3]
+  ):
     raise ValueError(
-        'query and key must have the same shape and value the same '
-        f'[batch, length, heads]; got {query.shape}, {key.shape}, '
-        f'{value.shape}.'
+        'query and key must have the same shape (query: one row per '
+        'query_positions entry) and value the same [batch, length, heads] '
+        f'as key; got {query.shape}, {key.shape}, {value.shape}'
+        + ('' if query_positions is None else f', {query_positions.shape}')
+        + '.'
     )
-  if mask is not None and mask.shape != query.shape[:2]:
+  if mask is not None and mask.shape != key.shape[:2]:
     raise ValueError(
-        f'mask must be [batch, length] = {query.shape[:2]}; got {mask.shape}.'
+        f'mask must be [batch, length] = {key.shape[:2]}; got {mask.shape}.'
     )
 
 
-def _prepare(query, key, value, mask):
+def _prepare(query, key, value, mask, query_positions=None):
   """Checks shapes, upcasts to the compute dtype and fills in the mask.
 
   Returns:
     `(q, k, v, mask)` with q, k, v in the compute dtype and mask a bool
-    `[B, L]` array (all True when `mask` is None).
+    `[B, L]` array over the keys (all True when `mask` is None).
   """
-  _check_inputs(query, key, value, mask)
+  _check_inputs(query, key, value, mask, query_positions)
   dtype = _compute_dtype(query, key, value)
   if mask is None:
-    mask = jnp.ones(query.shape[:2], dtype=bool)
+    mask = jnp.ones(key.shape[:2], dtype=bool)
   return (
       query.astype(dtype),
       key.astype(dtype),
       value.astype(dtype),
       mask.astype(bool),
   )
+
+
+def _query_mask(mask, query_positions):
+  """The key mask `[B, L]` read at the query rows (`[B, T]`, or itself)."""
+  if query_positions is None:
+    return mask
+  return jnp.take_along_axis(mask, query_positions, axis=1)
 
 
 def _zero_masked(x, mask):
@@ -202,6 +216,7 @@ def linrec(
     mask=None,
     causal=False,
     chunk_size=DEFAULT_CHUNK_SIZE,
+    query_positions=None,
 ):
   """LinRec attention (Liu et al., SIGIR 2023), as the authors' code runs it.
 
@@ -224,18 +239,27 @@ def linrec(
     mask: optional bool `[B, L]`, True at real items.
     causal: whether position t sees only positions <= t.
     chunk_size: chunk length of the causal scan (clipped to L).
+    query_positions: optional int `[B, T]` (non-causal only): `query` holds
+      the queries of these positions alone, `[B, T, H, K]`, and the result
+      is the rows of the whole output at them.
 
   Returns:
-    `[B, L, H, F]`, zero at padded positions, in the inputs' dtype.
+    `[B, L, H, F]` (`[B, T, H, F]` with `query_positions`), zero at padded
+    positions, in the inputs' dtype.
   """
-  q, k, v, mask = _prepare(query, key, value, mask)
+  if causal and query_positions is not None:
+    raise ValueError(
+        'query_positions needs causal=False: the causal scan computes every '
+        'position'
+    )
+  q, k, v, mask = _prepare(query, key, value, mask, query_positions)
   q_hat, k_hat = _linrec_features(q, k, mask)
   if causal:
     out = _causal_linear_scan(q_hat, k_hat, v, chunk_size)
   else:
     kv = jnp.einsum('BMHK,BMHF->BHKF', k_hat, v)
     out = jnp.einsum('BLHK,BHKF->BLHF', q_hat, kv)
-  return _finish(out, mask, query, key, value)
+  return _finish(out, _query_mask(mask, query_positions), query, key, value)
 
 
 def linrec_mean(
@@ -381,28 +405,46 @@ def linrec_seqnorm(query, key, value, *, mask=None, causal=False):
 
 
 def _softmax_attention(
-    query, key, value, mask, causal, bias=None, weights_dropout=None
+    query,
+    key,
+    value,
+    mask,
+    causal,
+    bias=None,
+    weights_dropout=None,
+    query_positions=None,
 ):
   """`softmax` with an optional bias `[H, L, L]` added to the scores and an
   optional function applied to the weights `[B, H, L, M]` (dropout)."""
-  q, k, v, mask = _prepare(query, key, value, mask)
-  length = q.shape[1]
+  q, k, v, mask = _prepare(query, key, value, mask, query_positions)
   scores = jnp.einsum('BLHK,BMHK->BHLM', q, k) / math.sqrt(q.shape[-1])
   if bias is not None:
     scores = scores + bias
   visible = mask[:, None, None, :]
   if causal:
-    visible = visible & jnp.tril(jnp.ones((length, length), dtype=bool))
+    keys = jnp.arange(k.shape[1])
+    if query_positions is None:
+      rows = keys[None, None, :, None]
+    else:
+      rows = query_positions[:, None, :, None]
+    visible = visible & (keys <= rows)
   scores = jnp.where(visible, scores, MASK_VALUE)
   weights = jnp.where(visible, jax.nn.softmax(scores, axis=-1), 0)
   if weights_dropout is not None:
     weights = weights_dropout(weights)
   out = jnp.einsum('BHLM,BMHF->BLHF', weights, v)
-  return _finish(out, mask, query, key, value)
+  return _finish(out, _query_mask(mask, query_positions), query, key, value)
 
 
 def softmax(
-    query, key, value, *, mask=None, causal=False, weights_dropout=None
+    query,
+    key,
+    value,
+    *,
+    mask=None,
+    causal=False,
+    weights_dropout=None,
+    query_positions=None,
 ):
   """Scaled dot-product softmax attention, the quadratic baseline.
 
@@ -419,12 +461,23 @@ def softmax(
     weights_dropout: optional function applied to the attention weights
       `[B, H, L, M]` before they average the values: RecBole's attention
       dropout (e.g. a bound `flax.linen.Dropout`). None leaves them as is.
+    query_positions: optional int `[B, T]`: `query` holds the queries of
+      these positions alone, `[B, T, H, K]` (a causal query sees the keys
+      up to its position), and the result is the rows of the whole output
+      at them; the weights are then `[B, H, T, M]`.
 
   Returns:
-    `[B, L, H, F]`, zero at padded positions, in the inputs' dtype.
+    `[B, L, H, F]` (`[B, T, H, F]` with `query_positions`), zero at padded
+    positions, in the inputs' dtype.
   """
   return _softmax_attention(
-      query, key, value, mask, causal, weights_dropout=weights_dropout
+      query,
+      key,
+      value,
+      mask,
+      causal,
+      weights_dropout=weights_dropout,
+      query_positions=query_positions,
   )
 
 
@@ -766,6 +819,16 @@ LEARNED_DECAY_VARIANTS = frozenset(
 WEIGHT_DROPOUT_VARIANTS = frozenset(
     {'softmax', 'softmax_decay', 'softmax_learned_decay'}
 )
+# Variants that take `query_positions=` (queries of a few rows only, for
+# the last block of `layers.encoder`), with the causality they take it in.
+QUERY_ROW_VARIANTS = {'softmax': (False, True), 'linrec': (False,)}
+
+
+def attends_query_rows(name, causal):
+  """Whether variant `name` with `causal` takes `query_positions=`."""
+  return causal in QUERY_ROW_VARIANTS.get(name, ())
+
+
 # Causal variants whose memory of the past is a fixed-size state per head,
 # advanced one position at a time by `linrec_step` (the models' decode mode).
 RECURRENT_VARIANTS = ('linrec', 'linrec_decay', 'linrec_learned_decay')

@@ -18,6 +18,18 @@ Dropout on the attention probabilities (`attention_dropout`, RecBole's
 (its configured attention dropout is unused in the official code). It is 0
 by default.
 
+Scored positions: a loss or a ranking that reads the output at a few
+positions per row (prefix samples: one; cloze: a fifth) passes them as
+``positions`` ``[B, T]``, and the last block computes only there. Its
+attention still reads every position as keys and values; its queries are
+the T rows for the variants that take them (``attention.QUERY_ROW_VARIANTS``:
+softmax, non-causal LinRec) and every position for the others (then the
+output is gathered); the output projection, the residuals, both
+LayerNorms, the feed-forward network and both dropouts act on the T rows. Without dropout this equals
+the whole computation gathered at ``positions``; with dropout the masks of
+the last block are drawn for ``[B, T, D]`` and so differ from the whole
+computation's (same distribution).
+
 Every module takes the one `EncoderConfig` (validated when it is built).
 """
 
@@ -44,6 +56,12 @@ ACTIVATIONS = {
 DECAY_LOGIT = 'decay_logit'
 # Name of the recurrent state in an attention layer's 'cache' (decode mode).
 STATE = 'kv'
+
+
+def gather_rows(x, positions):
+  """Picks ``x`` ``[B, L, ...]`` at ``positions`` int ``[B, T]``: ``[B, T, ...]``."""
+  index = positions.reshape(positions.shape + (1,) * (x.ndim - 2))
+  return jnp.take_along_axis(x, index, axis=1)
 
 
 def _dense(features, name):
@@ -79,7 +97,9 @@ class MultiHeadAttention(nn.Module):
   config: EncoderConfig
 
   @nn.compact
-  def __call__(self, x, mask=None, deterministic=True, decode=False):
+  def __call__(
+      self, x, mask=None, deterministic=True, decode=False, positions=None
+  ):
     """Attends over the sequence.
 
     Args:
@@ -89,17 +109,26 @@ class MultiHeadAttention(nn.Module):
       deterministic: if False, applies the attention dropout.
       decode: advance the cached recurrent state by one position instead
         of attending over ``x`` alone.
+      positions: optional int ``[B, T]``: return only these rows of the
+        output (the output projection then acts on T rows).
 
     Returns:
-      ``[B, L, D]``, after the output dense layer.
+      ``[B, L, D]`` (``[B, T, D]`` with ``positions``), after the output
+      dense layer.
     """
     config = self.config
-    batch, length, _ = x.shape
-    split = lambda t: t.reshape(batch, length, config.heads, -1)  # BLD->BLHK
-    query = split(_dense(config.hidden, 'query')(x))
+    split = lambda t: t.reshape(t.shape[:2] + (config.heads, -1))  # BLD->BLHK
+    query_rows = positions is not None and attention_lib.attends_query_rows(
+        config.attention, config.causal
+    )
+    options = {}
+    if query_rows:
+      options['query_positions'] = positions
+      query = split(_dense(config.hidden, 'query')(gather_rows(x, positions)))
+    else:
+      query = split(_dense(config.hidden, 'query')(x))
     key = split(_dense(config.hidden, 'key')(x))
     value = split(_dense(config.hidden, 'value')(x))
-    options = {}
     if config.attention in attention_lib.LEARNED_DECAY_VARIANTS:
       options['decay_logit'] = self.param(
           DECAY_LOGIT,
@@ -116,7 +145,10 @@ class MultiHeadAttention(nn.Module):
       out = attend(
           query, key, value, mask=mask, causal=config.causal, **options
       )
-    return _dense(config.hidden, 'out')(out.reshape(batch, length, -1))
+    out = out.reshape(out.shape[:2] + (-1,))
+    if positions is not None and not query_rows:
+      out = gather_rows(out, positions)
+    return _dense(config.hidden, 'out')(out)
 
   def _step(self, query, key, value, mask, decay_logit):
     """Decode mode: `[B, 1, H, K]` inputs -> `[B, 1, H, K]` outputs."""
@@ -181,8 +213,14 @@ class TransformerBlock(nn.Module):
   config: EncoderConfig
 
   @nn.compact
-  def __call__(self, x, mask=None, deterministic=True, decode=False):
+  def __call__(
+      self, x, mask=None, deterministic=True, decode=False, positions=None
+  ):
     """Maps states ``[B, L, D]``, mask ``[B, L]`` or None, to ``[B, L, D]``.
+
+    With ``positions`` int ``[B, T]`` the output is ``[B, T, D]``: the
+    attention reads all of ``x``, everything after it only the T rows (see
+    the module docstring).
 
     In decode mode (one position per row, see `MultiHeadAttention`) only the
     attention keeps a state: the other sublayers act on one position.
@@ -191,16 +229,18 @@ class TransformerBlock(nn.Module):
     attend = MultiHeadAttention(config, name='attention')
     attn_mask = mask if config.mask_padding or decode else None
     sublayers = (
-        lambda h: attend(h, attn_mask, deterministic, decode),
+        lambda h: attend(h, attn_mask, deterministic, decode, positions),
         FeedForward(config, name='ffn'),
     )
     drop = nn.Dropout(rate=config.dropout)
     for i, sublayer in enumerate(sublayers):
       norm = nn.LayerNorm(epsilon=config.ln_eps, name=f'norm{i}')
+      # After the attention, the residual stream is the scored rows alone.
+      rows = x if i or positions is None else gather_rows(x, positions)
       if config.pre_ln:
-        x = x + drop(sublayer(norm(x)), deterministic=deterministic)
+        x = rows + drop(sublayer(norm(x)), deterministic=deterministic)
       else:
-        x = norm(x + drop(sublayer(x), deterministic=deterministic))
+        x = norm(rows + drop(sublayer(x), deterministic=deterministic))
     return x
 
 
@@ -214,7 +254,9 @@ class Encoder(nn.Module):
   config: EncoderConfig
 
   @nn.compact
-  def __call__(self, x, mask=None, deterministic=True, decode=False):
+  def __call__(
+      self, x, mask=None, deterministic=True, decode=False, positions=None
+  ):
     """Encodes a sequence.
 
     Args:
@@ -223,13 +265,16 @@ class Encoder(nn.Module):
       deterministic: if False, applies dropout (needs a 'dropout' rng).
       decode: one position per row, attention from the cached states
         (see `MultiHeadAttention`).
+      positions: optional int ``[B, T]``, the positions whose states are
+        wanted: the last block computes only there (module docstring).
 
     Returns:
-      ``[B, L, D]`` output states.
+      ``[B, L, D]`` output states (``[B, T, D]`` with ``positions``).
     """
+    last = self.config.layers - 1
     for i in range(self.config.layers):
       x = TransformerBlock(self.config, name=f'block{i}')(
-          x, mask, deterministic, decode
+          x, mask, deterministic, decode, positions if i == last else None
       )
     if self.config.pre_ln:
       x = nn.LayerNorm(epsilon=self.config.ln_eps, name='final_norm')(x)

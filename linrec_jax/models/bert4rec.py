@@ -58,20 +58,23 @@ class BERT4Rec(nn.Module):
         'output_bias', nn.initializers.zeros, (self.num_items + 1,)
     )
 
-  def __call__(self, inputs, deterministic=True):
+  def __call__(self, inputs, deterministic=True, positions=None):
     """Encodes item histories, bidirectionally.
 
     Args:
       inputs: int32 ``[B, L]`` ids in ``0..num_items + 1`` (``PAD_ID`` at
         padding, ``mask_token`` at cloze positions), ``L <= max_len``.
       deterministic: if False, applies dropout (needs a 'dropout' rng).
+      positions: optional int ``[B, T]``: return the states at these
+        positions only, computing the last block and the head only there
+        (``layers.encoder``).
 
     Returns:
-      ``[B, L, D]`` states after the output head; those at padded positions
-      are finite but meaningless.
+      ``[B, L, D]`` states after the output head (``[B, T, D]`` with
+      ``positions``); those at padded positions are finite but meaningless.
     """
     x = self.embed(inputs, deterministic)
-    x = self.encoder(x, inputs != PAD_ID, deterministic)
+    x = self.encoder(x, inputs != PAD_ID, deterministic, positions=positions)
     return self.head_norm(ACTIVATIONS['gelu'](self.head(x)))
 
   def item_embeddings(self):

@@ -40,7 +40,7 @@ class SASRec(nn.Module):
     self.embed = SequenceEmbedding(self.num_items + 1, self.config)
     self.encoder = Encoder(self.config)
 
-  def __call__(self, inputs, deterministic=True, decode=False):
+  def __call__(self, inputs, deterministic=True, decode=False, positions=None):
     """Encodes item histories.
 
     Args:
@@ -51,13 +51,18 @@ class SASRec(nn.Module):
       decode: ``L = 1``: each user's next item, given the cached state of
         the items before it (``mutable=['cache']``; see the class
         docstring).
+      positions: optional int ``[B, T]``: return the states at these
+        positions only, computing the last block only there
+        (``layers.encoder``).
 
     Returns:
-      ``[B, L, D]`` states; those at padded positions are finite but
-      meaningless.
+      ``[B, L, D]`` states (``[B, T, D]`` with ``positions``); those at
+      padded positions are finite but meaningless.
     """
     x = self.embed(inputs, deterministic, decode)
-    return self.encoder(x, inputs != PAD_ID, deterministic, decode)
+    return self.encoder(
+        x, inputs != PAD_ID, deterministic, decode, positions=positions
+    )
 
   def item_embeddings(self):
     """Returns the tied item table ``[V, D]``, ``V = num_items + 1``."""

@@ -8,7 +8,6 @@ the same input the evaluation uses; `top_items` picks the best K per row.
 import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from linrec_jax import data
@@ -59,8 +58,8 @@ def score_histories(trained, histories, engine="full") -> np.ndarray:
 
 @functools.partial(jax.jit, static_argnums=0)
 def _full_scores(model, params, inputs, lengths):
-  states = model.apply({"params": params}, inputs)
-  last = states[jnp.arange(inputs.shape[0]), lengths - 1]
+  last = model.apply({"params": params}, inputs, positions=lengths[:, None] - 1)
+  last = last[:, 0]
   return model.apply({"params": params}, last, method="logits")
 
 

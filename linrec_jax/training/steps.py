@@ -59,6 +59,23 @@ def gather_positions(states: jax.Array, positions: jax.Array) -> jax.Array:
   return picked.reshape(positions.shape + states.shape[-1:])
 
 
+def scored_states(model, variables, inputs, positions, **kwargs):
+  """The model's states `[B, T, D]` at `positions` `[B, T]` (or `[B, D]` at
+  `[B]`) of `inputs` `[B, L]`.
+
+  With fewer positions than L per row (prefix samples, cloze, evaluation)
+  the model computes its last block only at them (`layers.encoder`);
+  otherwise (every position: mode all) it computes all and gathers, as it
+  always has, so such runs draw the same dropout masks as before.
+  """
+  rows = positions.reshape(positions.shape[0], -1)
+  if rows.shape[1] < inputs.shape[1]:
+    picked = model.apply(variables, inputs, positions=rows, **kwargs)
+  else:
+    picked = gather_positions(model.apply(variables, inputs, **kwargs), rows)
+  return picked.reshape(positions.shape + picked.shape[-1:])
+
+
 def example_keys(rng: jax.Array, first_row, rows: int) -> jax.Array:
   """Keys `[rows]` of the global rows `first_row ..`: `fold_in(rng, row)`."""
   global_rows = first_row + jnp.arange(rows)
@@ -124,13 +141,14 @@ def make_train_step(
   def example_states(params, example: Batch, key: jax.Array) -> jax.Array:
     """States `[T, D]` at one example's scored positions, its own dropout."""
     dropout_key, _ = jax.random.split(key)
-    states = model.apply(
+    return scored_states(
+        model,
         {"params": params},
         example["inputs"][None],
+        example["positions"][None],
         deterministic=False,
         rngs={"dropout": dropout_key},
-    )
-    return gather_positions(states, example["positions"][None])[0]
+    )[0]
 
   def example_sampled_loss(params, example: Batch, key: jax.Array):
     """The sampled-softmax loss sum of one example (unbatched arrays)."""
@@ -255,8 +273,9 @@ def make_eval_step(
 
   def eval_step(params, batch: Batch) -> dict[str, jax.Array]:
     variables = {"params": params}
-    states = model.apply(variables, batch["inputs"], deterministic=True)
-    picked = gather_positions(states, batch["positions"])
+    picked = scored_states(
+        model, variables, batch["inputs"], batch["positions"]
+    )
     scores = model.apply(variables, picked, method="logits")
     if protocol == "full":
       per_example = metrics.rank_metrics(
