@@ -25,6 +25,9 @@ DEFAULT_KS = (5, 10, 20)
 HISTORY_EXCLUDED = '_nohist'
 # Mean number of already-seen items among the top 10 (history kept).
 SEEN_AT_10 = 'seen@10'
+# Of those, the ones in the model's own input (the last N items it reads):
+# items it could see and still ranks high; the rest are older than N.
+SEEN_INPUT_AT_10 = 'seen_input@10'
 
 
 def _target_scores(scores, targets):
@@ -177,6 +180,20 @@ def history_excluded_metrics(scores, targets, history, ks=DEFAULT_KS):
   result = {name + HISTORY_EXCLUDED: value for name, value in excluded.items()}
   result[SEEN_AT_10] = seen_in_top(scores, seen, 10)
   return result
+
+
+def seen_input_in_top(scores, inputs, k=10):
+  """Float [B]: how many of the `k` best real items are in each row's input.
+
+  Args:
+    scores: float [B, V] scores of all items.
+    inputs: int [B, L] the model's input ids, `PAD_ID`-padded; ids >= V
+      (a cloze mask token) are not items and never count.
+    k: the cut-off.
+  """
+  inputs = jnp.asarray(inputs, jnp.int32)
+  items = jnp.where(inputs < jnp.shape(scores)[1], inputs, PAD_ID)
+  return seen_in_top(scores, item_mask(jnp.shape(scores)[1], items), k)
 
 
 def summarize(per_example, valid):

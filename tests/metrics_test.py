@@ -1,9 +1,11 @@
 """Tests for linrec_jax.metrics: hand-made rankings, expected values by hand."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from linrec_jax import metrics
+from linrec_jax.constants import PAD_ID
 
 # V = 6 (5 items). Column 0 (padding) holds the highest score in every row.
 _SCORES = np.array(
@@ -183,3 +185,19 @@ def test_history_excluded_metrics_hand_values():
   assert set(both) == {
       f'{m}@{k}_nohist' for m in ('hit', 'ndcg', 'mrr') for k in (2, 5)
   } | {'seen@10'}
+
+
+def test_seen_input_counts_the_top_items_the_model_reads():
+  # Items 1..5, scores descending with the id: the top 3 are 5, 4, 3.
+  scores = jnp.array([[0.0, 1.0, 2.0, 3.0, 4.0, 5.0]] * 3)
+  inputs = jnp.array(
+      [
+          [4, 2, 1, PAD_ID],  # reads 4 of the top 3
+          [5, 3, 4, 4],  # all three (4 twice counts once)
+          [6, 6, PAD_ID, PAD_ID],  # 6 = a mask token, not an item
+      ],
+      jnp.int32,
+  )
+  np.testing.assert_allclose(
+      metrics.seen_input_in_top(scores, inputs, k=3), [1.0, 3.0, 0.0]
+  )

@@ -295,7 +295,12 @@ def test_eval_step_reports_both_protocols_from_the_same_scores():
   model = _model()
   params = _state(model, optax.sgd(1.0)).params
   batch = dict(_eval_batch())
-  history = np.array(batch["inputs"])  # the inputs are each row's history
+  # Each row's history: its inputs and, in some rows, two items it does not
+  # read (older than its window).
+  history = np.concatenate(
+      [np.array(batch["inputs"]), np.zeros((BATCH, 2), np.int32)], axis=1
+  )
+  history[::2, -2:] = [1, NUM_ITEMS]
   batch["history"] = jnp.asarray(history)
   sums = jax.jit(steps.make_eval_step(model, protocol="full", ks=(5,)))(
       params, batch
@@ -305,7 +310,12 @@ def test_eval_step_reports_both_protocols_from_the_same_scores():
   states = model.apply({"params": params}, batch["inputs"])
   picked = states[jnp.arange(BATCH), batch["positions"]]
   scores = np.asarray(model.apply({"params": params}, picked, method="logits"))
-  expected = {"ndcg@5": 0.0, "ndcg@5_nohist": 0.0, "seen@10": 0.0}
+  expected = {
+      "ndcg@5": 0.0,
+      "ndcg@5_nohist": 0.0,
+      "seen@10": 0.0,
+      "seen_input@10": 0.0,
+  }
   for row in np.flatnonzero(np.asarray(batch["valid"])):
     target = int(batch["targets"][row])
     seen = set(history[row][history[row] != PAD_ID]) - {target}
@@ -322,6 +332,8 @@ def test_eval_step_reports_both_protocols_from_the_same_scores():
       expected[name] += 1 / np.log2(rank + 1) if rank <= 5 else 0.0
     top10 = np.argsort(-scores[row, 1:], kind="stable")[:10] + 1
     expected["seen@10"] += len(set(top10) & set(history[row]) - {PAD_ID})
+    read = set(np.asarray(batch["inputs"][row])) - {PAD_ID}
+    expected["seen_input@10"] += len(set(top10) & read)
   for name, value in expected.items():
     np.testing.assert_allclose(
         float(sums[name]), value, rtol=1e-5, err_msg=name

@@ -233,9 +233,10 @@ def _assert_metrics_in_range(metrics, both_protocols=True):
   names = {f"{m}@{k}" for m in ("hit", "ndcg", "mrr") for k in train.KS}
   suffixes = ("", "_nohist") if both_protocols else ("",)
   if both_protocols:
-    names |= {n + "_nohist" for n in names} | {"seen@10"}
-    assert 0.0 <= metrics.pop("seen@10") <= 10.0
-  assert set(metrics) | ({"seen@10"} if both_protocols else set()) == names
+    names |= {n + "_nohist" for n in names} | {"seen@10", "seen_input@10"}
+    assert 0.0 <= metrics.pop("seen_input@10") <= metrics.pop("seen@10") <= 10
+  seen = {"seen@10", "seen_input@10"} if both_protocols else set()
+  assert set(metrics) | seen == names
   for name, value in metrics.items():
     assert 0.0 <= value <= 1.0, (name, value)
   for suffix in suffixes:

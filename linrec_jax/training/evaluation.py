@@ -54,7 +54,8 @@ class Evaluator:
   Under the full-ranking protocol every pass gives both protocols from the
   same scores: the metrics with the user's history kept in the ranking (as
   RecBole), the same names suffixed `metrics.HISTORY_EXCLUDED` with it
-  excluded (as SASRec+ and LRURec), and `metrics.SEEN_AT_10`.
+  excluded (as SASRec+ and LRURec), `metrics.SEEN_AT_10` and
+  `metrics.SEEN_INPUT_AT_10`.
 
   Attributes:
     stage: "valid" or "test".

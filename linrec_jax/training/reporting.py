@@ -35,11 +35,18 @@ def format_metrics(
   return "  ".join(f"{name} {metrics[name]:.4f}" for name in names)
 
 
+# Seen items of the top 10 that are in the model's input (runs from before
+# it was measured lack it).
+SEEN_INPUT = "seen_input@10"
+
+
 def format_headline(metrics: dict[str, float]) -> str:
   """The headline metrics, history kept, then excluded when present."""
   line = format_metrics(metrics)
   if all(name in metrics for name in HEADLINE_EXCLUDED):
     line += " | " + format_metrics(metrics, HEADLINE_EXCLUDED)
+    if SEEN_INPUT in metrics:
+      line += "  " + format_metrics(metrics, (SEEN_INPUT,))
   return line
 
 

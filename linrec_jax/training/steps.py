@@ -261,7 +261,8 @@ def make_eval_step(
     protocol: "full" ranks the target among all items; when the batch
       carries `history` `[B, M]` it adds, from the same scores, the metrics
       with the history excluded (names ending in
-      `metrics.HISTORY_EXCLUDED`) and `metrics.SEEN_AT_10`;
+      `metrics.HISTORY_EXCLUDED`), `metrics.SEEN_AT_10` and
+      `metrics.SEEN_INPUT_AT_10`;
       "uni100"/"pop100" rank it among the batch's `negatives` `[B, S]`.
     ks: cut-offs of the metrics.
     axis_name: the pmap axis, or None under jit.
@@ -286,6 +287,9 @@ def make_eval_step(
             metrics.history_excluded_metrics(
                 scores, batch["targets"], batch["history"], ks
             )
+        )
+        per_example[metrics.SEEN_INPUT_AT_10] = metrics.seen_input_in_top(
+            scores, batch["inputs"]
         )
     else:
       per_example = metrics.rank_metrics(

@@ -717,7 +717,8 @@ def _protocol_description(config: TrainConfig) -> str:
         f"both protocols: user history kept (metric names as is) and "
         f"excluded (names ending in {metrics.HISTORY_EXCLUDED}), "
         f"{metrics.SEEN_AT_10} = seen items in the top 10 with the "
-        f"history kept; best epoch by {early_stop_metric(config)}"
+        f"history kept, {metrics.SEEN_INPUT_AT_10} = those of them in the "
+        f"model's input; best epoch by {early_stop_metric(config)}"
     )
   else:
     history = "user history kept"
