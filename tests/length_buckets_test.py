@@ -9,8 +9,8 @@ from linrec_jax import data
 from linrec_jax import losses
 from linrec_jax.constants import PAD_ID
 from linrec_jax.layers.config import EncoderConfig
+from linrec_jax.layers.encoder import gather_rows
 from linrec_jax.models import SASRec
-from linrec_jax.training import steps
 
 MAX_LEN, BUCKET, BATCH = 12, 4, 4
 # Item ids are 1..n in order, so a real row is a run of consecutive ids.
@@ -122,7 +122,7 @@ def test_cropped_batch_gives_the_padded_loss_and_gradients(attention, mode):
 
   def loss(params, batch):
     states = model.apply({"params": params}, batch["inputs"])
-    picked = steps.gather_positions(states, batch["positions"])
+    picked = gather_rows(states, batch["positions"])
     logits = model.apply({"params": params}, picked, method="logits")
     return losses.safe_mean(*losses.cross_entropy(logits, batch["targets"]))
 

@@ -22,12 +22,13 @@ Scored positions: a loss or a ranking that reads the output at a few
 positions per row (prefix samples: one; cloze: a fifth) passes them as
 ``positions`` ``[B, T]``, and the last block computes only there. Its
 attention still reads every position as keys and values; its queries are
-the T rows for the variants that take them (``attention.QUERY_ROW_VARIANTS``:
-softmax, non-causal LinRec) and every position for the others (then the
-output is gathered); the output projection, the residuals, both
-LayerNorms, the feed-forward network and both dropouts act on the T rows. Without dropout this equals
-the whole computation gathered at ``positions``; with dropout the masks of
-the last block are drawn for ``[B, T, D]`` and so differ from the whole
+the T rows for the variants that take them
+(``attention.QUERY_ROW_VARIANTS``: softmax, non-causal LinRec) and every
+position for the others (then the output is gathered); the output
+projection, the residuals, both LayerNorms, the feed-forward network and
+both dropouts act on the T rows. Without dropout this equals the whole
+computation gathered at ``positions``; with dropout the masks of the last
+block are drawn for ``[B, T, D]`` and so differ from the whole
 computation's (same distribution).
 
 Every module takes the one `EncoderConfig` (validated when it is built).
@@ -59,7 +60,7 @@ STATE = 'kv'
 
 
 def gather_rows(x, positions):
-  """Picks ``x`` ``[B, L, ...]`` at ``positions`` int ``[B, T]``: ``[B, T, ...]``."""
+  """``x`` ``[B, L, ...]`` at ``positions`` int ``[B, T]``: ``[B, T, ...]``."""
   index = positions.reshape(positions.shape + (1,) * (x.ndim - 2))
   return jnp.take_along_axis(x, index, axis=1)
 

@@ -59,8 +59,7 @@ def score_histories(trained, histories, engine="full") -> np.ndarray:
 @functools.partial(jax.jit, static_argnums=0)
 def _full_scores(model, params, inputs, lengths):
   last = model.apply({"params": params}, inputs, positions=lengths[:, None] - 1)
-  last = last[:, 0]
-  return model.apply({"params": params}, last, method="logits")
+  return model.apply({"params": params}, last[:, 0], method="logits")
 
 
 def top_items(scores, k, exclude=None):

@@ -25,6 +25,7 @@ import optax
 from linrec_jax import losses
 from linrec_jax import metrics
 from linrec_jax.constants import PAD_ID
+from linrec_jax.layers.encoder import gather_rows
 
 Batch = dict[str, jax.Array]
 
@@ -49,16 +50,6 @@ def create_train_state(
   )
 
 
-def gather_positions(states: jax.Array, positions: jax.Array) -> jax.Array:
-  """Picks states `[B, L, D]` at `positions` `[B, T]` (or `[B]`).
-
-  Returns `[B, T, D]` (or `[B, D]`).
-  """
-  index = positions.reshape(positions.shape[0], -1)[..., None]
-  picked = jnp.take_along_axis(states, index, axis=1)
-  return picked.reshape(positions.shape + states.shape[-1:])
-
-
 def scored_states(model, variables, inputs, positions, **kwargs):
   """The model's states `[B, T, D]` at `positions` `[B, T]` (or `[B, D]` at
   `[B]`) of `inputs` `[B, L]`.
@@ -72,7 +63,7 @@ def scored_states(model, variables, inputs, positions, **kwargs):
   if rows.shape[1] < inputs.shape[1]:
     picked = model.apply(variables, inputs, positions=rows, **kwargs)
   else:
-    picked = gather_positions(model.apply(variables, inputs, **kwargs), rows)
+    picked = gather_rows(model.apply(variables, inputs, **kwargs), rows)
   return picked.reshape(positions.shape + picked.shape[-1:])
 
 
