@@ -11,6 +11,8 @@ missing dataset is a failure: CI must not pass by skipping everything.
 
 import os
 import pathlib
+import shutil
+import tempfile
 
 import pytest
 
@@ -23,6 +25,26 @@ if _FAST_COMPILE not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (
       os.environ.get("XLA_FLAGS", "") + " " + _FAST_COMPILE
   ).strip()
+
+# Many tests, and the training programs they start, compile the same small
+# programs (the tiny preset's steps, the evaluation sums). One compilation
+# cache for the whole session, inherited by the pytest-xdist workers and
+# every subprocess, compiles each once; XLA keys an entry by the program,
+# its flags and the backend, so a hit runs the same computation. A cache
+# named by the caller is used as it is.
+_SESSION_CACHE = None
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _SESSION_CACHE = tempfile.mkdtemp(prefix="linrec_jax_test_compilations_")
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _SESSION_CACHE
+  os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+  os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+
+
+def pytest_unconfigure(config):  # pylint: disable=unused-argument
+  """Removes the session's compilation cache (in the process that made it)."""
+  if _SESSION_CACHE:
+    shutil.rmtree(_SESSION_CACHE, ignore_errors=True)
+
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 DATA_DIR_ENV = "LINREC_DATA_DIR"

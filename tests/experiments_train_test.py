@@ -223,10 +223,14 @@ def test_rerun_with_another_model_stops_and_keeps_the_checkpoints(
 def _kill_when(args, should_kill, delay_s: float) -> tuple[int, str]:
   """Starts a run and SIGKILLs it `delay_s` after a stdout line for which
   `should_kill(line)` holds; returns its exit status and what it printed."""
+  # A process killed while it writes an entry of the suite's compilation
+  # cache (conftest.py) would leave it truncated: this one compiles alone.
+  env = _env()
+  env.pop("JAX_COMPILATION_CACHE_DIR", None)
   process = subprocess.Popen(
       _command(*args),
       cwd=REPO_ROOT,
-      env=_env(),
+      env=env,
       stdout=subprocess.PIPE,
       stderr=subprocess.DEVNULL,
       text=True,

@@ -48,6 +48,11 @@ def _parse():
       default="1,2,4,8",
       help="steps mode: device counts of the ce cases",
   )
+  parser.add_argument(
+      "--launchers",
+      default="pmap,mesh",
+      help="steps mode: the launchers checked",
+  )
   return parser.parse_args()
 
 
@@ -214,10 +219,15 @@ def check_steps() -> dict:
   model, tx = _model(dropout=0.1), optax.adam(1e-2)
   batches, eval_batch = _train_batches(STEPS), _eval_batch()
   counts = [int(n) for n in ARGS.device_counts.split(",")]
-  cases = [(kind, n, "ce", 1) for kind in ("pmap", "mesh") for n in counts]
-  cases += [("pmap", 4, "sampled", 1), ("mesh", 4, "sampled", 1)]
+  kinds = ARGS.launchers.split(",")
+  cases = [(kind, n, "ce", 1) for kind in kinds for n in counts]
+  cases += [(kind, 4, "sampled", 1) for kind in kinds]
   # Gradient accumulation: 2 chunks of each device's 4 rows, same update.
-  cases += [("mesh", 4, "ce", 2), ("pmap", 4, "sampled", 2)]
+  cases += [
+      case
+      for case in (("mesh", 4, "ce", 2), ("pmap", 4, "sampled", 2))
+      if case[0] in kinds
+  ]
   references = {}
   for kind, n, loss, microbatches in cases:
     if loss not in references:
@@ -259,7 +269,7 @@ def check_steps() -> dict:
       model, tx, jax.random.PRNGKey(0), MAX_LEN
   ).params
   expected = reference_loss.global_mean_loss_grads(model, params, batch)
-  for kind in ("pmap", "mesh"):
+  for kind in kinds:
     state, _ = _distributed(
         kind, jax.devices()[:4], model, tx, [batch], eval_batch
     )
