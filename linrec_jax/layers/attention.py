@@ -460,7 +460,8 @@ def softmax(
     causal: whether position t sees only positions <= t.
     weights_dropout: optional function applied to the attention weights
       `[B, H, L, M]` before they average the values: RecBole's attention
-      dropout (e.g. a bound `flax.linen.Dropout`). None leaves them as is.
+      dropout (e.g. a bound `linrec_jax.layers.dropout.Dropout`). None
+      leaves them as is.
     query_positions: optional int `[B, T]`: `query` holds the queries of
       these positions alone, `[B, T, H, K]` (a causal query sees the keys
       up to its position), and the result is the rows of the whole output

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 
 from linrec_jax.constants import PAD_ID
 from linrec_jax.layers.config import EncoderConfig
+from linrec_jax.layers.dropout import Dropout
 
 INIT_STD = 0.02
 # N(0, 0.02) for embeddings and dense kernels, as RecBole's `_init_weights`.
@@ -76,7 +77,7 @@ class SequenceEmbedding(nn.Module):
         'positions', normal_init, (config.max_len, config.hidden)
     )
     self.norm = nn.LayerNorm(epsilon=config.ln_eps)
-    self.drop = nn.Dropout(rate=config.dropout)
+    self.drop = Dropout(rate=config.dropout)
     self.next_positions = NextPositions(config)
 
   def __call__(self, inputs, deterministic=True, decode=False):

@@ -42,6 +42,7 @@ import jax.numpy as jnp
 
 from linrec_jax.layers import attention as attention_lib
 from linrec_jax.layers.config import EncoderConfig
+from linrec_jax.layers.dropout import Dropout
 from linrec_jax.layers.embeddings import normal_init
 
 ACTIVATIONS = {
@@ -140,7 +141,7 @@ class MultiHeadAttention(nn.Module):
       out = self._step(query, key, value, mask, options.get('decay_logit'))
     else:
       if config.attention_dropout > 0 and not deterministic:
-        drop = nn.Dropout(rate=config.attention_dropout)
+        drop = Dropout(rate=config.attention_dropout)
         options['weights_dropout'] = lambda w: drop(w, deterministic=False)
       attend = attention_lib.VARIANTS[config.attention]
       out = attend(
@@ -233,7 +234,7 @@ class TransformerBlock(nn.Module):
         lambda h: attend(h, attn_mask, deterministic, decode, positions),
         FeedForward(config, name='ffn'),
     )
-    drop = nn.Dropout(rate=config.dropout)
+    drop = Dropout(rate=config.dropout)
     for i, sublayer in enumerate(sublayers):
       norm = nn.LayerNorm(epsilon=config.ln_eps, name=f'norm{i}')
       # After the attention, the residual stream is the scored rows alone.
