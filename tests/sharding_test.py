@@ -110,6 +110,10 @@ def test_launchers_on_1_2_4_8_devices_match_one_device():
   _check_launchers((1, 2, 4, 8))
 
 
+# Checkpoints are plain arrays (checkpointing_test.py) and a killed run
+# resumes to the same metrics (experiments_train_test.py); this one changes
+# the device count too, three runs of two epochs: slow.
+@pytest.mark.slow
 def test_save_on_4_devices_resume_on_2_matches_a_2_device_run(
     prepared_root, tmp_path
 ):

@@ -255,7 +255,10 @@ def _assert_metrics_in_range(metrics, both_protocols=True):
     "protocol, described",
     [
         ("uni100", "100 uniform negatives"),
-        ("pop100", "100 popularity negatives"),
+        # The same path with another sampler (negatives_test.py): slow.
+        pytest.param(
+            "pop100", "100 popularity negatives", marks=pytest.mark.slow
+        ),
     ],
 )
 def test_sampled_protocols_run_end_to_end(
@@ -323,6 +326,9 @@ def test_stop_reason_names_max_steps(sample_dir, tmp_path):
   assert results["stop_reason"] == "max_steps"
 
 
+# steps_test.py checks the accumulated update against the whole batch's
+# (dropout on) and sharding_test.py on 4 devices; this is the whole run.
+@pytest.mark.slow
 def test_microbatches_reach_the_same_metrics(sample_dir, tmp_path):
   quiet = lambda line: None
   whole = train.train_and_evaluate(
