@@ -28,6 +28,11 @@ JAX measured on this machine at the start and the end of the same run
 (the better of the two). The padded layouts' losses are compared on the
 same batch and state: blockwise scoring must give the same loss.
 
+`cpu_preset` times today's `cpu` preset the same way (batch 32, 2 heads,
+FFN 256, its length buckets, blockwise scores, attention-weight dropout for
+softmax): the step whose share of the matmul peak the throughput issue
+asks about.
+
   python -m experiments.benchmark_epoch --output=benchmarks/epoch_cpu.json
 """
 
@@ -167,6 +172,60 @@ def measure(seqs, attention, bucket, sample, repeats):
   return report
 
 
+def measure_preset(seqs, attention, sample, repeats):
+  """Today's `cpu` preset as it trains (batch 32, its length buckets,
+  blockwise scores): mean step time, epoch estimate and useful FLOP rate
+  over `sample` random batches of an epoch, each timed `repeats` times
+  after every batch width is compiled."""
+  preset = configs.get_config(
+      'cpu', dataset='ml-1m', model='sasrec', attention=attention
+  )
+  config = configs.to_train_config(preset.to_dict())
+  model = models.make_model(config, seqs.num_items)
+  state, step = bench_common.train_setup(
+      model, seqs.num_items, lr=config.lr, score_block_rows=losses.BLOCK_ROWS
+  )
+  loader = data.TrainBatches(
+      seqs,
+      mode=config.train_mode,
+      max_len=config.max_len,
+      batch_size=config.batch_size,
+      seed=config.seed,
+      windows_per_user=config.windows_per_user,
+      length_bucket=config.length_bucket,
+  )
+  rng = jax.random.key(1)
+  epoch = [loader.batch(0, i) for i in range(loader.num_batches)]
+  widths = sorted({b['inputs'].shape[1] for b in epoch})
+  for width in widths:
+    _, state = _time(
+        step,
+        state,
+        next(b for b in epoch if b['inputs'].shape[1] == width),
+        rng,
+    )
+  picked = np.random.default_rng(0).choice(len(epoch), sample, replace=False)
+  times, flops = [], []
+  for _ in range(repeats):
+    for index in picked:
+      seconds, state = _time(step, state, epoch[index], rng)
+      times.append(seconds)
+      flops.append(
+          bench_common.useful_train_flops(epoch[index], config, seqs.num_items)
+      )
+  return {
+      'batch_size': config.batch_size,
+      'length_bucket': config.length_bucket,
+      'heads': config.heads,
+      'ffn': config.ffn,
+      'attention_dropout': config.attention_dropout,
+      'batches_per_epoch': len(epoch),
+      'mean_step_s': statistics.fmean(times),
+      'epoch_s': statistics.fmean(times) * len(epoch),
+      'useful_gflops_per_s': sum(flops) / sum(times) / 1e9,
+  }
+
+
 def main(argv):
   del argv
   data_dir = datasets.prepared_dir('ml-1m', _DATA_ROOT.value, _PREPARED.value)
@@ -179,12 +238,16 @@ def main(argv):
       'sample': _SAMPLE.value,
       'repeats': _REPEATS.value,
       'cells': {},
+      'cpu_preset': {},
   }
   for attention in _ATTENTIONS.value:
     cell = measure(
         seqs, attention, _BUCKET.value, _SAMPLE.value, _REPEATS.value
     )
     result['cells'][attention] = cell
+    result['cpu_preset'][attention] = measure_preset(
+        seqs, attention, _SAMPLE.value, _REPEATS.value
+    )
   peaks.append(bench_common.measure_matmul_peak())
   peak = max(p['gflops'] for p in peaks)
   result['matmul_peak'] = {'runs': peaks, 'gflops': peak}
@@ -204,6 +267,16 @@ def main(argv):
         f'{peak:.0f} GFLOP/s matmul peak; same-batch loss '
         f"{cell['same_batch_loss']['padded_whole_scores']:.6f} (whole) / "
         f"{cell['same_batch_loss']['padded']:.6f} (blockwise)",
+        flush=True,
+    )
+  for attention, cell in result['cpu_preset'].items():
+    cell['share_of_matmul_peak'] = cell['useful_gflops_per_s'] / peak
+    print(
+        f"{attention}, today's cpu preset (batch {cell['batch_size']}, "
+        f"buckets of {cell['length_bucket']}): {cell['mean_step_s']:.3f} s "
+        f"a step, epoch {cell['epoch_s']:.0f} s; useful "
+        f"{cell['useful_gflops_per_s']:.1f} GFLOP/s = "
+        f"{100 * cell['share_of_matmul_peak']:.1f} % of the matmul peak",
         flush=True,
     )
   result['load_avg_at_end'] = bench_common.load_avg()
