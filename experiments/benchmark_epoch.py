@@ -52,6 +52,7 @@ from linrec_jax import losses
 from linrec_jax import models
 from linrec_jax.cli import bench_common
 from linrec_jax.constants import PAD_ID
+from linrec_jax.training import train
 
 _ATTENTIONS = flags.DEFINE_list(
     'attentions', ['linrec', 'softmax'], 'Attention variants.'
@@ -185,15 +186,7 @@ def measure_preset(seqs, attention, sample, repeats):
   state, step = bench_common.train_setup(
       model, seqs.num_items, lr=config.lr, score_block_rows=losses.BLOCK_ROWS
   )
-  loader = data.TrainBatches(
-      seqs,
-      mode=config.train_mode,
-      max_len=config.max_len,
-      batch_size=config.batch_size,
-      seed=config.seed,
-      windows_per_user=config.windows_per_user,
-      length_bucket=config.length_bucket,
-  )
+  loader = train.make_loader(config, seqs, model)
   rng = jax.random.key(1)
   epoch = [loader.batch(0, i) for i in range(loader.num_batches)]
   widths = sorted({b['inputs'].shape[1] for b in epoch})

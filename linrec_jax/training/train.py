@@ -62,6 +62,26 @@ def _mask_token(model) -> int | None:
   return getattr(model, "mask_token", None)
 
 
+def make_loader(config: TrainConfig, seqs, model) -> data.TrainBatches:
+  """The training batches of a run: `config`'s sampling of `seqs` (a
+  loaded prepared dataset) for `model` (its mask token, if any)."""
+  return data.TrainBatches(
+      seqs,
+      mode=config.train_mode,
+      max_len=config.max_len,
+      batch_size=config.batch_size,
+      seed=config.seed,
+      pad_side=config.pad_side,
+      windows_per_user=config.windows_per_user,
+      mask_prob=config.mask_prob,
+      mask_token=_mask_token(model),
+      max_predictions=config.max_predictions or None,
+      mask_last_prob=config.mask_last_prob,
+      length_bucket=config.length_bucket,
+      window_stride=config.window_stride,
+  )
+
+
 class NonFiniteError(ArithmeticError):
   """A training step produced a non-finite loss, gradient or parameter."""
 
@@ -129,21 +149,7 @@ def train_and_evaluate(
   sharding.check_divisible(
       config.eval_batch_size, len(devices), "eval_batch_size"
   )
-  loader = data.TrainBatches(
-      seqs,
-      mode=config.train_mode,
-      max_len=config.max_len,
-      batch_size=config.batch_size,
-      seed=config.seed,
-      pad_side=config.pad_side,
-      windows_per_user=config.windows_per_user,
-      mask_prob=config.mask_prob,
-      mask_token=_mask_token(model),
-      max_predictions=config.max_predictions or None,
-      mask_last_prob=config.mask_last_prob,
-      length_bucket=config.length_bucket,
-      window_stride=config.window_stride,
-  )
+  loader = make_loader(config, seqs, model)
   steps_per_epoch = loader.num_batches
   if steps_per_epoch == 0:
     raise ValueError(
