@@ -94,6 +94,18 @@ def _time(step, state, batch, rng):
   return time.perf_counter() - start, state
 
 
+def _compile_widths(step, state, epoch, rng):
+  """Runs one batch of each width of `epoch` (compiling each); the state."""
+  for width in sorted({b['inputs'].shape[1] for b in epoch}):
+    _, state = _time(
+        step,
+        state,
+        next(b for b in epoch if b['inputs'].shape[1] == width),
+        rng,
+    )
+  return state
+
+
 def measure(seqs, attention, bucket, sample, repeats):
   """Per-layout step times, epoch estimates, FLOP rates and slots."""
   preset = configs.get_config(
@@ -130,18 +142,9 @@ def measure(seqs, attention, bucket, sample, repeats):
   states = {}
   for name, (loader, step) in layouts.items():
     epoch = [loader.batch(0, i) for i in range(batches)]
-    widths = sorted({b['inputs'].shape[1] for b in epoch})
-    state = fresh_state
-    for width in widths:  # Compile every shape before timing.
-      _, state = _time(
-          step,
-          state,
-          next(b for b in epoch if b['inputs'].shape[1] == width),
-          rng,
-      )
-    states[name] = state
+    states[name] = _compile_widths(step, fresh_state, epoch, rng)
     report[name] = {
-        'widths': widths,
+        'widths': sorted({b['inputs'].shape[1] for b in epoch}),
         'slots_per_epoch': int(sum(b['inputs'].size for b in epoch)),
         'real_targets_per_epoch': int(
             sum((b['targets'] != PAD_ID).sum() for b in epoch)
@@ -189,23 +192,17 @@ def measure_preset(seqs, attention, sample, repeats):
   loader = train.make_loader(config, seqs, model)
   rng = jax.random.key(1)
   epoch = [loader.batch(0, i) for i in range(loader.num_batches)]
-  widths = sorted({b['inputs'].shape[1] for b in epoch})
-  for width in widths:
-    _, state = _time(
-        step,
-        state,
-        next(b for b in epoch if b['inputs'].shape[1] == width),
-        rng,
-    )
+  state = _compile_widths(step, state, epoch, rng)
   picked = np.random.default_rng(0).choice(len(epoch), sample, replace=False)
-  times, flops = [], []
+  times = []
   for _ in range(repeats):
     for index in picked:
       seconds, state = _time(step, state, epoch[index], rng)
       times.append(seconds)
-      flops.append(
-          bench_common.useful_train_flops(epoch[index], config, seqs.num_items)
-      )
+  flops = repeats * sum(
+      bench_common.useful_train_flops(epoch[index], config, seqs.num_items)
+      for index in picked
+  )
   return {
       'batch_size': config.batch_size,
       'length_bucket': config.length_bucket,
@@ -215,7 +212,7 @@ def measure_preset(seqs, attention, sample, repeats):
       'batches_per_epoch': len(epoch),
       'mean_step_s': statistics.fmean(times),
       'epoch_s': statistics.fmean(times) * len(epoch),
-      'useful_gflops_per_s': sum(flops) / sum(times) / 1e9,
+      'useful_gflops_per_s': flops / sum(times) / 1e9,
   }
 
 

@@ -2,6 +2,7 @@
 
 import json
 
+from linrec_jax import metrics
 from linrec_jax.training import reporting
 
 METRICS = {"hit@10": 0.5, "ndcg@10": 0.25, "mrr@10": 0.125}
@@ -59,3 +60,14 @@ def test_runs_without_tensorboardx(tmp_path, monkeypatch):
       history
   )
   assert (tmp_path / "results.json").is_file()
+
+
+def test_headline_names_are_the_metrics_names():
+  # reporting spells the names out (it stays free of JAX for compare_runs);
+  # they must be the ones the evaluation writes.
+  assert reporting.HEADLINE_EXCLUDED[-1] == metrics.SEEN_AT_10
+  assert reporting.SEEN_INPUT == metrics.SEEN_INPUT_AT_10
+  assert all(
+      name.endswith(metrics.HISTORY_EXCLUDED)
+      for name in reporting.HEADLINE_EXCLUDED[:-1]
+  )
