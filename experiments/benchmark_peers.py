@@ -1,6 +1,6 @@
 r"""Training step of linrec_jax beside RecBole 1.1.1 (PyTorch), cell by cell.
 
-Four implementations of SASRec at the official LinRec size (hidden 128, 8
+Five implementations of SASRec at the official LinRec size (hidden 128, 8
 heads, 2 layers, FFN 256, dropout 0.2, ML-1M's 3,416 items, float32):
 
 - `recbole_linrec`: RecBole's SASRec with its attention core replaced by
@@ -11,6 +11,9 @@ heads, 2 layers, FFN 256, dropout 0.2, ML-1M's 3,416 items, float32):
   no padding mask (the official setup).
 - `jax_softmax`: the same with causal softmax and the padding mask
   (RecBole's softmax SASRec).
+- `jax_linrec_causal`: `jax_linrec` made causal, with the padding mask (the
+  library's SASRec default): the table's last ratio is what causality
+  costs the step.
 
 A step is one training update on one batch of prefix samples (history ->
 next item; the loss is the full cross-entropy over the catalogue at each
@@ -18,7 +21,7 @@ row's last real position): forward with dropout, backward, Adam (lr 1e-3).
 RecBole: `zero_grad`, `calculate_loss`, `backward`, `Adam.step` with torch
 on `--threads` threads; linrec_jax: the jitted, AOT-compiled
 `linrec_jax.training.steps.make_train_step` with optax Adam, waited on with
-`block_until_ready`. All four read the same batch (random item ids,
+`block_until_ready`. All five read the same batch (random item ids,
 right-padded, prefix lengths drawn from ML-1M's prefix samples clipped at
 N). Every cell and implementation runs in a fresh process
 (`bench_common.run_isolated`); the two sides of each comparison run one
@@ -36,9 +39,9 @@ cost analysis of the compiled JAX step (padding included), `gflops_per_s`
 is that over `seconds`, and `share_of_matmul_peak` divides it by the best
 of the jitted 2048^3 float32 matmul rates measured in JAX at the start and
 the end of the same run (XLA counts a loop body once: a step with loops
-would be undercounted). Memory limits: a JAX cell whose temporaries and
-outputs in XLA's memory analysis exceed `--memory_fraction` of the
-machine's available memory (`MemAvailable`, after what other processes
+is undercounted, as `jax_linrec_causal`'s chunked scan is). Memory limits:
+a JAX cell whose temporaries and outputs in XLA's memory analysis exceed
+`--memory_fraction` of the machine's available memory (`MemAvailable`, after what other processes
 hold) is not run; a PyTorch cell is not run when a smaller batch's measured
 peak at the same N, scaled linearly in the batch (an overestimate), exceeds
 that fraction of the machine's total memory; any cell that takes
@@ -78,6 +81,7 @@ IMPLS = {  # name -> (side, attention, causal, mask_padding)
     'recbole_softmax': ('torch', 'softmax', True, True),
     'jax_linrec': ('jax', 'linrec', False, False),
     'jax_softmax': ('jax', 'softmax', True, True),
+    'jax_linrec_causal': ('jax', 'linrec', True, True),
 }
 DEFAULT_CELLS = ['200x256', '1000x32', '2000x8', '200x2048']
 SEED = 2000
@@ -161,10 +165,13 @@ def run_order(cells, impls):
   """`(impl, n, batch)` in the order run: pair by pair, then cell by cell.
 
   The two sides of a comparison (`peer_report.PAIRS`) run back to back, so
-  they see about the same load from other processes, and the LinRec pair
-  goes through all cells before the softmax pair.
+  they see about the same load from other processes, causal LinRec right
+  after the non-causal one it is compared with (`peer_report.CAUSAL`), and
+  the LinRec group goes through all cells before the softmax pair.
   """
   groups = [list(pair[::-1]) for pair in peer_report.PAIRS.values()]
+  causal, non_causal = peer_report.CAUSAL
+  next(g for g in groups if non_causal in g).append(causal)
   groups.append([i for i in impls if not any(i in g for g in groups)])
   return [
       (impl, n, batch)

@@ -12,12 +12,15 @@ LABELS = {
     'recbole_softmax': 'RecBole softmax',
     'jax_linrec': 'linrec_jax linrec',
     'jax_softmax': 'linrec_jax softmax',
+    'jax_linrec_causal': 'linrec_jax causal linrec',
 }
 # (ours, peer) pairs compared in the ratios.
 PAIRS = {
     'linrec': ('jax_linrec', 'recbole_linrec'),
     'softmax': ('jax_softmax', 'recbole_softmax'),
 }
+# (causal, non-causal): what causality costs linrec_jax's LinRec step.
+CAUSAL = ('jax_linrec_causal', 'jax_linrec')
 DOES_NOT_FIT = 'does_not_fit'
 
 
@@ -54,6 +57,28 @@ def ratios(records):
   return out
 
 
+def causal_costs(records):
+  """Per cell: causal LinRec's step time and peak RSS over non-causal's.
+
+  Returns:
+    A list of dicts `n`, `batch`, `time_ratio` (> 1: the causal step is
+    slower) and `memory_ratio`, for the cells where both measured 'ok'.
+  """
+  out = []
+  for (n, batch), impls in by_cell(records).items():
+    a, b = (impls.get(i) for i in CAUSAL)
+    if a and b and a['status'] == b['status'] == 'ok':
+      out.append(
+          dict(
+              n=n,
+              batch=batch,
+              time_ratio=a['seconds'] / b['seconds'],
+              memory_ratio=a['peak_rss_gib'] / b['peak_rss_gib'],
+          )
+      )
+  return out
+
+
 def describe(record):
   """'1.61 s, 2.52 GiB', or what kept the cell from a result."""
   if record is None:
@@ -83,12 +108,14 @@ def markdown_table(records):
       + [
           'linrec: speedup, memory',
           'softmax: speedup, memory',
+          'causal linrec / linrec: time, memory',
           'linrec_jax linrec GFLOP/s (% peak)',
           'linrec_jax softmax GFLOP/s (% peak)',
       ]
   )
   lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
   found = {(q['n'], q['batch'], q['pair']): q for q in ratios(records)}
+  causal = {(c['n'], c['batch']): c for c in causal_costs(records)}
   for (n, batch), cell in by_cell(records).items():
     padding = next(
         (r['padding_share'] for r in cell.values() if 'padding_share' in r),
@@ -99,6 +126,8 @@ def markdown_table(records):
     for pair in PAIRS:
       q = found.get((n, batch, pair))
       row.append(f'{q["speedup"]:.2f}x, {q["memory_ratio"]:.2f}x' if q else '')
+    c = causal.get((n, batch))
+    row.append(f'{c["time_ratio"]:.2f}x, {c["memory_ratio"]:.2f}x' if c else '')
     row += [_flops(cell.get('jax_linrec')), _flops(cell.get('jax_softmax'))]
     lines.append('| ' + ' | '.join(row) + ' |')
   return '\n'.join(lines)

@@ -90,8 +90,10 @@ def test_run_order_puts_each_comparison_back_to_back():
   assert order == [
       ('recbole_linrec', 200, 256),
       ('jax_linrec', 200, 256),
+      ('jax_linrec_causal', 200, 256),
       ('recbole_linrec', 1000, 32),
       ('jax_linrec', 1000, 32),
+      ('jax_linrec_causal', 1000, 32),
       ('recbole_softmax', 200, 256),
       ('jax_softmax', 200, 256),
       ('recbole_softmax', 1000, 32),
@@ -163,6 +165,7 @@ def test_ratios_and_table_by_hand():
           share_of_matmul_peak=0.2,
       ),
       _record('jax_softmax', 200, 256, 3.0, 5.0, padding_share=0.25),
+      _record('jax_linrec_causal', 200, 256, 0.7, 1.8, padding_share=0.25),
       _record('recbole_softmax', 200, 2048, status=peer_report.DOES_NOT_FIT),
       _record('jax_linrec', 200, 2048, 4.0, 9.0),
   ]
@@ -174,10 +177,15 @@ def test_ratios_and_table_by_hand():
   assert found[200, 256, 'linrec']['memory_ratio'] == pytest.approx(0.5)
   assert found[200, 256, 'softmax']['speedup'] == pytest.approx(2.0)
   assert found[200, 256, 'softmax']['memory_ratio'] == pytest.approx(1.25)
+  (causal,) = peer_report.causal_costs(records)
+  assert (causal['n'], causal['batch']) == (200, 256)
+  assert causal['time_ratio'] == pytest.approx(1.4)
+  assert causal['memory_ratio'] == pytest.approx(1.2)
   table = peer_report.markdown_table(records).splitlines()
   assert len(table) == 4  # Head, rule, two cells.
   assert table[2].startswith('| 200, 256 | 25 % | 2 s, 3.00 GiB |')
-  assert '| 4.00x, 0.50x | 2.00x, 1.25x | 40 (20 %) |' in table[2]
+  assert '| 0.7 s, 1.80 GiB |' in table[2]
+  assert '| 4.00x, 0.50x | 2.00x, 1.25x | 1.40x, 1.20x | 40 (20 %) |' in table[2]
   assert 'does not fit' in table[3] and '4 s, 9.00 GiB' in table[3]
   records[0]['cpu_seconds'] = 3.5
   cpu = peer_report.cpu_table(records).splitlines()
