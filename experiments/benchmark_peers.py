@@ -12,8 +12,8 @@ heads, 2 layers, FFN 256, dropout 0.2, ML-1M's 3,416 items, float32):
 - `jax_softmax`: the same with causal softmax and the padding mask
   (RecBole's softmax SASRec).
 - `jax_linrec_causal`: `jax_linrec` made causal, with the padding mask (the
-  library's SASRec default): the table's last ratio is what causality
-  costs the step.
+  library's SASRec default): the table's "causal linrec / linrec" column
+  is what causality costs the step.
 
 A step is one training update on one batch of prefix samples (history ->
 next item; the loss is the full cross-entropy over the catalogue at each
@@ -41,12 +41,12 @@ of the jitted 2048^3 float32 matmul rates measured in JAX at the start and
 the end of the same run (XLA counts a loop body once: a step with loops
 is undercounted, as `jax_linrec_causal`'s chunked scan is). Memory limits:
 a JAX cell whose temporaries and outputs in XLA's memory analysis exceed
-`--memory_fraction` of the machine's available memory (`MemAvailable`, after what other processes
-hold) is not run; a PyTorch cell is not run when a smaller batch's measured
-peak at the same N, scaled linearly in the batch (an overestimate), exceeds
-that fraction of the machine's total memory; any cell that takes
-`MemAvailable` below `--min_free_gib` is killed. All three are recorded as
-'does_not_fit' with the reason.
+`--memory_fraction` of the machine's available memory (`MemAvailable`,
+after what other processes hold) is not run; a PyTorch cell is not run
+when a smaller batch's measured peak at the same N, scaled linearly in the
+batch (an overestimate), exceeds that fraction of the machine's total
+memory; any cell that takes `MemAvailable` below `--min_free_gib` is
+killed. All three are recorded as 'does_not_fit' with the reason.
 
   python -m experiments.benchmark_peers    # all cells: ~20 min idle, ~1 h loaded
   python -m experiments.benchmark_peers --cells=200x256 --impls=jax_linrec

@@ -32,6 +32,13 @@ def by_cell(records):
   return cells
 
 
+def _both_ok(impls, first, second):
+  """`(record of first, record of second)` from one cell's `{impl: record}`
+  when both measured 'ok', else None."""
+  a, b = impls.get(first), impls.get(second)
+  return (a, b) if a and b and a['status'] == b['status'] == 'ok' else None
+
+
 def ratios(records):
   """Per cell and pair: peer time / our time and our memory / peer memory.
 
@@ -43,8 +50,8 @@ def ratios(records):
   out = []
   for (n, batch), impls in by_cell(records).items():
     for pair, (ours, peer) in PAIRS.items():
-      a, b = impls.get(ours), impls.get(peer)
-      if a and b and a['status'] == b['status'] == 'ok':
+      if both := _both_ok(impls, ours, peer):
+        a, b = both
         out.append(
             dict(
                 n=n,
@@ -66,8 +73,8 @@ def causal_costs(records):
   """
   out = []
   for (n, batch), impls in by_cell(records).items():
-    a, b = (impls.get(i) for i in CAUSAL)
-    if a and b and a['status'] == b['status'] == 'ok':
+    if both := _both_ok(impls, *CAUSAL):
+      a, b = both
       out.append(
           dict(
               n=n,
