@@ -101,8 +101,8 @@ def blockwise_cross_entropy(
   the real targets, not the padding. Under differentiation one pass over
   the blocks gives the loss and its gradient together (the loss is a
   scalar, so its gradient is the gradient at cotangent 1, scaled): each
-  block's scores are computed once, turned into `softmax - one_hot(target)`
-  and multiplied back, with no scatter and no `[R, V]` tensor. Values equal
+  block's scores are computed once, their softmax multiplied back and the
+  target rows subtracted, with no `[R, V]` tensor. Values equal
   `cross_entropy`'s up to float rounding (the sum runs in another order).
 
   Args:
@@ -140,29 +140,37 @@ def _in_blocks(x, block_rows):
 
 def _blockwise_pass(states, table, bias, targets, block_rows, with_grads):
   """The loss sum and, if `with_grads`, its gradient w.r.t. states, table
-  and bias (float32), one block of rows per scan step."""
-  items = jnp.arange(table.shape[0])
-  table32 = table.astype(jnp.float32)
+  and bias (float32), one block of rows per scan step.
+
+  Only the scores, their `logsumexp` and the softmax are `[rows, V]`: the
+  target scores are row dot products with the gathered target rows, and
+  the `- one_hot(target)` part of the gradient is those rows scattered back
+  (`rows` of them), with no `[rows, V]` one-hot or select.
+  """
+  table32 = jnp.asarray(table, jnp.float32)
+  bias32 = jnp.asarray(bias, jnp.float32)
+  # The padding column's exclusion rides on the bias: one add, no select.
+  masked_bias = bias32.at[PAD_ID].set(_EXCLUDED_LOGIT)
 
   def scored(carry, block_states, block_targets):
     states32 = block_states.astype(jnp.float32)
-    scores = states32 @ table32.T + bias.astype(jnp.float32)
-    scores = jnp.where(items == PAD_ID, _EXCLUDED_LOGIT, scores)
+    scores = states32 @ table32.T + masked_bias
     log_normalizer = jax.nn.logsumexp(scores, axis=-1, keepdims=True)
-    counted = (block_targets != PAD_ID)[:, None]
-    one_hot = items == block_targets[:, None]
-    # PAD targets select nothing: their loss is 0, not inf.
-    target_scores = jnp.sum(jnp.where(one_hot & counted, scores, 0.0), -1)
-    loss = jnp.sum(jnp.where(counted[:, 0], log_normalizer[:, 0], 0.0))
-    carry = dict(carry, loss=carry["loss"] + loss - jnp.sum(target_scores))
+    counted = block_targets != PAD_ID
+    target_rows = jnp.take(table32, block_targets, axis=0)
+    target_scores = jnp.sum(states32 * target_rows, -1) + bias32[block_targets]
+    # PAD targets add nothing: their loss is 0, not inf.
+    loss = jnp.sum(jnp.where(counted, log_normalizer[:, 0] - target_scores, 0))
+    carry = dict(carry, loss=carry["loss"] + loss)
     if not with_grads:
       return carry, None
-    d_scores = jnp.where(
-        counted, jnp.exp(scores - log_normalizer) - one_hot, 0.0
-    )
-    carry["table"] = carry["table"] + d_scores.T @ states32
-    carry["bias"] = carry["bias"] + jnp.sum(d_scores, axis=0)
-    return carry, d_scores @ table32
+    weight = counted.astype(jnp.float32)[:, None]
+    softmax = jnp.exp(scores - log_normalizer) * weight
+    table_grad = carry["table"] + softmax.T @ states32
+    carry["table"] = table_grad.at[block_targets].add(-states32 * weight)
+    bias_grad = carry["bias"] + jnp.sum(softmax, axis=0)
+    carry["bias"] = bias_grad.at[block_targets].add(-weight[:, 0])
+    return carry, softmax @ table32 - target_rows * weight
 
   def skipped(carry, block_states, block_targets):
     del block_targets
