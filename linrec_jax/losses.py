@@ -142,8 +142,7 @@ def _blockwise_pass(states, table, bias, targets, block_rows, with_grads):
   """The loss sum and, if `with_grads`, its gradient w.r.t. states, table
   and bias (float32), one block of rows per scan step.
 
-  Only the scores, their `logsumexp` and the softmax are `[rows, V]`: the
-  target scores are row dot products with the gathered target rows, and
+  Only the scores and their softmax are `[rows, V]`: the target scores are row dot products with the gathered target rows, and
   the `- one_hot(target)` part of the gradient is those rows scattered back
   (`rows` of them), with no `[rows, V]` one-hot or select.
   """

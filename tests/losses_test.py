@@ -279,6 +279,21 @@ def test_blockwise_cross_entropy_matches_numpy_value_and_gradient(block_rows):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
+def test_blockwise_cross_entropy_adds_up_a_target_repeated_in_a_block():
+  # The target rows are scattered back into the table gradient: rows that
+  # share a target must add, not overwrite.
+  states, table, bias, _ = _blockwise_inputs()
+  targets = np.array([3, 3, 0, 3, 2, 2, 0, 0, 0, 0, 0], np.int32)
+  grads = jax.grad(
+      lambda *a: losses.blockwise_cross_entropy(*a, targets, 8)[0],
+      argnums=(0, 1, 2),
+  )(states, table, bias)
+  for got, want in zip(
+      grads, _reference_blockwise_grads(states, table, bias, targets)
+  ):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
 def test_blockwise_cross_entropy_scales_the_gradient_by_the_cotangent():
   states, table, bias, targets = _blockwise_inputs()
   loss = (
