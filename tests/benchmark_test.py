@@ -11,6 +11,8 @@ import pytest
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
+# A benchmark cell in its own process, compiled at benchmark size: slow.
+@pytest.mark.slow
 def test_one_cell_end_to_end(tmp_path):
   output = tmp_path / 'bench.json'
   subprocess.run(

@@ -77,6 +77,9 @@ def test_the_mesh_launcher_compiles_its_step_with_the_options():
     )
 
 
+# Two full compilations of a step at XLA's default optimisation level:
+# slow. The default run checks the options reach the compiler (above).
+@pytest.mark.slow
 def test_a_step_compiled_with_the_options_makes_the_same_update():
   model, tx = _model(), optax.sgd(1.0)
   state = steps.create_train_state(model, tx, jax.random.key(0), MAX_LEN)

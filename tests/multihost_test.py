@@ -33,6 +33,9 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
+# Two JAX processes that compile and train the sample set (about a minute
+# on 2 cores): in the slow set, `make test-slow`.
+@pytest.mark.slow
 def test_two_processes_train_like_one_device():
   port = free_port()
   processes = [

@@ -88,6 +88,9 @@ def _env(**extra):
   return env
 
 
+# The one-liner test below runs the same preset from another directory;
+# this one checks the installed entry point: slow.
+@pytest.mark.slow
 def test_train_entry_point_runs_the_tiny_preset_from_another_directory(
     data_root, tmp_path
 ):

@@ -17,6 +17,8 @@ optuna = pytest.importorskip(
 SAMPLE_FILE = "ml-1m-sample/ml-1m.txt"
 
 
+# Two training trials end to end: slow.
+@pytest.mark.slow
 def test_two_trials_write_a_ranked_table(data_file, tmp_path):
   data_root = str(data_file(SAMPLE_FILE).parent.parent)
   workdir = tmp_path / "search"

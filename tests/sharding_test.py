@@ -98,9 +98,12 @@ def _check_launchers(counts, launchers=("pmap", "mesh")):
 
 
 # Training on one device goes through the mesh launcher in every run of
-# the other tests; here each launcher runs on 4 (one test each, so two
-# workers share them). All device counts: the slow test below.
-@pytest.mark.parametrize("launcher", ["pmap", "mesh"])
+# the other tests; here the mesh, the launcher training uses on several
+# devices, runs on 4. pmap on 4 (about a minute) is in the slow set, as are
+# all device counts (the slow test below).
+@pytest.mark.parametrize(
+    "launcher", [pytest.param("pmap", marks=pytest.mark.slow), "mesh"]
+)
 def test_launcher_on_4_devices_matches_one_device(launcher):
   _check_launchers((4,), (launcher,))
 

@@ -214,6 +214,9 @@ def test_eval_sums_of_row_shards_add_up():
     np.testing.assert_array_equal(shards[name], np.full(SHARDS, value))
 
 
+# Compiles two steps at a size where memory shows: slow. The default run
+# checks that microbatches train like the whole batch.
+@pytest.mark.slow
 def test_microbatches_keep_fewer_activations():
   model = SASRec(
       NUM_ITEMS,
