@@ -4,6 +4,7 @@ Each process has 2 simulated CPU devices, calls `jax.distributed.initialize`
 with the same coordinator and feeds only its rows of every batch.
 """
 
+import collections
 import json
 import socket
 import subprocess
@@ -11,6 +12,7 @@ import sys
 
 import pytest
 
+from linrec_jax import workdir
 from linrec_jax.training import reporting
 
 # pylint: disable=unused-import
@@ -103,11 +105,24 @@ def test_two_process_run_writes_once_and_matches_one_device(
     assert "test: hit@5" not in outputs[1]  # Only process 0 reports.
     assert_same_outcome(outcome(shared), outcome(single))
     if parallel == "mesh":  # Every file written once, by process 0.
-      names = sorted(path.name for path in shared.iterdir())
-      expected = ["checkpoints", "config.json", "metrics.jsonl", "results.json"]
+      names = {path.name for path in shared.iterdir()}
+      expected = {
+          workdir.CHECKPOINTS_DIR,
+          workdir.CONFIG_FILE,
+          workdir.CONSOLE_FILE,
+          workdir.CURVE_FILE,
+          workdir.LOCK_FILE,
+          workdir.METRICS_FILE,
+          workdir.RESULTS_FILE,
+      }
       if reporting.SummaryWriter is not None:  # An optional dependency.
-        expected.append("tensorboard")
-        assert len(list((shared / "tensorboard").iterdir())) == 1
-      assert names == expected, names
+        expected.add(workdir.TENSORBOARD_DIR)
+        # One events file per directory (the run's, and its hparams/).
+        events = collections.Counter(
+            path.parent.name
+            for path in (shared / workdir.TENSORBOARD_DIR).rglob("events.out.*")
+        )
+        assert events == {"tensorboard": 1, "hparams": 1}, events
+      assert names == expected, sorted(names)
   assert "resumed from step 8" in outputs[0]
   assert "resumed from step" not in outputs[1]  # Said once, by process 0.
