@@ -280,6 +280,7 @@ def test_sampled_protocols_run_end_to_end(
   steps = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
   assert steps == ["2", "3"]
   assert any(line.startswith("test: hit@5") for line in lines)
+  assert "devices: 1 x cpu (1 process), launcher mesh" in lines
 
 
 def test_batch_larger_than_an_epoch_names_the_flag(sample_dir, tmp_path):

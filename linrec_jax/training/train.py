@@ -304,6 +304,7 @@ def _train(run: _Run, report, run_info, *, announce, on_epoch=None) -> dict:
           "config": dataclasses.asdict(config),
       }
   )
+  reporter.line(_devices_line(devices, config.parallel))
   resumed = (
       f"resumed from step {restored_step} ({checkpointer.directory})"
       if restored is not None
@@ -564,6 +565,15 @@ def _results(
           "fingerprint": data_fingerprint,
       },
   }
+
+
+def _devices_line(devices, parallel: str) -> str:
+  """Where the steps run, e.g. 'devices: 4 x cpu (1 process), launcher pmap'."""
+  processes = len({d.process_index for d in devices})
+  return (
+      f"devices: {len(devices)} x {devices[0].device_kind} ({processes} "
+      f"process{'es' if processes > 1 else ''}), launcher {parallel}"
+  )
 
 
 def _load_prepared(data_dir: str) -> data.Sequences:
