@@ -40,8 +40,10 @@ setup-search: $(VENV)/search.stamp
 train: setup
 	$(VENV)/bin/linrec-train --dataset=ml-1m --model=sasrec --attention=linrec --workdir=$(WORKDIR)
 
+# --durations: the ten slowest tests close the report, to keep the default
+# run within its ten minutes on 2 cores.
 test: setup-search
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal --durations=10
 
 test-slow: setup-search
 	$(PY) -m pytest -q -m slow -n $(TEST_WORKERS) --dist worksteal
