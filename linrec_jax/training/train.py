@@ -555,7 +555,7 @@ def _results(
       "steps": step,
       "steps_per_epoch": run.loader.num_batches,
       "seconds_per_epoch": _mean([r["seconds"] for r in progress.history]),
-      "devices": f"{len(devices)} x {devices[0].device_kind}",
+      "devices": _device_count_and_kind(devices),
       # This process only: a resumed run counts from its last start.
       "wall_seconds_this_process": time.perf_counter() - run.start_time,
       "peak_rss_gib_this_process": _peak_rss_gib(),
@@ -567,11 +567,16 @@ def _results(
   }
 
 
+def _device_count_and_kind(devices) -> str:
+  """E.g. '4 x cpu': what results.json and the run header say."""
+  return f"{len(devices)} x {devices[0].device_kind}"
+
+
 def _devices_line(devices, parallel: str) -> str:
   """Where the steps run, e.g. 'devices: 4 x cpu (1 process), launcher pmap'."""
   processes = len({d.process_index for d in devices})
   return (
-      f"devices: {len(devices)} x {devices[0].device_kind} ({processes} "
+      f"devices: {_device_count_and_kind(devices)} ({processes} "
       f"process{'es' if processes > 1 else ''}), launcher {parallel}"
   )
 
