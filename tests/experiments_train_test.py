@@ -220,13 +220,23 @@ def test_rerun_with_another_model_stops_and_keeps_the_checkpoints(
   assert (copy / "config.json").read_text() == config_before
 
 
-def _kill_when(args, should_kill, delay_s: float) -> tuple[int, str]:
+def _kill_when(
+    args, should_kill, delay_s: float, cache: pathlib.Path
+) -> tuple[int, str]:
   """Starts a run and SIGKILLs it `delay_s` after a stdout line for which
-  `should_kill(line)` holds; returns its exit status and what it printed."""
-  # A process killed while it writes an entry of the suite's compilation
-  # cache (conftest.py) would leave it truncated: this one compiles alone.
-  env = _env()
-  env.pop("JAX_COMPILATION_CACHE_DIR", None)
+  `should_kill(line)` holds; returns its exit status and what it printed.
+
+  A process killed while it writes an entry of a compilation cache leaves
+  it truncated, so the run compiles into `cache`, a directory of its own
+  holding hard links to the suite's entries (conftest.py) as they were
+  at its first use: the programs of the uninterrupted run are found there,
+  and whatever a killed run writes stays in `cache`.
+  """
+  if not cache.exists():
+    shared = os.environ.get("JAX_COMPILATION_CACHE_DIR")
+    if shared and os.path.isdir(shared):
+      shutil.copytree(shared, cache, copy_function=_link_or_copy)
+  env = _env(JAX_COMPILATION_CACHE_DIR=str(cache))
   process = subprocess.Popen(
       _command(*args),
       cwd=REPO_ROOT,
@@ -252,6 +262,13 @@ def _kill_when(args, should_kill, delay_s: float) -> tuple[int, str]:
   return process.returncode, "".join(printed)
 
 
+def _link_or_copy(source: str, target: str) -> None:
+  try:
+    os.link(source, target)
+  except OSError:  # another file system
+    shutil.copy2(source, target)
+
+
 def _step_of(line: str) -> int:
   """N of a progress line `step N/total ...`, else -1."""
   match = re.match(r"step (\d+)/", line)
@@ -263,12 +280,15 @@ def test_killed_run_resumes_to_the_same_metrics(
 ):
   workdir = tmp_path / "killed"
   args = sample_args(workdir)
+  cache = tmp_path / "compilations"
   # Killed between the checkpoints of steps 6 and 9 ...
-  status, printed = _kill_when(args, lambda line: _step_of(line) == 7, 0.0)
+  status, printed = _kill_when(
+      args, lambda line: _step_of(line) == 7, 0.0, cache
+  )
   assert status == -signal.SIGKILL, printed
   # ... then, resumed from step 6, around the save at the end of epoch 1.
   status, printed = _kill_when(
-      args, lambda line: line.startswith("epoch 1 "), 0.05
+      args, lambda line: line.startswith("epoch 1 "), 0.05, cache
   )
   assert status == -signal.SIGKILL, printed
   assert "resumed from step 6" in printed
@@ -293,6 +313,7 @@ def test_run_killed_at_random_moments_resumes_to_the_same_metrics(
         args,
         lambda line, t=target: _step_of(line) >= t,
         moments.uniform(0.0, 0.5),
+        tmp_path / "compilations",
     )
     if status == 0:  # finished before the kill: nothing left to interrupt
       break

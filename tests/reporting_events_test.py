@@ -173,6 +173,8 @@ def test_numeric_metrics_flattens_every_numeric_leaf():
       {"a@10": 1, "b": {"c@5": 0.5, "note": "x", "flag": True}, "d": "e"}
   )
   assert flat == {"a@10": 1.0, "b/c@5": 0.5}
-  assert learning_curve.panel_of("ndcg@10_nohist") == ("ndcg_nohist", "@10")
+  # Both protocols share a panel; history excluded is labelled.
+  assert learning_curve.panel_of("ndcg@10") == ("ndcg", "@10")
+  assert learning_curve.panel_of("ndcg@10_nohist") == ("ndcg", "@10 excluded")
   assert learning_curve.panel_of("nohist/mrr@20") == ("nohist/mrr", "@20")
   assert learning_curve.panel_of("auc") == ("auc", "auc")

@@ -83,8 +83,9 @@ def test_both_launchers_have_the_written_interface(launcher):
 def _check_launchers(counts, launchers=("pmap", "mesh")):
   # K steps with dropout on (randomness is per example), full-ranking
   # evaluation sums, the gradient against an independent value of the
-  # global mean loss, and one trace per step function; also gradient
-  # accumulation over 2 chunks of each device's rows (on 4).
+  # global mean loss, and one trace per step function; also the sampled
+  # loss with gradient accumulation over 2 chunks of each device's rows
+  # (on 4).
   report = run_check(
       "steps",
       "--device_counts=" + ",".join(map(str, counts)),
@@ -93,8 +94,7 @@ def _check_launchers(counts, launchers=("pmap", "mesh")):
   assert {key.split("/")[0] for key in report} == {*launchers, "grad"}
   assert all(f"{kind}/{n}/ce" in report for kind in launchers for n in counts)
   assert all(f"grad/{kind}" in report for kind in launchers)
-  accumulated = {"mesh": "mesh/4/ce/x2", "pmap": "pmap/4/sampled/x2"}
-  assert {accumulated[kind] for kind in launchers} <= set(report)
+  assert all(f"{kind}/4/sampled/x2" in report for kind in launchers)
 
 
 # Training on one device goes through the mesh launcher in every run of

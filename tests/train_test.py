@@ -320,11 +320,6 @@ def test_length_buckets_train_end_to_end(sample_dir, tmp_path):
     _assert_metrics_in_range(results[stage])
 
 
-def test_stop_reason_names_max_steps(sample_dir, tmp_path):
-  results = train.train_and_evaluate(
-      _tiny(), sample_dir, str(tmp_path), report=lambda line: None
-  )
-  assert results["stop_reason"] == "max_steps"
 
 
 # steps_test.py checks the accumulated update against the whole batch's
@@ -361,6 +356,12 @@ def trained_workdir(sample_dir, tmp_path_factory):
       _tiny(), sample_dir, str(workdir), report=lambda line: None
   )
   return workdir, results
+
+
+def test_stop_reason_names_max_steps(trained_workdir):
+  workdir, results = trained_workdir
+  assert results["stop_reason"] == "max_steps"
+  assert json.loads((workdir / "results.json").read_text()) == results
 
 
 @pytest.mark.parametrize(

@@ -1,12 +1,15 @@
 """The learning curve of a run: its per-epoch records drawn as one PNG.
 
 Every numeric validation metric of the records is drawn, whatever its name:
-metrics are grouped into panels by name without the cutoff (`ndcg@10` and
-`ndcg@20` share the panel `ndcg`; `ndcg@10_nohist` goes to `ndcg_nohist`;
-nested dicts are flattened to `outer/inner` names).
+metrics are grouped into panels by name without the cutoff and the protocol
+(`ndcg@10`, `ndcg@20` and `ndcg@10_nohist` share the panel `ndcg`; history
+kept is drawn solid, history excluded dashed in the cutoff's colour; nested
+dicts are flattened to `outer/inner` names).
 """
 
 import re
+
+from linrec_jax.metrics import HISTORY_EXCLUDED
 
 _CUTOFF = re.compile(r"@(\d+)")
 
@@ -28,11 +31,18 @@ def numeric_metrics(metrics: dict, prefix: str = "") -> dict[str, float]:
 
 
 def panel_of(name: str) -> tuple[str, str]:
-  """`"ndcg@10_nohist"` -> `("ndcg_nohist", "@10")`; no cutoff: `(name, name)`."""
+  """The panel and legend label of a metric, both protocols in one panel.
+
+  `"ndcg@10"` -> `("ndcg", "@10")`; `"ndcg@10_nohist"` ->
+  `("ndcg", "@10 excluded")`; no cutoff: `(name, name)`.
+  """
   match = _CUTOFF.search(name)
   if not match:
     return name, name
-  return name[: match.start()] + name[match.end() :], match.group(0)
+  panel = name[: match.start()] + name[match.end() :]
+  if panel.endswith(HISTORY_EXCLUDED):
+    return panel[: -len(HISTORY_EXCLUDED)], match.group(0) + " excluded"
+  return panel, match.group(0)
 
 
 def plot(
@@ -47,10 +57,9 @@ def plot(
     title: the figure title (e.g. the workdir and configuration).
     best_epoch: marked with a dotted line in every panel.
   """
-  import matplotlib  # pylint: disable=import-outside-toplevel
-
-  matplotlib.use("Agg")
-  from matplotlib import pyplot as plt  # pylint: disable=import-outside-toplevel
+  # A Figure of its own, not pyplot: the caller's backend and figures are
+  # left alone.
+  from matplotlib import figure  # pylint: disable=import-outside-toplevel
   from matplotlib import ticker  # pylint: disable=import-outside-toplevel
 
   panels = {
@@ -68,15 +77,34 @@ def plot(
       panels.setdefault(f"valid {panel}", {}).setdefault(series, []).append(
           (record["epoch"], value)
       )
-  cols = min(4, len(panels))
+  cols = min(3, len(panels))
   rows = -(-len(panels) // cols)
-  fig, axes = plt.subplots(
-      rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False
+  width, height = 4.6 * cols, 3.2 * rows + 0.6
+  fig = figure.Figure(figsize=(width, height))
+  # Fixed margins in inches (tight_layout would measure every label first,
+  # which costs as much as drawing the figure again).
+  fig.subplots_adjust(
+      left=0.6 / width,
+      right=1 - 0.2 / width,
+      bottom=0.5 / height,
+      top=1 - 0.9 / height,
+      wspace=0.25,
+      hspace=0.45,
   )
+  axes = fig.subplots(rows, cols, squeeze=False)
   for ax, (panel, series) in zip(axes.flat, panels.items()):
+    colours = {}
     for label, points in sorted(series.items(), key=_by_cutoff):
-      if points:
-        ax.plot(*zip(*points), marker="o", markersize=3, label=label)
+      cutoff, _, protocol = label.partition(" ")
+      colour = colours.setdefault(cutoff, f"C{len(colours)}")
+      ax.plot(
+          *zip(*points),
+          marker="o",
+          markersize=3,
+          color=colour,
+          linestyle="--" if protocol else "-",
+          label=label,
+      )
     if best_epoch and best_epoch > 0:
       ax.axvline(best_epoch, color="gray", linestyle=":", label="best epoch")
     ax.set_title(panel, fontsize=10)
@@ -87,10 +115,12 @@ def plot(
     ax.legend(fontsize=7)
   for ax in list(axes.flat)[len(panels) :]:
     ax.axis("off")
-  fig.suptitle(title, fontsize=9, wrap=True)
-  fig.tight_layout()
+  fig.suptitle(
+      title + "\nsolid: history kept in the ranking; dashed: excluded",
+      fontsize=9,
+      wrap=True,
+  )
   fig.savefig(path, dpi=100)
-  plt.close(fig)
 
 
 def _by_cutoff(item):
