@@ -320,8 +320,6 @@ def test_length_buckets_train_end_to_end(sample_dir, tmp_path):
     _assert_metrics_in_range(results[stage])
 
 
-
-
 # steps_test.py checks the accumulated update against the whole batch's
 # (dropout on) and sharding_test.py on 4 devices; this is the whole run.
 @pytest.mark.slow
@@ -359,9 +357,8 @@ def trained_workdir(sample_dir, tmp_path_factory):
 
 
 def test_stop_reason_names_max_steps(trained_workdir):
-  workdir, results = trained_workdir
+  _, results = trained_workdir
   assert results["stop_reason"] == "max_steps"
-  assert json.loads((workdir / "results.json").read_text()) == results
 
 
 @pytest.mark.parametrize(

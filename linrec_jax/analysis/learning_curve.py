@@ -12,6 +12,8 @@ import re
 from linrec_jax.metrics import HISTORY_EXCLUDED
 
 _CUTOFF = re.compile(r"@(\d+)")
+# The legend label's suffix for a metric with the history excluded.
+_EXCLUDED_LABEL = " excluded"
 
 
 def numeric_metrics(metrics: dict, prefix: str = "") -> dict[str, float]:
@@ -41,7 +43,7 @@ def panel_of(name: str) -> tuple[str, str]:
     return name, name
   panel = name[: match.start()] + name[match.end() :]
   if panel.endswith(HISTORY_EXCLUDED):
-    return panel[: -len(HISTORY_EXCLUDED)], match.group(0) + " excluded"
+    return panel[: -len(HISTORY_EXCLUDED)], match.group(0) + _EXCLUDED_LABEL
   return panel, match.group(0)
 
 
@@ -95,14 +97,15 @@ def plot(
   for ax, (panel, series) in zip(axes.flat, panels.items()):
     colours = {}
     for label, points in sorted(series.items(), key=_by_cutoff):
-      cutoff, _, protocol = label.partition(" ")
+      excluded = label.endswith(_EXCLUDED_LABEL)
+      cutoff = label.removesuffix(_EXCLUDED_LABEL)
       colour = colours.setdefault(cutoff, f"C{len(colours)}")
       ax.plot(
           *zip(*points),
           marker="o",
           markersize=3,
           color=colour,
-          linestyle="--" if protocol else "-",
+          linestyle="--" if excluded else "-",
           label=label,
       )
     if best_epoch and best_epoch > 0:
