@@ -382,17 +382,24 @@ def _check_scored_rows(model, seed, gradients):
     states = model.apply({'params': params}, INPUTS)
     return jnp.take_along_axis(states, SCORED[:, :, None], axis=1)
 
-  params = variables['params']
-  np.testing.assert_allclose(
-      jax.jit(at_rows)(params), jax.jit(gathered)(params), rtol=1e-5, atol=1e-6
+  def states_and_gradient(f):
+    """One compiled program: f's states and the gradient of
+    `sum(states * weights)` (its pullback of `weights`), if asked for."""
+
+    def run(params):
+      if not gradients:
+        return f(params), None
+      states, pullback = jax.vjp(f, params)
+      return states, pullback(weights)[0]
+
+    return jax.jit(run)(variables['params'])
+
+  (got, got_grads), (want, want_grads) = map(
+      states_and_gradient, (at_rows, gathered)
   )
-  if gradients:
-    grads = [
-        jax.jit(jax.grad(lambda p, f=f: jnp.sum(f(p) * weights)))(params)
-        for f in (at_rows, gathered)
-    ]
-    for got, want in zip(*map(jax.tree.leaves, grads)):
-      np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  for got, want in zip(*map(jax.tree.leaves, (got_grads, want_grads))):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
 
 
 # Gradients too for the query-row variants (softmax both ways, non-causal
