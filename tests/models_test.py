@@ -398,7 +398,9 @@ def _check_scored_rows(model, seed, gradients):
       states_and_gradient, (at_rows, gathered)
   )
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
-  for got, want in zip(*map(jax.tree.leaves, (got_grads, want_grads))):
+  for got, want in zip(
+      *map(jax.tree.leaves, (got_grads, want_grads)), strict=True
+  ):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
 
 
