@@ -120,11 +120,11 @@ def test_given_decay_matches_numpy_reference(name, causal):
   mask = np.arange(11)[None, :] < np.array([[11], [7]])
   decay = np.array([0.9, 0.3], np.float32)  # One per head (HEADS = 2).
   extra = {'chunk_size': CHUNK} if name in CHUNKED else {}
-  out = attention.VARIANTS[name](
-      q, k, v, mask=mask, causal=causal, decay=decay, **extra
+  fn = functools.partial(
+      attention.VARIANTS[name], mask=mask, causal=causal, **extra
   )
   _assert_close(
-      out,
+      jax.jit(fn)(q, k, v, decay=decay),
       reference_attention.np_attention(
           name, q, k, v, mask=mask, causal=causal, decay=decay
       ),
@@ -138,9 +138,9 @@ def test_given_decay_matches_numpy_reference(name, causal):
 def test_unit_decay_is_the_plain_variant(name, plain, causal):
   q, k, v = _inputs(4, 9)
   ones = np.ones(HEADS, np.float32)
+  decayed = jax.jit(functools.partial(attention.VARIANTS[name], causal=causal))
   _assert_close(
-      attention.VARIANTS[name](q, k, v, causal=causal, decay=ones),
-      _eager(plain, q, k, v, causal=causal),
+      decayed(q, k, v, decay=ones), _call(plain, q, k, v, causal=causal)
   )
 
 
@@ -221,7 +221,16 @@ def test_extreme_logits_give_finite_limits(name, causal):
       causal=causal,
       **({'chunk_size': CHUNK} if name in CHUNKED else {}),
   )
-  out = fn(q, k, v, decay_logit=theta)
+
+  @jax.jit
+  def output_and_gradients(q, k, v, theta):
+    # The gradients are those of sum(out ** 2), one program for both.
+    out, pullback = jax.vjp(
+        lambda q, k, v, t: fn(q, k, v, decay_logit=t), q, k, v, theta
+    )
+    return out, pullback(2 * out)
+
+  out, grads = output_and_gradients(q, k, v, theta)
   _assert_close(
       out,
       reference_attention.np_attention(
@@ -232,8 +241,6 @@ def test_extreme_logits_give_finite_limits(name, causal):
     np.testing.assert_allclose(
         np.asarray(out)[mask][:, 0], v[mask][:, 0], rtol=1e-6
     )
-  loss = lambda q, k, v, t: jnp.sum(fn(q, k, v, decay_logit=t) ** 2)
-  grads = jax.grad(loss, argnums=(0, 1, 2, 3))(q, k, v, theta)
   for grad in grads:
     assert np.isfinite(grad).all()
 
@@ -275,7 +282,7 @@ def test_gradient_of_decay_logit_matches_numpy_finite_differences(name, causal):
             **extra,
         )
     )
-    got = np.asarray(jax.grad(loss)(jnp.asarray(theta)))
+    got = np.asarray(jax.jit(jax.grad(loss))(jnp.asarray(theta)))
   assert np.isfinite(got).all() and (np.abs(got) > 1e-3).all()
   np.testing.assert_allclose(got, expected, rtol=1e-6)
 
@@ -373,13 +380,18 @@ def test_fully_masked_row_returns_zeros(name, causal):
   q, k, v = _inputs(9, 5)
   mask = np.array([[0] * 5, [1] * 5], bool)
 
-  def loss(q, k, v):
-    return jnp.sum(_call(name, q, k, v, mask=mask, causal=causal) ** 2)
+  @jax.jit
+  def output_and_gradients(q, k, v):
+    # The gradients are those of sum(out ** 2), one program for both.
+    out, pullback = jax.vjp(
+        functools.partial(_eager, name, mask=mask, causal=causal), q, k, v
+    )
+    return out, pullback(2 * out)
 
-  out = _call(name, q, k, v, mask=mask, causal=causal)
+  out, grads = output_and_gradients(q, k, v)
   np.testing.assert_array_equal(out[0], 0)
   assert np.isfinite(out).all()
-  for grad in jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(q, k, v):
+  for grad in grads:
     assert np.isfinite(grad).all()
 
 
