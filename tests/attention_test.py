@@ -56,6 +56,16 @@ def _reference(name, q, k, v, **kwargs):
 _call = jax.jit(_eager, static_argnames=('name', 'causal', 'chunk_size'))
 
 
+def _output_and_gradients(fn, *args):
+  """`fn(*args)` and the gradients of `sum(fn(*args) ** 2)`, one program."""
+
+  def both(*args):
+    out, pullback = jax.vjp(fn, *args)
+    return out, pullback(2 * out)
+
+  return jax.jit(both)(*args)
+
+
 def _inputs(seed, length, batch=BATCH, dim=HEAD_DIM, dtype=np.float32):
   rng = np.random.default_rng(seed)
   shape = (batch, length, HEADS, dim)
@@ -221,16 +231,9 @@ def test_extreme_logits_give_finite_limits(name, causal):
       causal=causal,
       **({'chunk_size': CHUNK} if name in CHUNKED else {}),
   )
-
-  @jax.jit
-  def output_and_gradients(q, k, v, theta):
-    # The gradients are those of sum(out ** 2), one program for both.
-    out, pullback = jax.vjp(
-        lambda q, k, v, t: fn(q, k, v, decay_logit=t), q, k, v, theta
-    )
-    return out, pullback(2 * out)
-
-  out, grads = output_and_gradients(q, k, v, theta)
+  out, grads = _output_and_gradients(
+      lambda q, k, v, t: fn(q, k, v, decay_logit=t), q, k, v, theta
+  )
   _assert_close(
       out,
       reference_attention.np_attention(
@@ -379,16 +382,9 @@ def test_causal_ignores_the_future(name, t):
 def test_fully_masked_row_returns_zeros(name, causal):
   q, k, v = _inputs(9, 5)
   mask = np.array([[0] * 5, [1] * 5], bool)
-
-  @jax.jit
-  def output_and_gradients(q, k, v):
-    # The gradients are those of sum(out ** 2), one program for both.
-    out, pullback = jax.vjp(
-        functools.partial(_eager, name, mask=mask, causal=causal), q, k, v
-    )
-    return out, pullback(2 * out)
-
-  out, grads = output_and_gradients(q, k, v)
+  out, grads = _output_and_gradients(
+      functools.partial(_eager, name, mask=mask, causal=causal), q, k, v
+  )
   np.testing.assert_array_equal(out[0], 0)
   assert np.isfinite(out).all()
   for grad in grads:
