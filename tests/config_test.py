@@ -47,15 +47,6 @@ BAD = [
     (dict(pad_side="middle"), "pad_side"),
     (dict(parallel="pjit"), "parallel"),
     (dict(loss_normalizer="mean"), "loss_normalizer"),
-    (
-        dict(
-            loss_normalizer="epoch",
-            model="bert4rec",
-            causal=False,
-            train_mode="cloze",
-        ),
-        "loss_normalizer",
-    ),
     (dict(max_len=0), "max_len"),
     (dict(hidden=0), "hidden"),
     (dict(hidden=-8), "hidden"),
@@ -101,7 +92,11 @@ BAD = [
     (dict(length_bucket=25, pad_side="left"), "length_bucket"),
     (
         dict(
-            model="bert4rec", causal=False, train_mode="cloze", length_bucket=25
+            model="bert4rec",
+            causal=False,
+            train_mode="cloze",
+            length_bucket=25,
+            pad_side="left",
         ),
         "length_bucket",
     ),
@@ -147,6 +142,13 @@ def test_bad_value_names_its_flag(fields, flag):
     [
         dict(attention="efficient", causal=False, train_mode="prefix"),
         dict(model="bert4rec", causal=False, train_mode="cloze"),
+        dict(
+            model="bert4rec",
+            causal=False,
+            train_mode="cloze",
+            length_bucket=25,
+            loss_normalizer="epoch",
+        ),
         dict(hidden=12, heads=3),
         dict(dropout=0.0, max_steps=0, devices=0, windows_per_user=0),
         dict(attention="linrec_learned_decay"),

@@ -301,14 +301,18 @@ def test_time_limit_ends_training_at_an_epoch_end(sample_dir, tmp_path):
   _assert_metrics_in_range(results["test"])
 
 
-def test_length_buckets_train_end_to_end(sample_dir, tmp_path):
+@pytest.mark.parametrize("model", ["sasrec", "bert4rec"])
+def test_length_buckets_train_end_to_end(model, sample_dir, tmp_path):
+  cloze = dict(model="bert4rec", causal=False, train_mode="cloze")
   results = train.train_and_evaluate(
       _tiny(
           length_bucket=5,
+          loss_normalizer="epoch",
           max_steps=4,
           attention="softmax",
           attention_dropout=0.1,
           dropout=0.1,
+          **(cloze if model == "bert4rec" else {}),
       ),
       sample_dir,
       str(tmp_path),
@@ -316,6 +320,7 @@ def test_length_buckets_train_end_to_end(sample_dir, tmp_path):
   )
   assert results["steps"] == 4
   assert results["config"]["length_bucket"] == 5
+  assert results["config"]["model"] == model
   for stage in ("valid", "test"):
     _assert_metrics_in_range(results[stage])
 

@@ -58,9 +58,10 @@ FIELD_HELP = {
     "num_negatives": "Uniform negatives per example for --loss=sampled.",
     "loss_normalizer": "What a step's loss sum is divided by: batch (its "
     "own targets: every batch weighs the same) or epoch (the mean targets "
-    "per batch of an epoch: every target weighs the same in every batch, "
-    "the objective of padded batches also under --length_bucket, whose "
-    "batches of short rows hold few targets).",
+    "per batch of an epoch, in cloze training their expectation: every "
+    "target weighs the same in every batch, the objective of padded "
+    "batches also under --length_bucket, whose batches of short rows hold "
+    "few targets).",
     # Optimisation.
     "batch_size": "Training examples per optimiser step, over all devices "
     "and hosts.",

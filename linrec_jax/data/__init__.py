@@ -15,6 +15,7 @@ from linrec_jax.data.batches import cloze_batch
 from linrec_jax.data.batches import cloze_mask
 from linrec_jax.data.batches import default_max_predictions
 from linrec_jax.data.batches import eval_batches
+from linrec_jax.data.batches import expected_cloze_targets
 from linrec_jax.data.batches import MODE_ALL
 from linrec_jax.data.batches import MODE_CLOZE
 from linrec_jax.data.batches import MODE_PREFIX

@@ -120,6 +120,49 @@ def cloze_batch(window, masked, mask_token, max_predictions):
   }
 
 
+def expected_cloze_targets(
+    lengths: np.ndarray,
+    mask_prob: float,
+    max_masked: int,
+    mask_last_prob: float = 0.0,
+) -> np.ndarray:
+  """The expected masked (scored) positions of cloze rows of these lengths.
+
+  A row of n >= 1 real positions masks `min(max(D, 1), max_masked)` with
+  `D ~ Binomial(n, mask_prob)` (`cloze_mask`), or, for a share
+  `mask_last_prob` of the rows, its last position alone; a row with no real
+  position masks none.
+
+  Args:
+    lengths: int [R], real positions per row.
+    mask_prob: the masking probability, in (0, 1].
+    max_masked: the cap on masked positions per row (>= 1).
+    mask_last_prob: share of rows that mask only their last position.
+
+  Returns:
+    float64 [R].
+  """
+  lengths = np.asarray(lengths, np.int64)
+  top = int(lengths.max(initial=0))
+  n = np.arange(top + 1)[:, None]
+  drawn = np.arange(top + 1)[None, :]
+  if mask_prob >= 1:
+    pmf = (drawn == n).astype(np.float64)
+  else:
+    log_fact = np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, top + 1)))])
+    rest = np.maximum(n - drawn, 0)
+    log_pmf = (
+        log_fact[n] - log_fact[drawn] - log_fact[rest]
+        + drawn * np.log(mask_prob) + rest * np.log1p(-mask_prob)
+    )
+    pmf = np.where(drawn <= n, np.exp(log_pmf), 0.0)
+  masked = np.minimum(np.maximum(drawn, 1), max_masked)
+  per_length = np.where(n[:, 0] > 0, pmf @ masked[0], 0.0)
+  return (1 - mask_last_prob) * per_length[lengths] + mask_last_prob * (
+      lengths > 0
+  )
+
+
 def default_max_predictions(mask_prob: float, max_len: int) -> int:
   """RecBole's BERT4Rec cap on masked positions: int(mask_prob * max_len)."""
   return max(1, min(max_len, int(mask_prob * max_len)))
@@ -176,15 +219,16 @@ class TrainBatches:
   With right padding the next-item target of the last real input is at
   position len - 1; with left padding it is at N - 1.
 
-  Length buckets (`length_bucket` = W > 0, modes all and prefix with right
-  padding): the epoch's examples, shuffled as without buckets, are sorted
-  by input length within pools of `BUCKET_POOL` batches, cut into batches,
-  and the batches shuffled; each batch is cropped to its longest input
-  rounded up to a multiple of W (at most N). Cropping only drops trailing
-  padding, and positions are array indices from the left, so a cropped
-  batch computes exactly what its padded form computes; the batches of an
-  epoch differ from those without buckets (rows of similar length go
-  together).
+  Length buckets (`length_bucket` = W > 0, right padding): the epoch's
+  examples, shuffled as without buckets, are sorted by input length within
+  pools of `BUCKET_POOL` batches, cut into batches, and the batches
+  shuffled; each batch is cropped to its longest input rounded up to a
+  multiple of W (at most N), and in mode cloze its T scored columns to at
+  most that width (the masked positions come first, and a row masks at
+  most its length). Cropping only drops trailing padding, and positions
+  are array indices from the left, so a cropped batch computes exactly what
+  its padded form computes; the batches of an epoch differ from those
+  without buckets (rows of similar length go together).
   """
 
   def __init__(
@@ -249,10 +293,10 @@ class TrainBatches:
       )
     if length_bucket < 0:
       raise ValueError(f"length_bucket must be >= 0, got {length_bucket}")
-    if length_bucket and (mode == MODE_CLOZE or pad_side != PAD_RIGHT):
+    if length_bucket and pad_side != PAD_RIGHT:
       raise ValueError(
-          "length_bucket needs mode all or prefix with right "
-          "padding (cropping left padding would move positions)"
+          "length_bucket needs right padding (cropping left padding would "
+          "move positions)"
       )
     if not 0 <= window_stride <= max_len:
       raise ValueError(
@@ -290,7 +334,7 @@ class TrainBatches:
       )
     # Real inputs of every example (the `lengths - 1` / `lengths` of the
     # batch builders below).
-    if mode == MODE_PREFIX:
+    if mode != MODE_ALL:
       self._input_lengths = np.clip(
           self._ends - self._starts[self._rows], 0, max_len
       )
@@ -307,12 +351,20 @@ class TrainBatches:
 
   @property
   def mean_targets_per_batch(self) -> float:
-    """The targets of a batch on average over the epoch's examples (modes
-    all and prefix): `batch_size` x the mean targets per example."""
+    """The targets of a batch on average over the epoch's examples:
+    `batch_size` x the mean targets per example (in mode cloze, whose masks
+    are drawn anew every epoch, their expectation:
+    `expected_cloze_targets`)."""
     if self.mode == MODE_PREFIX:
       return float(self.batch_size)
-    if self.mode != MODE_ALL:
-      raise ValueError(f"no fixed targets per example in mode {self.mode}")
+    if self.mode == MODE_CLOZE:
+      expected = expected_cloze_targets(
+          self._input_lengths,
+          self.mask_prob,
+          self.max_predictions,
+          self.mask_last_prob,
+      )
+      return self.batch_size * float(np.mean(expected)) if len(expected) else 0.0
     targets = self._input_lengths - np.minimum(
         self._skipped, self._input_lengths
     )
@@ -346,8 +398,8 @@ class TrainBatches:
     first = index * self.batch_size
     picked = self._epoch_order(epoch)[first : first + self.batch_size]
     if self.mode == MODE_CLOZE:
-      return self._cloze_batch(picked, rows, epoch, index)
-    if self.mode == MODE_PREFIX:
+      batch = self._cloze_batch(picked, rows, epoch, index)
+    elif self.mode == MODE_PREFIX:
       batch = self._prefix_batch(picked[rows])
     else:
       batch = self._all_batch(picked[rows])
@@ -358,9 +410,10 @@ class TrainBatches:
         int(self._input_lengths[picked].max()), self.length_bucket, self.max_len
     )
     batch["inputs"] = np.ascontiguousarray(batch["inputs"][:, :width])
-    if self.mode == MODE_ALL:
-      batch["positions"] = np.ascontiguousarray(batch["positions"][:, :width])
-      batch["targets"] = np.ascontiguousarray(batch["targets"][:, :width])
+    scored = {MODE_ALL: width, MODE_CLOZE: min(width, self.max_predictions)}
+    if self.mode in scored:
+      for key in ("positions", "targets"):
+        batch[key] = np.ascontiguousarray(batch[key][:, : scored[self.mode]])
     return batch
 
   def _epoch_order(self, epoch: int) -> np.ndarray:
@@ -429,7 +482,7 @@ class TrainBatches:
 
   def _cloze_batch(self, picked, shard_rows, epoch, index):
     rows, ends = self._rows[picked], self._ends[picked]
-    lengths = np.minimum(ends - self._starts[rows], self.max_len)
+    lengths = self._input_lengths[picked]
     cols = np.arange(self.max_len)
     if self.pad_side == PAD_RIGHT:
       real = cols < lengths[:, None]

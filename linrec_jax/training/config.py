@@ -141,17 +141,11 @@ def _check_training(config: TrainConfig) -> None:
     )
   if config.length_bucket:
     require(
-        config.train_mode != "cloze" and config.pad_side == "right",
+        config.pad_side == "right",
         "length_bucket",
-        "needs --train_mode=all or prefix with "
-        "--pad_side=right (cropping left padding would move positions)",
+        "needs --pad_side=right (cropping left padding would move "
+        "positions)",
     )
-  require(
-      config.loss_normalizer == "batch" or config.train_mode != "cloze",
-      "loss_normalizer",
-      "epoch needs --train_mode=all or prefix (cloze draws its targets "
-      "anew every epoch)",
-  )
   require(
       0.0 < config.mask_prob < 1.0,
       "mask_prob",
