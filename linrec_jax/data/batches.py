@@ -409,11 +409,14 @@ class TrainBatches:
     width = _round_up(
         int(self._input_lengths[picked].max()), self.length_bucket, self.max_len
     )
-    batch["inputs"] = np.ascontiguousarray(batch["inputs"][:, :width])
-    scored = {MODE_ALL: width, MODE_CLOZE: min(width, self.max_predictions)}
-    if self.mode in scored:
-      for key in ("positions", "targets"):
-        batch[key] = np.ascontiguousarray(batch[key][:, : scored[self.mode]])
+    columns = {"inputs": width}
+    if self.mode == MODE_ALL:
+      columns.update(positions=width, targets=width)
+    elif self.mode == MODE_CLOZE:
+      scored = min(width, self.max_predictions)
+      columns.update(positions=scored, targets=scored)
+    for key, kept in columns.items():
+      batch[key] = np.ascontiguousarray(batch[key][:, :kept])
     return batch
 
   def _epoch_order(self, epoch: int) -> np.ndarray:
