@@ -55,8 +55,9 @@ def test_resolution_order_defaults_preset_dataset_model():
   assert (bert.lr, bert.lr_schedule, bert.patience) == (1e-3, "constant", 10)
   assert bert.batch_size == 256  # the dataset's value survives the model's
   bert_ml1m = configs.get_config("cpu", dataset="ml-1m", model="bert4rec")
-  assert (bert_ml1m.batch_size, bert_ml1m.heads, bert_ml1m.ffn) == (128, 4, 128)
+  assert (bert_ml1m.batch_size, bert_ml1m.heads, bert_ml1m.ffn) == (32, 2, 256)
   assert (bert_ml1m.length_bucket, bert_ml1m.loss_normalizer) == (0, "batch")
+  assert (bert.heads, bert.ffn) == (4, 128)  # Gowalla's own shapes
   # A prepared directory brings no dataset values.
   assert configs.get_config("cpu", dataset="some/dir").batch_size == 32
 
