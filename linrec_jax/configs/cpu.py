@@ -75,8 +75,8 @@ DATASET_VALUES = {
 # BERT4Rec's cloze task needs many more updates than SASRec's next-item task
 # (the ML-1M loss sits at the popularity level for ~400 steps at batch 128),
 # so no decay and no early stop after a few epochs: RecBole's constant lr
-# 1e-3, patience 10. Padded batches: cloze length buckets are exact but
-# their accuracy is not yet measured.
+# 1e-3, patience 10. Padded batches: with cloze length buckets one seed
+# trailed them at equal epochs (docs/RESULTS.md).
 BERT4REC = dict(
     lr=1e-3,
     lr_schedule="constant",
