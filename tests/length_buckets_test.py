@@ -135,7 +135,8 @@ def _cloze_count_by_enumeration(length, mask_prob, max_masked):
 
 def test_expected_cloze_targets_against_enumeration():
   lengths = np.array([0, 1, 2, 3, 5, 8, 8])
-  for mask_prob, max_masked, last in ((0.2, 3, 0.0), (0.5, 2, 0.25), (1.0, 4, 0.0)):
+  cases = ((0.2, 3, 0.0), (0.5, 2, 0.25), (1.0, 4, 0.0))
+  for mask_prob, max_masked, last in cases:
     got = data.expected_cloze_targets(lengths, mask_prob, max_masked, last)
     want = [
         0.0

@@ -364,7 +364,9 @@ class TrainBatches:
           self.max_predictions,
           self.mask_last_prob,
       )
-      return self.batch_size * float(np.mean(expected)) if len(expected) else 0.0
+      if not len(expected):
+        return 0.0
+      return self.batch_size * float(np.mean(expected))
     targets = self._input_lengths - np.minimum(
         self._skipped, self._input_lengths
     )
