@@ -480,19 +480,65 @@ def test_query_rows_are_the_numpy_rows(name, causal, masked):
   positions = np.array([[8, 0, 3, 3], [5, 2, 6, 0]], np.int32)
   rows = np.take_along_axis(q, positions[:, :, None, None], axis=1)
   got = attention.VARIANTS[name](
-      rows, k, v, mask=mask, causal=causal, query_positions=positions
+      rows,
+      k,
+      v,
+      mask=mask,
+      causal=causal,
+      query_positions=positions,
+      **_learned(name),
   )
   whole = _reference(name, q, k, v, mask=mask, causal=causal)
   _assert_close(got, np.take_along_axis(whole, positions[:, :, None, None], 1))
 
 
+@pytest.mark.parametrize('name, causal', QUERY_ROW_MODES)
+def test_query_row_gradients_are_the_whole_outputs(name, causal):
+  """Gradients (decay logits included) through the rows equal those
+  through the whole output gathered at them."""
+  length = 11
+  q, k, v = _inputs(33, length)
+  mask = np.arange(length) < np.array([[11], [7]])
+  positions = np.array([[10, 4, 0], [6, 6, 2]], np.int32)
+  extra = _learned(name)
+  gather = lambda x: jnp.take_along_axis(x, positions[:, :, None, None], 1)
+  weights = jnp.asarray(_inputs(34, 3)[0])
+
+  def at_rows(q, k, v, extra):
+    out = attention.VARIANTS[name](
+        gather(q),
+        k,
+        v,
+        mask=mask,
+        causal=causal,
+        query_positions=positions,
+        **extra,
+    )
+    return jnp.sum(out * weights)
+
+  def gathered(q, k, v, extra):
+    out = attention.VARIANTS[name](q, k, v, mask=mask, causal=causal, **extra)
+    return jnp.sum(gather(out) * weights)
+
+  grads = [
+      jax.jit(jax.grad(f, argnums=(0, 1, 2, 3)))(q, k, v, extra)
+      for f in (at_rows, gathered)
+  ]
+  for got, want in zip(*map(jax.tree.leaves, grads), strict=True):
+    _assert_close(got, want)
+
+
 def test_query_rows_are_refused_where_they_do_not_apply():
   q, k, v = _inputs(32, 6)
   positions = np.zeros((BATCH, 2), np.int32)
-  with pytest.raises(ValueError, match='causal=False'):
-    attention.linrec(q[:, :2], k, v, causal=True, query_positions=positions)
   with pytest.raises(ValueError, match='query_positions'):
     attention.softmax(q[:, :3], k, v, query_positions=positions)
-  assert attention.attends_query_rows('softmax', True)
-  assert not attention.attends_query_rows('linrec', True)
-  assert not attention.attends_query_rows('linrec_decay', False)
+  rows = attention.MAX_SCORED_ROWS
+  assert attention.attends_query_rows('softmax', True, 10 * rows)
+  assert attention.attends_query_rows('linrec', False, 10 * rows)
+  assert attention.attends_query_rows('linrec', True, rows)
+  assert not attention.attends_query_rows('linrec', True, rows + 1)
+  assert attention.attends_query_rows('linrec_decay', False, 1)
+  assert not attention.attends_query_rows('linrec_decay', False, rows + 1)
+  assert not attention.attends_query_rows('efficient', True, 1)
+  assert not attention.attends_query_rows('softmax_decay', False, 1)

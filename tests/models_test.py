@@ -404,19 +404,23 @@ def _check_scored_rows(model, seed, gradients):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
 
 
-# Gradients too for the query-row variants (softmax both ways, non-causal
-# LinRec, each pre- and post-LN) and for two that gather the whole
-# attention output (causal LinRec, linrec_decay); states for every variant.
+# Gradients too for softmax and the linear forms the encoder computes at
+# the rows (softmax and LinRec both ways, each pre- and post-LN; causal
+# linrec_learned_decay, its decay logits included) and for one that gathers
+# the whole attention output (efficient); states for every variant.
 GRADIENT_CASES = {
     ('softmax', True),
     ('softmax', False),
     ('linrec', False),
     ('linrec', True),
     ('linrec_decay', True),
+    ('linrec_learned_decay', True),
+    ('efficient', True),
 }
 SCORED_CASES = [(name, causal, False) for name, causal in SASREC_CASES] + [
     ('softmax', True, True),
     ('linrec', False, True),
+    ('linrec', True, True),
 ]
 
 

@@ -11,10 +11,14 @@ takes the value's). Keyword-only arguments:
   lists the variants that support it).
 - `decay_logit`: `[H]`, only and always for `LEARNED_DECAY_VARIANTS`, the
   attention layer's learned per-head decay logits.
+- `query_positions`: int `[B, T]`, only for `QUERY_ROW_VARIANTS`: `query`
+  holds the queries of these positions alone, `[B, T, H, K]`, and the
+  result is the rows of the whole output at them, `[B, T, H, F]`.
 
 Axis names in einsum strings: B batch, L query positions, M key positions, H
 heads, K query/key head dim, F value head dim; inside the chunked scan, C
-and T are query and key positions within one chunk.
+and T are query and key positions within one chunk; in the rows form T is
+the query rows.
 
 Norms, softmaxes and accumulations run in at least float32 (bfloat16 inputs
 are upcast); the result is cast back to the inputs' dtype.
@@ -196,6 +200,37 @@ def _causal_linear_scan(q, k, v, chunk_size, log_decay=None):
   return out[:, :length]
 
 
+def _linear_rows(q, k, v, query_positions, causal, log_decay=None):
+  """`_causal_linear_scan`'s sums at `T` query rows only, in O(T L) per head.
+
+  `out_t = sum_j w_tj (q_t . k_j) v_j` over every key j (`j <= p_t` when
+  causal), with `w_tj = g^|p_t - j|` (1 without `log_decay`) and `p_t` the
+  query's position: the rows of the whole computation, from the `[B, H, T,
+  L]` scores of the T queries. The scan costs `C (K + F) + 2 K F` per
+  position for all L rows, this `T (K + F)` per key position, so it is the
+  cheaper form for up to about a chunk of rows (`MAX_SCORED_ROWS`).
+
+  Args:
+    q: `[B, T, H, K]` query features at `query_positions`.
+    k: `[B, L, H, K]` key features (zero at positions to ignore).
+    v: `[B, L, H, F]` values.
+    query_positions: int `[B, T]`, the queries' positions in `[0, L)`.
+    causal: whether query t sees only keys j <= p_t.
+    log_decay: optional `[H]` finite `log g <= 0`, one per head.
+
+  Returns:
+    `[B, T, H, F]`.
+  """
+  distance = query_positions[:, :, None] - jnp.arange(k.shape[1])  # [B,T,L]
+  scores = jnp.einsum('BTHK,BLHK->BHTL', q, k)
+  if log_decay is not None:
+    decay = jnp.asarray(log_decay, q.dtype)[None, :, None, None]
+    scores = scores * jnp.exp(decay * jnp.abs(distance)[:, None])
+  if causal:
+    scores = jnp.where((distance >= 0)[:, None], scores, 0)
+  return jnp.einsum('BHTL,BLHF->BTHF', scores, v)
+
+
 def _linrec_features(query, key, mask):
   """LinRec's unit-norm ELU features, the queries divided by sqrt(K).
 
@@ -239,22 +274,20 @@ def linrec(
     mask: optional bool `[B, L]`, True at real items.
     causal: whether position t sees only positions <= t.
     chunk_size: chunk length of the causal scan (clipped to L).
-    query_positions: optional int `[B, T]` (non-causal only): `query` holds
-      the queries of these positions alone, `[B, T, H, K]`, and the result
-      is the rows of the whole output at them.
+    query_positions: optional int `[B, T]`: `query` holds the queries of
+      these positions alone, `[B, T, H, K]`, and the result is the rows of
+      the whole output at them (causal: `_linear_rows`, O(T L); else from
+      `K_hat^T V` as above).
 
   Returns:
     `[B, L, H, F]` (`[B, T, H, F]` with `query_positions`), zero at padded
     positions, in the inputs' dtype.
   """
-  if causal and query_positions is not None:
-    raise ValueError(
-        'query_positions needs causal=False: the causal scan computes every '
-        'position'
-    )
   q, k, v, mask = _prepare(query, key, value, mask, query_positions)
   q_hat, k_hat = _linrec_features(q, k, mask)
-  if causal:
+  if causal and query_positions is not None:
+    out = _linear_rows(q_hat, k_hat, v, query_positions, causal=True)
+  elif causal:
     out = _causal_linear_scan(q_hat, k_hat, v, chunk_size)
   else:
     kv = jnp.einsum('BMHK,BMHF->BHKF', k_hat, v)
@@ -333,6 +366,7 @@ def linrec_decay(
     causal=False,
     chunk_size=DEFAULT_CHUNK_SIZE,
     decay=None,
+    query_positions=None,
 ):
   """LinRec with a fixed exponential decay per head: a recency ablation.
 
@@ -348,16 +382,24 @@ def linrec_decay(
   g S_{t-1} + k_hat_t v_t^T`); the non-causal form adds a reversed scan
   and removes the diagonal counted twice. `decay`: optional `[H]` factors in
   (0, 1], one per head, instead of `head_decays(H)` (all 1 gives `linrec`);
-  other arguments and the result as in `linrec`.
+  `query_positions` (either causality) computes those rows alone
+  (`_linear_rows`, O(T L)); other arguments and the result as in `linrec`.
   """
   log_decay = jnp.log(_decays(decay, query.shape[2]))
-  return _decayed_linrec(query, key, value, mask, causal, chunk_size, log_decay)
+  return _decayed_linrec(
+      query, key, value, mask, causal, chunk_size, log_decay, query_positions
+  )
 
 
-def _decayed_linrec(query, key, value, mask, causal, chunk_size, log_decay):
+def _decayed_linrec(
+    query, key, value, mask, causal, chunk_size, log_decay, query_positions
+):
   """`linrec_decay` with the decays given as `log_decay` `[H]` (<= 0)."""
-  q, k, v, mask = _prepare(query, key, value, mask)
+  q, k, v, mask = _prepare(query, key, value, mask, query_positions)
   q_hat, k_hat = _linrec_features(q, k, mask)
+  if query_positions is not None:
+    out = _linear_rows(q_hat, k_hat, v, query_positions, causal, log_decay)
+    return _finish(out, _query_mask(mask, query_positions), query, key, value)
   out = _causal_linear_scan(q_hat, k_hat, v, chunk_size, log_decay)
   if not causal:
     flip = lambda x: jnp.flip(x, axis=1)
@@ -578,6 +620,7 @@ def linrec_learned_decay(
     causal=False,
     chunk_size=DEFAULT_CHUNK_SIZE,
     decay_logit=None,
+    query_positions=None,
 ):
   """`linrec_decay` with a learned decay per head: `g_h = sigmoid(theta_h)`.
 
@@ -599,9 +642,11 @@ def linrec_learned_decay(
     causal: whether position t sees only positions <= t.
     chunk_size: chunk length of the scan (clipped to L).
     decay_logit: `[H]` logits theta (required; no default decay).
+    query_positions: optional int `[B, T]`, as in `linrec_decay`.
 
   Returns:
-    `[B, L, H, F]`, zero at padded positions, in the inputs' dtype.
+    `[B, L, H, F]` (`[B, T, H, F]` with `query_positions`), zero at padded
+    positions, in the inputs' dtype.
 
   Raises:
     ValueError: `decay_logit` is missing or not `[H]`.
@@ -609,7 +654,9 @@ def linrec_learned_decay(
   log_decay = _learned_log_decays(
       'linrec_learned_decay', decay_logit, query.shape[2]
   )
-  return _decayed_linrec(query, key, value, mask, causal, chunk_size, log_decay)
+  return _decayed_linrec(
+      query, key, value, mask, causal, chunk_size, log_decay, query_positions
+  )
 
 
 def softmax_learned_decay(
@@ -646,6 +693,7 @@ def linear(
     mask=None,
     causal=False,
     chunk_size=DEFAULT_CHUNK_SIZE,
+    query_positions=None,
 ):
   """Linear Transformer attention (Katharopoulos et al., 2020).
 
@@ -662,25 +710,31 @@ def linear(
     mask: optional bool `[B, L]`, True at real items.
     causal: whether position t sees only positions <= t.
     chunk_size: chunk length of the causal scan (clipped to L).
+    query_positions: optional int `[B, T]`: `query` holds the queries of
+      these positions alone, `[B, T, H, K]`, and the result is the rows of
+      the whole output at them (causal: `_linear_rows`, O(T L)).
 
   Returns:
-    `[B, L, H, F]`, zero at padded positions, in the inputs' dtype.
+    `[B, L, H, F]` (`[B, T, H, F]` with `query_positions`), zero at padded
+    positions, in the inputs' dtype.
   """
-  q, k, v, mask = _prepare(query, key, value, mask)
+  q, k, v, mask = _prepare(query, key, value, mask, query_positions)
   phi_q = jax.nn.elu(q) + 1
   phi_k = _zero_masked(jax.nn.elu(k) + 1, mask)
   if causal:
     ones = jnp.ones(v.shape[:-1] + (1,), dtype=v.dtype)
-    num_den = _causal_linear_scan(
-        phi_q, phi_k, jnp.concatenate([v, ones], axis=-1), chunk_size
-    )
+    v_ones = jnp.concatenate([v, ones], axis=-1)
+    if query_positions is None:
+      num_den = _causal_linear_scan(phi_q, phi_k, v_ones, chunk_size)
+    else:
+      num_den = _linear_rows(phi_q, phi_k, v_ones, query_positions, True)
     num, den = num_den[..., :-1], num_den[..., -1:]
   else:
     kv = jnp.einsum('BMHK,BMHF->BHKF', phi_k, v)
     num = jnp.einsum('BLHK,BHKF->BLHF', phi_q, kv)
     den = jnp.einsum('BLHK,BHK->BLH', phi_q, jnp.sum(phi_k, axis=1))[..., None]
   out = num / (den + LINEAR_EPS)
-  return _finish(out, mask, query, key, value)
+  return _finish(out, _query_mask(mask, query_positions), query, key, value)
 
 
 def efficient(
@@ -822,12 +876,31 @@ WEIGHT_DROPOUT_VARIANTS = frozenset(
 )
 # Variants that take `query_positions=` (queries of a few rows only, for
 # the last block of `layers.encoder`), with the causality they take it in.
-QUERY_ROW_VARIANTS = {'softmax': (False, True), 'linrec': (False,)}
+QUERY_ROW_VARIANTS = {
+    'softmax': (False, True),
+    'linrec': (False, True),
+    'linear': (False, True),
+    'linrec_decay': (False, True),
+    'linrec_learned_decay': (False, True),
+}
+# The ones whose query rows cost O(T L) (`_linear_rows`: causal or decayed
+# linear forms) are cheaper than the whole computation only for a few rows;
+# the encoder gives them at most this many.
+MAX_SCORED_ROWS = DEFAULT_CHUNK_SIZE
 
 
-def attends_query_rows(name, causal):
-  """Whether variant `name` with `causal` takes `query_positions=`."""
-  return causal in QUERY_ROW_VARIANTS.get(name, ())
+def attends_query_rows(name, causal, rows):
+  """Whether variant `name` with `causal` computes `rows` query rows alone.
+
+  True where it takes `query_positions=` and that costs less than the whole
+  output: softmax (quadratic either way) and non-causal `linrec` and
+  `linear` (from `K^T V`) at any number of rows, the `_linear_rows` forms
+  up to `MAX_SCORED_ROWS`.
+  """
+  if causal not in QUERY_ROW_VARIANTS.get(name, ()):
+    return False
+  from_key_sums = name in ('linrec', 'linear') and not causal
+  return name == 'softmax' or from_key_sums or rows <= MAX_SCORED_ROWS
 
 
 # Causal variants whose memory of the past is a fixed-size state per head,

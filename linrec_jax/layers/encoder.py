@@ -22,9 +22,10 @@ Scored positions: a loss or a ranking that reads the output at a few
 positions per row (prefix samples: one; cloze: a fifth) passes them as
 ``positions`` ``[B, T]``, and the last block computes only there. Its
 attention still reads every position as keys and values; its queries are
-the T rows for the variants that take them
-(``attention.QUERY_ROW_VARIANTS``: softmax, non-causal LinRec) and every
-position for the others (then the output is gathered); the output
+the T rows where that costs less (``attention.attends_query_rows``:
+softmax, LinRec, the Linear Transformer and the decayed LinRecs, the
+causal and decayed linear forms up to ``attention.MAX_SCORED_ROWS`` rows)
+and every position for the others (then the output is gathered); the output
 projection, the residuals, both LayerNorms, the feed-forward network and
 both dropouts act on the T rows. Without dropout this equals the whole
 computation gathered at ``positions``; with dropout the masks of the last
@@ -121,7 +122,7 @@ class MultiHeadAttention(nn.Module):
     config = self.config
     split = lambda t: t.reshape(t.shape[:2] + (config.heads, -1))  # BLD->BLHK
     query_rows = positions is not None and attention_lib.attends_query_rows(
-        config.attention, config.causal
+        config.attention, config.causal, positions.shape[1]
     )
     options = {}
     if query_rows:
