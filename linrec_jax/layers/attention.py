@@ -201,7 +201,7 @@ def _causal_linear_scan(q, k, v, chunk_size, log_decay=None):
 
 
 def _linear_rows(q, k, v, query_positions, causal, log_decay=None):
-  """`_causal_linear_scan`'s sums at `T` query rows only, in O(T L) per head.
+  """The linear attention sums at `T` query rows only, in O(T L) per head.
 
   `out_t = sum_j w_tj (q_t . k_j) v_j` over every key j (`j <= p_t` when
   causal), with `w_tj = g^|p_t - j|` (1 without `log_decay`) and `p_t` the
@@ -727,7 +727,9 @@ def linear(
     if query_positions is None:
       num_den = _causal_linear_scan(phi_q, phi_k, v_ones, chunk_size)
     else:
-      num_den = _linear_rows(phi_q, phi_k, v_ones, query_positions, True)
+      num_den = _linear_rows(
+          phi_q, phi_k, v_ones, query_positions, causal=True
+      )
     num, den = num_den[..., :-1], num_den[..., -1:]
   else:
     kv = jnp.einsum('BMHK,BMHF->BHKF', phi_k, v)
