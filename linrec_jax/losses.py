@@ -142,34 +142,52 @@ def _blockwise_pass(states, table, bias, targets, block_rows, with_grads):
   """The loss sum and, if `with_grads`, its gradient w.r.t. states, table
   and bias (float32), one block of rows per scan step.
 
-  Only the scores and their softmax are `[rows, V]`: the target scores are row dot products with the gathered target rows, and
-  the `- one_hot(target)` part of the gradient is those rows scattered back
+  Only the scores and their exponentials are `[rows, V]`, each written
+  once: the bias enters the scores' product as one more feature, the
+  softmax's row scale acts on `[rows, D]` operands and results, the target
+  scores are row dot products with the gathered target rows, and the
+  `- one_hot(target)` part of the gradient is those rows scattered back
   (`rows` of them), with no `[rows, V]` one-hot or select.
   """
   table32 = jnp.asarray(table, jnp.float32)
   bias32 = jnp.asarray(bias, jnp.float32)
-  # The padding column's exclusion rides on the bias: one add, no select.
-  masked_bias = bias32.at[PAD_ID].set(_EXCLUDED_LOGIT)
+  # The padding column's exclusion rides on the bias, and the bias rides in
+  # the product as one more feature (states get a constant 1): the scores
+  # come out of it whole, not in a second pass. The excluded logit is the
+  # most negative finite float, so no product lane ever forms 0 * -inf.
+  masked_bias = bias32.at[PAD_ID].set(jnp.finfo(jnp.float32).min)
+  biased_table = jnp.concatenate([table32, masked_bias[:, None]], axis=-1)
 
   def scored(carry, block_states, block_targets):
     states32 = block_states.astype(jnp.float32)
-    scores = states32 @ table32.T + masked_bias
-    log_normalizer = jax.nn.logsumexp(scores, axis=-1, keepdims=True)
+    ones = jnp.ones_like(states32[:, :1])
+    scores = jnp.concatenate([states32, ones], axis=-1) @ biased_table.T
+    # One exponential per score: the softmax is exp / total, and its row
+    # scale 1 / total moves onto the [rows, D] operands and results of the
+    # products below instead of a pass over the [rows, V] block.
+    peak = jnp.max(scores, axis=-1, keepdims=True)
+    exp = jnp.exp(scores - peak)
+    total = jnp.sum(exp, axis=-1, keepdims=True)
+    log_normalizer = peak[:, 0] + jnp.log(total[:, 0])
     counted = block_targets != PAD_ID
     target_rows = jnp.take(table32, block_targets, axis=0)
     target_scores = jnp.sum(states32 * target_rows, -1) + bias32[block_targets]
     # PAD targets add nothing: their loss is 0, not inf.
-    loss = jnp.sum(jnp.where(counted, log_normalizer[:, 0] - target_scores, 0))
+    loss = jnp.sum(jnp.where(counted, log_normalizer - target_scores, 0))
     carry = dict(carry, loss=carry["loss"] + loss)
     if not with_grads:
       return carry, None
     weight = counted.astype(jnp.float32)[:, None]
-    softmax = jnp.exp(scores - log_normalizer) * weight
-    table_grad = carry["table"] + softmax.T @ states32
+    scale = weight / total
+    # exp.T @ [states * scale, scale]: the table's and the bias's softmax
+    # terms in one product.
+    scaled = jnp.concatenate([states32 * scale, scale], axis=-1)
+    softmax_terms = jax.lax.dot_general(exp, scaled, (((0,), (0,)), ((), ())))
+    table_grad = carry["table"] + softmax_terms[:, :-1]
     carry["table"] = table_grad.at[block_targets].add(-states32 * weight)
-    bias_grad = carry["bias"] + jnp.sum(softmax, axis=0)
+    bias_grad = carry["bias"] + softmax_terms[:, -1]
     carry["bias"] = bias_grad.at[block_targets].add(-weight[:, 0])
-    return carry, softmax @ table32 - target_rows * weight
+    return carry, (exp @ table32) * scale - target_rows * weight
 
   def skipped(carry, block_states, block_targets):
     del block_targets
