@@ -31,7 +31,12 @@ same batch and state: blockwise scoring must give the same loss.
 `cpu_preset` times today's `cpu` preset the same way (batch 32, 2 heads,
 FFN 256, its length buckets, blockwise scores, attention-weight dropout for
 softmax): the step whose share of the matmul peak the throughput issue
-asks about.
+asks about. `cpu_preset_parts` splits that step on the epoch's batch whose
+width is nearest the mean (medians of `--part_repeats` runs, each part
+jitted alone): the whole step, the step without dropout, the encoder's
+forward, its forward and backward with and without dropout, the blockwise
+cross-entropy's forward and backward on the encoder's states, and Adam's
+update.
 
   python -m experiments.benchmark_epoch --output=benchmarks/epoch_cpu.json
 """
@@ -43,6 +48,7 @@ import time
 from absl import app
 from absl import flags
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from data_prep import datasets
@@ -52,6 +58,8 @@ from linrec_jax import losses
 from linrec_jax import models
 from linrec_jax.cli import bench_common
 from linrec_jax.constants import PAD_ID
+from linrec_jax.training import optimizer
+from linrec_jax.training import steps
 from linrec_jax.training import train
 
 _ATTENTIONS = flags.DEFINE_list(
@@ -62,6 +70,9 @@ _SAMPLE = flags.DEFINE_integer('sample', 16, 'Batches timed per layout.')
 _REPEATS = flags.DEFINE_integer('repeats', 2, 'Timed passes per batch.')
 _DATA_ROOT = flags.DEFINE_string('data_root', None, 'raw datasets')
 _PREPARED = flags.DEFINE_string('prepared_root', 'prepared', 'prepared arrays')
+_PART_REPEATS = flags.DEFINE_integer(
+    'part_repeats', 12, 'Timed runs of each part of the preset step.'
+)
 _OUTPUT = flags.DEFINE_string(
     'output', 'benchmarks/epoch_cpu.json', 'Where the JSON report goes.'
 )
@@ -216,6 +227,102 @@ def measure_preset(seqs, attention, sample, repeats):
   }
 
 
+def _median_ms(function, *args, repeats):
+  jax.block_until_ready(function(*args))
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(function(*args))
+    times.append(time.perf_counter() - start)
+  return 1e3 * statistics.median(times)
+
+
+def measure_preset_parts(seqs, attention, repeats):
+  """Milliseconds of the parts of today's `cpu` preset step, each jitted
+  alone, on the epoch's batch whose width is nearest the mean width."""
+  preset = configs.get_config(
+      'cpu', dataset='ml-1m', model='sasrec', attention=attention
+  )
+  values = preset.to_dict()
+  config = configs.to_train_config(values)
+  undropped = configs.to_train_config(
+      dict(values, dropout=0.0, attention_dropout=0.0)
+  )
+  model = models.make_model(config, seqs.num_items)
+  loader = train.make_loader(config, seqs, model)
+  widths = [
+      loader.batch(0, i)['inputs'].shape[1] for i in range(loader.num_batches)
+  ]
+  index = int(np.argmin(np.abs(np.asarray(widths) - np.mean(widths))))
+  batch = loader.batch(0, index)
+  rng = jax.random.key(1)
+  parts = {}
+  for name, cfg in (('step', config), ('step_without_dropout', undropped)):
+    state, step = bench_common.train_setup(
+        models.make_model(cfg, seqs.num_items),
+        seqs.num_items,
+        lr=cfg.lr,
+        score_block_rows=losses.BLOCK_ROWS,
+    )
+    parts[name] = _median_ms(step, state, batch, rng, repeats=repeats)
+  # Both states come from key 0: the same parameters.
+  params = state.params
+
+  def states(params, deterministic):
+    return steps.scored_states(
+        model,
+        {'params': params},
+        batch['inputs'],
+        batch['positions'],
+        deterministic=deterministic,
+        rngs={'dropout': rng},
+    )
+
+  forward = jax.jit(states, static_argnums=1)
+  encoder_grad = jax.jit(
+      jax.grad(lambda p, d: jnp.sum(states(p, d) * 0.01)), static_argnums=1
+  )
+  parts['encoder_forward'] = _median_ms(forward, params, False, repeats=repeats)
+  parts['encoder_forward_backward'] = _median_ms(
+      encoder_grad, params, False, repeats=repeats
+  )
+  parts['encoder_forward_backward_without_dropout'] = _median_ms(
+      encoder_grad, params, True, repeats=repeats
+  )
+  table = model.apply({'params': params}, method='item_embeddings')
+  bias = model.apply({'params': params}, method='item_bias')
+  flat_targets = batch['targets'].reshape(-1)
+  scores_grad = jax.jit(
+      jax.grad(
+          lambda s, t, b: losses.blockwise_cross_entropy(
+              s.reshape(-1, s.shape[-1]), t, b, flat_targets
+          )[0],
+          argnums=(0, 1, 2),
+      )
+  )
+  parts['cross_entropy_forward_backward'] = _median_ms(
+      scores_grad, forward(params, False), table, bias, repeats=repeats
+  )
+  tx = optimizer.make_optimizer(lr=config.lr)
+  update = jax.jit(tx.update)
+  parts['adam_update'] = _median_ms(
+      update,
+      jax.tree.map(jnp.ones_like, params),
+      state.opt_state,
+      params,
+      repeats=repeats,
+  )
+  return {
+      'batch_shape': list(batch['inputs'].shape),
+      'real_targets': int((batch['targets'] != PAD_ID).sum()),
+      'useful_gflop': bench_common.useful_train_flops(
+          batch, config, seqs.num_items
+      )
+      / 1e9,
+      'median_ms': parts,
+  }
+
+
 def main(argv):
   del argv
   data_dir = datasets.prepared_dir('ml-1m', _DATA_ROOT.value, _PREPARED.value)
@@ -229,6 +336,7 @@ def main(argv):
       'repeats': _REPEATS.value,
       'cells': {},
       'cpu_preset': {},
+      'cpu_preset_parts': {},
   }
   for attention in _ATTENTIONS.value:
     cell = measure(
@@ -237,6 +345,9 @@ def main(argv):
     result['cells'][attention] = cell
     result['cpu_preset'][attention] = measure_preset(
         seqs, attention, _SAMPLE.value, _REPEATS.value
+    )
+    result['cpu_preset_parts'][attention] = measure_preset_parts(
+        seqs, attention, _PART_REPEATS.value
     )
   peaks.append(bench_common.measure_matmul_peak())
   peak = max(p['gflops'] for p in peaks)
@@ -267,6 +378,13 @@ def main(argv):
         f"a step, epoch {cell['epoch_s']:.0f} s; useful "
         f"{cell['useful_gflops_per_s']:.1f} GFLOP/s = "
         f"{100 * cell['share_of_matmul_peak']:.1f} % of the matmul peak",
+        flush=True,
+    )
+  for attention, cell in result['cpu_preset_parts'].items():
+    parts = ', '.join(f'{k} {v:.1f}' for k, v in cell['median_ms'].items())
+    print(
+        f'{attention}, parts of the preset step on a batch of '
+        f"{cell['batch_shape']} (ms): {parts}",
         flush=True,
     )
   result['load_avg_at_end'] = bench_common.load_avg()
