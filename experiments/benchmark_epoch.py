@@ -228,13 +228,9 @@ def measure_preset(seqs, attention, sample, repeats):
 
 
 def _median_ms(function, *args, repeats):
-  jax.block_until_ready(function(*args))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(function(*args))
-    times.append(time.perf_counter() - start)
-  return 1e3 * statistics.median(times)
+  return 1e3 * statistics.median(
+      bench_common.timed_runs(function, *args, repeats=repeats)
+  )
 
 
 def measure_preset_parts(seqs, attention, repeats):
@@ -257,11 +253,14 @@ def measure_preset_parts(seqs, attention, repeats):
   batch = loader.batch(0, index)
   rng = jax.random.key(1)
   parts = {}
-  for name, cfg in (('step', config), ('step_without_dropout', undropped)):
+  for name, step_model in (
+      ('step', model),
+      ('step_without_dropout', models.make_model(undropped, seqs.num_items)),
+  ):
     state, step = bench_common.train_setup(
-        models.make_model(cfg, seqs.num_items),
+        step_model,
         seqs.num_items,
-        lr=cfg.lr,
+        lr=config.lr,
         score_block_rows=losses.BLOCK_ROWS,
     )
     parts[name] = _median_ms(step, state, batch, rng, repeats=repeats)

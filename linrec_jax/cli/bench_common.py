@@ -190,6 +190,20 @@ def useful_train_flops(batch, config, num_items):
   return 3 * float(encoder.sum() + scores)
 
 
+def timed_runs(function, *args, repeats):
+  """Seconds of `repeats` calls `function(*args)` (each waited for), after
+  one untimed call that compiles and warms up."""
+  import jax  # pylint: disable=g-import-not-at-top
+
+  jax.block_until_ready(function(*args))
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(function(*args))
+    times.append(time.perf_counter() - start)
+  return times
+
+
 def measure_matmul_peak(size=2048, repeats=7):
   """This machine's float32 matmul rate in JAX: a jitted `size`^3 matmul.
 
@@ -203,12 +217,7 @@ def measure_matmul_peak(size=2048, repeats=7):
   keys = jax.random.split(jax.random.key(0))
   a, b = (jax.random.normal(key, (size, size), 'float32') for key in keys)
   matmul = jax.jit(lambda a, b: a @ b).lower(a, b).compile()
-  jax.block_until_ready(matmul(a, b))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(matmul(a, b))
-    times.append(time.perf_counter() - start)
+  times = timed_runs(matmul, a, b, repeats=repeats)
   seconds = statistics.median(times)
   return {
       'size': size,
